@@ -1,0 +1,542 @@
+//! Session derivation: a session is a pure function of its stored events, whatever their arrival
+//! order (`COLLECTOR.md`, section Sessions).
+//!
+//! [`SessionState`] is folded one event at a time, and every field keeps enough to make the fold
+//! commutative: values that "win" remember the rank (sequence, event kind) that won them, sums are
+//! kept in integers (cost in nano-dollars) so float rounding cannot depend on order.
+
+use super::Event;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A value chosen among several events, with the rank that chose it (lower rank wins).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Pick<T> {
+    rank: (u8, i64),
+    value: T,
+}
+
+/// Keeps the candidate of lowest rank; the fold is then independent of arrival order.
+fn pick<T>(slot: &mut Option<Pick<T>>, rank: (u8, i64), value: T) {
+    if slot.as_ref().is_none_or(|p| rank < p.rank) {
+        *slot = Some(Pick { rank, value });
+    }
+}
+
+/// A reported figure where the latest report (highest sequence) wins.
+fn latest<T>(slot: &mut Option<Pick<T>>, seq: i64, value: T) {
+    pick(slot, (0, -seq), value);
+}
+
+/// A timestamp as sent, with its instant for comparisons (ties broken by the text, so two
+/// spellings of one instant still order deterministically).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Stamp {
+    us: i64,
+    text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Ended {
+    stamp: Stamp,
+    status: String,
+    summary: Option<String>,
+    error: Option<String>,
+}
+
+/// Everything the collector knows about a session, derived from its events.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct SessionState {
+    pub id: String,
+    agent: Option<Pick<String>>,
+    parent: Option<Pick<String>>,
+    version: Option<Pick<String>>,
+    goal: Option<Pick<String>>,
+    llm: Option<Pick<String>>,
+    started: Option<Pick<Stamp>>,
+    ended: Option<Pick<Ended>>,
+    first: Option<Stamp>,
+    last: Option<Stamp>,
+    steps_reported: Option<Pick<i64>>,
+    activity: i64,
+    tokens_reported: Option<Pick<i64>>,
+    tokens_delta: i64,
+    cost_reported: Option<Pick<f64>>,
+    cost_nano: Option<i64>,
+    event_count: i64,
+}
+
+/// The payload fields derivation reads, in both vocabularies of `AOP.md`. Unknown fields are
+/// skipped; a payload that does not fit (e.g. duplicate keys) contributes nothing.
+#[derive(Deserialize, Default)]
+struct Facts {
+    goal: Option<Value>,
+    agent_version: Option<Value>,
+    llm: Option<Value>,
+    outcome: Option<Value>,
+    status: Option<Value>,
+    outcome_summary: Option<Value>,
+    error_message: Option<Value>,
+    step: Option<Value>,
+    total_steps: Option<Value>,
+    token_spend: Option<Value>,
+    total_tokens: Option<Value>,
+    total_cost_usd: Option<Value>,
+    token_spend_delta: Option<Value>,
+    cost_usd: Option<Value>,
+}
+
+fn text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().and_then(Value::as_str).map(str::to_owned)
+}
+
+fn count(v: &Option<Value>) -> Option<i64> {
+    let v = v.as_ref()?;
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite())
+            .map(|f| f.round() as i64)
+    })
+}
+
+fn money(v: &Option<Value>) -> Option<f64> {
+    v.as_ref()?.as_f64().filter(|f| f.is_finite())
+}
+
+/// Whether the payload may hold fields derivation reads; others are not parsed at all.
+fn needs_facts(kind: &str) -> bool {
+    kind.starts_with("session.") || kind.starts_with("operation.")
+}
+
+impl SessionState {
+    pub fn new(id: &str) -> Self {
+        SessionState {
+            id: id.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// Folds one stored event (never a duplicate) into the session.
+    pub fn apply(&mut self, ev: &Event) {
+        let seq = ev.sequence;
+        let is_started = ev.kind == "session.started";
+        let rank = (u8::from(!is_started), seq);
+        let facts: Facts = if needs_facts(&ev.kind) || ev.payload_json().contains("cost_usd") {
+            serde_json::from_str(ev.payload_json()).unwrap_or_default()
+        } else {
+            Facts::default()
+        };
+
+        self.event_count += 1;
+        pick(&mut self.agent, rank, ev.agent_id.clone());
+        if let Some(p) = &ev.parent_session_id {
+            pick(&mut self.parent, rank, p.clone());
+        }
+        let version = ev.agent_version.clone().or_else(|| {
+            if is_started {
+                text(&facts.agent_version)
+            } else {
+                None
+            }
+        });
+        if let Some(v) = version {
+            pick(&mut self.version, rank, v);
+        }
+        let stamp = Stamp {
+            us: ev.ts_us,
+            text: ev.timestamp.clone(),
+        };
+        if self.first.as_ref().is_none_or(|f| stamp < *f) {
+            self.first = Some(stamp.clone());
+        }
+        if self.last.as_ref().is_none_or(|l| stamp > *l) {
+            self.last = Some(stamp.clone());
+        }
+
+        match ev.kind.as_str() {
+            "session.started" => {
+                pick(&mut self.started, (0, seq), stamp);
+                if let Some(g) = text(&facts.goal) {
+                    pick(&mut self.goal, (0, seq), g);
+                }
+                if let Some(m) = text(&facts.llm) {
+                    pick(&mut self.llm, (0, seq), m);
+                }
+            }
+            "session.ended" => {
+                let status = text(&facts.outcome)
+                    .or_else(|| text(&facts.status))
+                    .unwrap_or_else(|| "completed".into());
+                let ended = Ended {
+                    stamp,
+                    status,
+                    summary: text(&facts.outcome_summary),
+                    error: text(&facts.error_message),
+                };
+                pick(&mut self.ended, (0, seq), ended);
+            }
+            k if k.starts_with("cognition.") || k.starts_with("operation.") => self.activity += 1,
+            _ => {}
+        }
+        if matches!(ev.kind.as_str(), "session.heartbeat" | "session.ended") {
+            if let Some(n) = count(&facts.step).or_else(|| count(&facts.total_steps)) {
+                latest(&mut self.steps_reported, seq, n);
+            }
+            if let Some(n) = count(&facts.token_spend).or_else(|| count(&facts.total_tokens)) {
+                latest(&mut self.tokens_reported, seq, n);
+            }
+            if let Some(c) = money(&facts.total_cost_usd) {
+                latest(&mut self.cost_reported, seq, c);
+            }
+        }
+        if ev.kind == "operation.tool_end" {
+            if let Some(n) = count(&facts.token_spend_delta) {
+                self.tokens_delta = self.tokens_delta.saturating_add(n);
+            }
+        }
+        if let Some(c) = money(&facts.cost_usd) {
+            let nano = (c * 1e9).round() as i64;
+            self.cost_nano = Some(self.cost_nano.unwrap_or(0).saturating_add(nano));
+        }
+    }
+
+    pub fn agent_id(&self) -> &str {
+        self.agent.as_ref().map_or("", |p| &p.value)
+    }
+    pub fn parent_session_id(&self) -> Option<&str> {
+        self.parent.as_ref().map(|p| p.value.as_str())
+    }
+    pub fn goal(&self) -> Option<&str> {
+        self.goal.as_ref().map(|p| p.value.as_str())
+    }
+    /// `running` until a `session.ended`, then its outcome.
+    pub fn status(&self) -> &str {
+        self.ended.as_ref().map_or("running", |e| &e.value.status)
+    }
+    pub fn is_running(&self) -> bool {
+        self.ended.is_none()
+    }
+    /// The latest event time, in microseconds since the epoch: the sessions list's order.
+    pub fn last_seen_us(&self) -> i64 {
+        self.last.as_ref().map_or(i64::MIN, |s| s.us)
+    }
+    pub fn event_count(&self) -> i64 {
+        self.event_count
+    }
+
+    /// The public row (`GET /sessions`), given the counts the store keeps beside the state.
+    pub fn view(&self, alert_count: i64, child_count: i64) -> SessionRow {
+        let started = self
+            .started
+            .as_ref()
+            .map(|p| &p.value)
+            .or(self.first.as_ref());
+        let ended = self.ended.as_ref().map(|p| &p.value);
+        SessionRow {
+            id: self.id.clone(),
+            agent_id: self.agent_id().to_owned(),
+            agent_version: self.version.as_ref().map(|p| p.value.clone()),
+            parent_session_id: self.parent_session_id().map(str::to_owned),
+            goal: self.goal().map(str::to_owned),
+            llm: self.llm.as_ref().map(|p| p.value.clone()),
+            status: self.status().to_owned(),
+            started_at: started.map(|s| s.text.clone()),
+            ended_at: ended.map(|e| e.stamp.text.clone()),
+            last_seen_at: self.last.as_ref().map(|s| s.text.clone()),
+            duration_ms: match (started, ended.map(|e| &e.stamp).or(self.last.as_ref())) {
+                (Some(s), Some(e)) => Some((e.us - s.us).max(0) / 1000),
+                _ => None,
+            },
+            total_steps: self
+                .steps_reported
+                .as_ref()
+                .map_or(self.activity, |p| p.value),
+            total_tokens: self
+                .tokens_reported
+                .as_ref()
+                .map_or(self.tokens_delta, |p| p.value),
+            total_cost_usd: self
+                .cost_reported
+                .as_ref()
+                .map(|p| p.value)
+                .or(self.cost_nano.map(|n| n as f64 / 1e9)),
+            outcome_summary: ended.and_then(|e| e.summary.clone()),
+            error_message: ended.and_then(|e| e.error.clone()),
+            event_count: self.event_count,
+            alert_count,
+            child_count,
+        }
+    }
+}
+
+/// A session as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub agent_id: String,
+    pub agent_version: Option<String>,
+    pub parent_session_id: Option<String>,
+    pub goal: Option<String>,
+    /// The model name some SDKs report in `session.started` (`llm`).
+    pub llm: Option<String>,
+    pub status: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub last_seen_at: Option<String>,
+    /// From start to end (or to the latest event while running), by event time.
+    pub duration_ms: Option<i64>,
+    pub total_steps: i64,
+    pub total_tokens: i64,
+    pub total_cost_usd: Option<f64>,
+    pub outcome_summary: Option<String>,
+    pub error_message: Option<String>,
+    pub event_count: i64,
+    pub alert_count: i64,
+    pub child_count: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: i64, kind: &str, payload: &str, secs: u32) -> Event {
+        ev_as(seq, kind, payload, secs, "agent-a", None)
+    }
+
+    fn ev_as(
+        seq: i64,
+        kind: &str,
+        payload: &str,
+        secs: u32,
+        agent: &str,
+        parent: Option<&str>,
+    ) -> Event {
+        let parent = parent.map_or("null".to_owned(), |p| format!("\"{p}\""));
+        Event::parse(&format!(
+            r#"{{"spec":"aop/1.0","session_id":"s1","parent_session_id":{parent},"agent_id":"{agent}","sequence":{seq},"timestamp":"2026-04-03T10:00:{secs:02}.000Z","type":"{kind}","payload":{payload}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn derive(events: &[Event]) -> SessionRow {
+        let mut s = SessionState::new("s1");
+        for e in events {
+            s.apply(e);
+        }
+        s.view(0, 0)
+    }
+
+    /// Every permutation of `events` (up to 6) must derive the same row.
+    fn check_order_free(events: &[Event]) -> SessionRow {
+        let want = derive(events);
+        let mut idx: Vec<usize> = (0..events.len()).collect();
+        permute(&mut idx, 0, &mut |order| {
+            let shuffled: Vec<Event> = order.iter().map(|&i| events[i].clone()).collect();
+            assert_eq!(derive(&shuffled), want, "order {order:?}");
+        });
+        want
+    }
+
+    fn permute(v: &mut Vec<usize>, k: usize, f: &mut dyn FnMut(&[usize])) {
+        if k == v.len() {
+            return f(v);
+        }
+        for i in k..v.len() {
+            v.swap(k, i);
+            permute(v, k + 1, f);
+            v.swap(k, i);
+        }
+    }
+
+    #[test]
+    fn a_full_run() {
+        let row = check_order_free(&[
+            ev(
+                1,
+                "session.started",
+                r#"{"goal":"Find papers","agent_version":"2.1","llm":"m-1"}"#,
+                0,
+            ),
+            ev(2, "cognition.thought", r#"{"content":"hmm"}"#, 1),
+            ev(3, "operation.tool_start", r#"{"tool":"web_search"}"#, 2),
+            ev(
+                4,
+                "operation.tool_end",
+                r#"{"tool":"web_search","success":true,"token_spend_delta":120,"cost_usd":0.1}"#,
+                3,
+            ),
+            ev(
+                5,
+                "operation.tool_end",
+                r#"{"tool":"web_search","success":true,"token_spend_delta":80,"cost_usd":0.2}"#,
+                4,
+            ),
+            ev(
+                6,
+                "session.ended",
+                r#"{"outcome":"failed","error_message":"boom"}"#,
+                9,
+            ),
+        ]);
+        assert_eq!(row.goal.as_deref(), Some("Find papers"));
+        assert_eq!(row.agent_version.as_deref(), Some("2.1"));
+        assert_eq!(row.llm.as_deref(), Some("m-1"));
+        assert_eq!(row.status, "failed");
+        assert_eq!(row.error_message.as_deref(), Some("boom"));
+        assert_eq!(row.started_at.as_deref(), Some("2026-04-03T10:00:00.000Z"));
+        assert_eq!(row.ended_at.as_deref(), Some("2026-04-03T10:00:09.000Z"));
+        assert_eq!(
+            row.last_seen_at.as_deref(),
+            Some("2026-04-03T10:00:09.000Z")
+        );
+        assert_eq!(row.duration_ms, Some(9000));
+        assert_eq!(row.total_steps, 4);
+        assert_eq!(row.total_tokens, 200);
+        assert_eq!(row.total_cost_usd, Some(0.3));
+        assert_eq!(row.event_count, 6);
+    }
+
+    #[test]
+    fn reported_totals_win_and_the_latest_report_counts() {
+        let row = check_order_free(&[
+            ev(1, "session.started", "{}", 0),
+            ev(
+                2,
+                "operation.tool_end",
+                r#"{"tool":"t","success":true,"token_spend_delta":5,"cost_usd":0.5}"#,
+                1,
+            ),
+            ev(
+                3,
+                "session.heartbeat",
+                r#"{"status":"running","step":3,"token_spend":300,"total_cost_usd":1.25}"#,
+                2,
+            ),
+            ev(
+                4,
+                "session.heartbeat",
+                r#"{"status":"running","step":7,"token_spend":700,"total_cost_usd":2.5}"#,
+                3,
+            ),
+        ]);
+        assert_eq!(
+            (row.total_steps, row.total_tokens, row.total_cost_usd),
+            (7, 700, Some(2.5))
+        );
+        let row = check_order_free(&[
+            ev(1, "session.heartbeat", r#"{"step":9,"token_spend":900}"#, 1),
+            ev(
+                2,
+                "session.ended",
+                r#"{"status":"completed","total_steps":12,"total_tokens":1200,"total_cost_usd":3}"#,
+                2,
+            ),
+        ]);
+        assert_eq!(
+            (row.total_steps, row.total_tokens, row.total_cost_usd),
+            (12, 1200, Some(3.0))
+        );
+        assert_eq!(row.status, "completed");
+    }
+
+    #[test]
+    fn status_comes_from_outcome_then_status_then_completed() {
+        let cases = [
+            (r#"{"outcome":"timeout","status":"failed"}"#, "timeout"),
+            (r#"{"status":"cancelled"}"#, "cancelled"),
+            (r#"{}"#, "completed"),
+            (r#"{"outcome":7}"#, "completed"),
+        ];
+        for (payload, want) in cases {
+            let row = derive(&[
+                ev(1, "session.started", "{}", 0),
+                ev(2, "session.ended", payload, 1),
+            ]);
+            assert_eq!(row.status, want, "{payload}");
+        }
+        assert_eq!(
+            derive(&[ev(1, "cognition.thought", "{}", 0)]).status,
+            "running"
+        );
+    }
+
+    #[test]
+    fn events_after_the_end_do_not_reopen() {
+        let row = check_order_free(&[
+            ev(1, "session.started", "{}", 0),
+            ev(2, "session.ended", r#"{"outcome":"completed"}"#, 5),
+            ev(3, "session.heartbeat", r#"{"status":"running"}"#, 7),
+        ]);
+        assert_eq!(row.status, "completed");
+        assert_eq!(row.ended_at.as_deref(), Some("2026-04-03T10:00:05.000Z"));
+        assert_eq!(
+            row.last_seen_at.as_deref(),
+            Some("2026-04-03T10:00:07.000Z")
+        );
+    }
+
+    #[test]
+    fn started_wins_identity_even_when_late() {
+        let row = check_order_free(&[
+            ev_as(2, "cognition.thought", "{}", 1, "early-name", None),
+            ev_as(
+                3,
+                "cognition.goal",
+                r#"{"goal":"sub-goal","status":"set"}"#,
+                2,
+                "early-name",
+                None,
+            ),
+            ev_as(
+                1,
+                "session.started",
+                r#"{"goal":"the goal"}"#,
+                5,
+                "real-name",
+                Some("root_9"),
+            ),
+        ]);
+        assert_eq!(row.agent_id, "real-name");
+        assert_eq!(row.parent_session_id.as_deref(), Some("root_9"));
+        assert_eq!(row.goal.as_deref(), Some("the goal"));
+        assert_eq!(row.started_at.as_deref(), Some("2026-04-03T10:00:05.000Z"));
+    }
+
+    #[test]
+    fn without_a_start_the_earliest_event_starts_the_session() {
+        let row = check_order_free(&[
+            ev(4, "cognition.thought", "{}", 3),
+            ev(5, "cognition.thought", "{}", 1),
+        ]);
+        assert_eq!(row.started_at.as_deref(), Some("2026-04-03T10:00:01.000Z"));
+        assert_eq!(row.goal, None);
+        assert_eq!(row.total_cost_usd, None);
+        assert_eq!(row.total_tokens, 0);
+    }
+
+    #[test]
+    fn cost_sums_do_not_depend_on_float_order() {
+        let evs: Vec<Event> = [0.1, 0.2, 0.3, 1e-9, 7.77]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                ev(
+                    i as i64 + 1,
+                    "operation.external_call",
+                    &format!(r#"{{"cost_usd":{c}}}"#),
+                    i as u32,
+                )
+            })
+            .collect();
+        let row = check_order_free(&evs);
+        assert!((row.total_cost_usd.unwrap() - 8.370000001).abs() < 1e-12);
+    }
+
+    #[test]
+    fn state_survives_a_round_trip_through_json() {
+        let mut s = SessionState::new("s1");
+        s.apply(&ev(1, "session.started", r#"{"goal":"g"}"#, 0));
+        let back: SessionState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}
