@@ -2,4 +2,22 @@
 //!
 //! # Layout
 //! - [`model`]: the event envelope and its validation, and session derivation. No I/O.
+//! - [`store`]: the only code that knows SQL. One writer thread per database (group commit);
+//!   reads on their own connections.
+//! - [`hub`]: fans committed events out to live subscribers without ever blocking the writer.
+//! - [`http`]: routes, status codes, SSE framing, the Host/token/CORS guard.
+//! - [`dashboard`]: the embedded front end's files.
+//! - [`config`] and [`cli`]: one `Config` from flags, environment, file and defaults.
+//! - [`app`]: binds, opens the store, serves, and shuts down within a bound.
+//! - [`metrics`]: counters for `/metrics`. [`probe`]: "is that an aop on the port?".
+
+pub mod app;
+pub mod cli;
+pub mod config;
+mod dashboard;
+pub mod http;
+pub mod hub;
+pub mod metrics;
 pub mod model;
+pub mod probe;
+pub mod store;

@@ -1,1 +1,165 @@
-fn main() {}
+use aop::app::{App, StartError};
+use aop::cli::{Cli, Command, StartArgs};
+use aop::config::{Config, OpenBrowser};
+use clap::Parser;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+/// Exit codes, documented in the README.
+const EXIT_FAILURE: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+const EXIT_PORT_IN_USE: u8 = 3;
+const EXIT_DATABASE: u8 = 4;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Start(args) => start(args),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AOP_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn start(args: StartArgs) -> ExitCode {
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("aop: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("aop: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    runtime.block_on(async move {
+        let app = match App::build(config.clone()).await {
+            Ok(app) => app,
+            Err(e) => return startup_failure(&config, e).await,
+        };
+        let addr = app.addr();
+        let base = format!("http://{addr}");
+        println!("aop {} is collecting AOP events", env!("CARGO_PKG_VERSION"));
+        println!("  collector  {base}  (agents send to {base}/events)");
+        println!("  dashboard  {base}/dashboard/");
+        println!(
+            "  database   {} (durability: {})",
+            config.db.display(),
+            config.durability
+        );
+        if config.token.is_some() {
+            println!("  access     a token is required (Authorization: Bearer …)");
+        }
+        tracing::info!(addr = %addr, "listening");
+        if config.open == OpenBrowser::Auto {
+            open_browser(&format!("{base}/dashboard/"));
+        }
+        match app.run_until(stop_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("aop: {e:#}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    })
+}
+
+async fn startup_failure(config: &Config, e: StartError) -> ExitCode {
+    match e {
+        StartError::PortInUse { host, port } => {
+            let url = format!(
+                "http://{}:{port}",
+                if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                }
+            );
+            match aop::probe::aop_version_at(&host, port).await {
+                Some(version) => {
+                    eprintln!("aop: an aop collector (version {version}) is already running at {url}; dashboard: {url}/dashboard/");
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("aop: port {port} is already in use by another program; choose another with --port (or AOP_PORT), e.g. --port 0 for any free port");
+                    ExitCode::from(EXIT_PORT_IN_USE)
+                }
+            }
+        }
+        StartError::Bind { .. } => {
+            eprintln!("aop: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        StartError::Store(e) => {
+            eprintln!("aop: {e}");
+            eprintln!("aop: database: {}", config.db.display());
+            ExitCode::from(EXIT_DATABASE)
+        }
+    }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// Opens the dashboard only for a person at a terminal with a browser to show it in.
+fn open_browser(url: &str) {
+    if !std::io::stdout().is_terminal() {
+        return;
+    }
+    let opener = if cfg!(target_os = "macos") {
+        Some("open".to_owned())
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
+    {
+        std::env::var("BROWSER")
+            .ok()
+            .or_else(|| Some("xdg-open".to_owned()))
+    } else {
+        None
+    };
+    let Some(opener) = opener.filter(|o| on_path(o)) else {
+        return;
+    };
+    let _ = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
+fn on_path(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).exists();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}

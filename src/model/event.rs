@@ -13,9 +13,9 @@ use time::OffsetDateTime;
 /// Largest accepted event, in bytes of its JSON text (as sent).
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Deepest accepted nesting of objects and arrays, envelope included.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 /// Longest accepted `session_id`, `agent_id` and `type`, in characters.
-pub const MAX_ID_CHARS: usize = 128;
+pub(crate) const MAX_ID_CHARS: usize = 128;
 
 /// Why an event was rejected. The message names the field, for a person reading the 400 answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,141 @@
+//! The application: binds the port, opens the store, serves until told to stop, then drains.
+
+use crate::config::Config;
+use crate::http::{self, AppState, Security};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::sqlite::{Options, SqliteStore};
+use crate::store::StoreError;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long open requests get to finish after a stop signal; the writer then drains its queue.
+/// Together they stay under the 5 s a supervisor waits before it kills.
+const DRAIN: Duration = Duration::from_millis(3000);
+const WRITER_DRAIN: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("port {port} on {host} is already in use")]
+    PortInUse { host: String, port: u16 },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct App {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    store: Arc<SqliteStore>,
+    security: Security,
+}
+
+impl App {
+    /// Binds the listener (port 0 picks a free one) and opens the store.
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let want = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(want)
+            .await
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::AddrInUse => StartError::PortInUse {
+                    host: config.host.to_string(),
+                    port: config.port,
+                },
+                _ => StartError::Bind {
+                    addr: want.to_string(),
+                    source,
+                },
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: want.to_string(),
+            source,
+        })?;
+        let hub = Arc::new(Hub::new(config.stream_buffer));
+        let store = Arc::new(SqliteStore::open(
+            Options {
+                path: config.db.clone(),
+                durability: config.durability,
+                queue_capacity: config.queue_capacity,
+            },
+            Arc::clone(&hub),
+        )?);
+        let state = AppState {
+            store: store.clone(),
+            hub,
+            metrics: Arc::new(Metrics::default()),
+            shutdown: CancellationToken::new(),
+            started: Instant::now(),
+            stall_after_secs: config.stall_after_secs,
+        };
+        let security = Security {
+            token: config.token.clone(),
+            allowed_hosts: config.allowed_hosts.clone(),
+            cors_origins: config.cors_origins.clone(),
+            bind_ip: (!config.host.is_unspecified()).then_some(config.host),
+        };
+        Ok(App {
+            listener,
+            addr,
+            state,
+            store,
+            security,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, ends open streams, lets in-flight
+    /// requests finish (bounded), and lets the writer commit what is queued.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let token = self.state.shutdown.clone();
+        let router = http::router(self.state.clone(), self.security);
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            // Acks are small: do not let Nagle hold them back.
+            let _ = tcp.set_nodelay(true);
+        });
+        let stop = token.clone();
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        let mut serving = tokio::spawn(server.into_future());
+        let trigger = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        tokio::select! {
+            res = &mut serving => {
+                token.cancel();
+                res??;
+            }
+            () = token.cancelled() => {
+                tracing::info!("shutting down: draining requests and the write queue");
+                if tokio::time::timeout(DRAIN, &mut serving).await.is_err() {
+                    tracing::warn!("some connections did not finish in time; closing them");
+                    serving.abort();
+                }
+            }
+        }
+        drop(self.state);
+        let store = self.store;
+        let writer = tokio::task::spawn_blocking(move || store.shutdown_blocking());
+        if tokio::time::timeout(WRITER_DRAIN, writer).await.is_err() {
+            tracing::warn!("the writer did not finish in time");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! One `Config`, layered: flags, then `AOP_*` environment variables (both through clap), then the
+//! TOML config file, then defaults.
+
+use crate::store::sqlite::Durability;
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_PORT: u16 = 4317;
+
+/// Whether `aop start` opens the dashboard in a browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenBrowser {
+    /// Only when interactive and a browser exists.
+    Auto,
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub db: PathBuf,
+    pub token: Option<String>,
+    pub durability: Durability,
+    pub open: OpenBrowser,
+    pub allowed_hosts: Vec<String>,
+    pub cors_origins: Vec<String>,
+    pub queue_capacity: usize,
+    pub stream_buffer: usize,
+    pub stall_after_secs: f64,
+}
+
+impl Config {
+    /// Defaults, with the database in a given place: what tests and embedders start from.
+    pub fn with_db(db: impl Into<PathBuf>) -> Config {
+        Config {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: DEFAULT_PORT,
+            db: db.into(),
+            token: None,
+            durability: Durability::Full,
+            open: OpenBrowser::Auto,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            queue_capacity: 4096,
+            stream_buffer: 8192,
+            stall_after_secs: 90.0,
+        }
+    }
+
+    /// Refuses configurations that would expose traces.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.host.is_loopback() && self.token.as_deref().is_none_or(str::is_empty) {
+            bail!(
+                "refusing to listen on {} without an access token: anyone who can reach this address could read every agent trace. \
+                 Set --token (or AOP_TOKEN), or bind to 127.0.0.1",
+                self.host
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The config file's keys: the same names as the flags (with `_` for `-`). Unknown keys are an
+/// error, so a typo does not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub port: Option<u16>,
+    pub host: Option<String>,
+    pub db: Option<PathBuf>,
+    pub token: Option<String>,
+    pub durability: Option<Durability>,
+    pub open: Option<bool>,
+    pub allow_hosts: Option<Vec<String>>,
+    pub cors_origins: Option<Vec<String>>,
+    pub queue_capacity: Option<usize>,
+    pub stream_buffer: Option<usize>,
+    pub stall_after: Option<f64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// `~/.aop/<name>`.
+pub fn aop_home(name: &str) -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".aop").join(name)
+}
+
+/// `localhost` or an IP address.
+pub fn parse_host(s: &str) -> anyhow::Result<IpAddr> {
+    if s.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::from([127, 0, 0, 1]));
+    }
+    s.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .with_context(|| format!("--host must be an IP address or localhost, got {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let mut c = Config::with_db("x.db");
+        assert!(c.check().is_ok());
+        c.host = "0.0.0.0".parse().unwrap();
+        assert!(c.check().unwrap_err().to_string().contains("--token"));
+        c.token = Some("s3cret".into());
+        assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn file_keys_are_checked() {
+        let ok: FileConfig =
+            toml::from_str("port = 5000\ndurability = \"normal\"\nallow_hosts = [\"box.lan\"]")
+                .unwrap();
+        assert_eq!(ok.port, Some(5000));
+        assert_eq!(ok.durability, Some(Durability::Normal));
+        assert!(toml::from_str::<FileConfig>("prot = 5000").is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! The one place where failures become HTTP statuses.
+
+use crate::store::StoreError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("missing or wrong access token: send `Authorization: Bearer <token>`")]
+    Unauthorized,
+    #[error("{0}")]
+    ForbiddenHost(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ForbiddenHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Store(e) if is_overload(e) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Store failures a client should retry later (503 with `Retry-After`).
+pub(crate) fn is_overload(e: &StoreError) -> bool {
+    matches!(e, StoreError::Busy | StoreError::Full | StoreError::Closed)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Store(e) if !is_overload(e) => {
+                // 5xx bodies stay opaque; the cause goes to the log.
+                tracing::error!(error = %e, "store failure");
+                "internal error; see the collector's log".to_owned()
+            }
+            ApiError::Store(StoreError::Busy) => {
+                "the collector is overloaded (write queue full); retry shortly".to_owned()
+            }
+            ApiError::Store(StoreError::Full) => {
+                "the collector cannot store events: its disk is full".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut resp = (
+            status,
+            Json(serde_json::json!({ "ok": false, "error": message })),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,73 @@
+//! `/health`, `/metrics` and the index at `/`.
+
+use super::AppState;
+use crate::metrics::Gauges;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use serde_json::json;
+
+pub(crate) async fn health(State(app): State<AppState>) -> Response {
+    let store = app.store.health();
+    let status = if store.writable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "ok": store.writable,
+        "version": env!("CARGO_PKG_VERSION"),
+        "subscribers": app.hub.subscriber_count(),
+        "uptime_secs": app.started.elapsed().as_secs(),
+        "stall_after_secs": app.stall_after_secs,
+        "store": store,
+    });
+    (status, Json(body)).into_response()
+}
+
+pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
+    let store = app.store.health();
+    let gauges = Gauges {
+        subscribers: app.hub.subscriber_count(),
+        queue_depth: store.queue_depth,
+        store_bytes: store.bytes,
+        store_writable: store.writable,
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        app.metrics.render(&gauges),
+    )
+        .into_response()
+}
+
+pub(crate) async fn index(headers: HeaderMap) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        return Redirect::to("/dashboard/").into_response();
+    }
+    Json(json!({
+        "name": "aop",
+        "version": env!("CARGO_PKG_VERSION"),
+        "endpoints": {
+            "POST /events": "ingest one event (JSON object) or a batch (JSON array or application/x-ndjson)",
+            "GET /sessions": "sessions, most recent activity first (limit, cursor, status, agent_id, parent_session_id, q)",
+            "GET /sessions/{id}": "a session with its events (after, limit) and alerts",
+            "GET /sessions/{id}/children": "direct child sessions",
+            "GET /sessions/{id}/export": "the session's events as JSON lines",
+            "DELETE /sessions/{id}": "delete a session, its events and alerts",
+            "GET /alerts": "alerts across sessions, newest first (limit, cursor, session_id, type)",
+            "GET /stream": "live Server-Sent Events (session_id, agent_id, type, since / Last-Event-ID)",
+            "GET /health": "liveness and store status",
+            "GET /metrics": "Prometheus metrics",
+            "GET /dashboard/": "the live dashboard",
+        }
+    }))
+    .into_response()
+}

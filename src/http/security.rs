@@ -1,0 +1,183 @@
+//! Who may talk to the collector: the Host check (DNS rebinding), the access token, and CORS.
+
+use super::ApiError;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::net::IpAddr;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// When set, every endpoint but `/health` and the dashboard's static files needs it.
+    pub token: Option<String>,
+    /// Host names (without port) accepted besides loopback names, e.g. a LAN name.
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed by CORS besides `http://localhost:*` and `http://127.0.0.1:*`.
+    pub cors_origins: Vec<String>,
+    /// The address the server is bound to; its literal is an accepted Host.
+    pub bind_ip: Option<IpAddr>,
+}
+
+/// Loopback names: what a browser can only reach on this machine.
+fn is_loopback_name(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`).
+fn host_part(value: &str) -> &str {
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    value.rsplit_once(':').map_or(value, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            value
+        }
+    })
+}
+
+impl Security {
+    fn host_allowed(&self, host: &str) -> bool {
+        let host = host_part(host);
+        is_loopback_name(host)
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(host))
+            || self
+                .bind_ip
+                .is_some_and(|ip| host.parse::<IpAddr>().is_ok_and(|h| h == ip))
+    }
+
+    fn token_ok(&self, req: &Request) -> bool {
+        let Some(want) = &self.token else { return true };
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        // EventSource cannot send headers: the dashboard passes the token as `access_token`.
+        let from_query = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("access_token="))
+                .map(|t| t.to_owned())
+        });
+        let given = bearer.map(str::to_owned).or(from_query).unwrap_or_default();
+        given.as_bytes().ct_eq(want.as_bytes()).into()
+    }
+
+    pub(crate) fn cors(&self) -> CorsLayer {
+        let extra = self.cors_origins.clone();
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+                let Ok(origin) = origin.to_str() else {
+                    return false;
+                };
+                extra.iter().any(|o| o == origin) || local_origin(origin)
+            }))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .max_age(std::time::Duration::from_secs(600))
+    }
+}
+
+/// `http://localhost:<port>`, `http://127.0.0.1:<port>` (and https, and `[::1]`).
+fn local_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    if rest.contains('/') {
+        return false;
+    }
+    let host = host_part(rest);
+    host == "localhost" || host == "127.0.0.1" || host == "::1"
+}
+
+pub(crate) async fn guard(State(sec): State<Arc<Security>>, req: Request, next: Next) -> Response {
+    if let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        if !sec.host_allowed(host) {
+            return ApiError::ForbiddenHost(format!(
+                "Host {host:?} is not a name of this collector; add it with --allow-host if you meant it (this check stops DNS rebinding)"
+            ))
+            .into_response();
+        }
+    }
+    let path = req.uri().path();
+    let public = path == "/health"
+        || path == "/dashboard"
+        || path.starts_with("/dashboard/")
+        || req.method() == Method::OPTIONS;
+    if !public && !sec.token_ok(&req) {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let sec = Security {
+            allowed_hosts: vec!["box.lan".into()],
+            bind_ip: Some("10.0.0.5".parse().unwrap()),
+            ..Default::default()
+        };
+        for (host, ok) in [
+            ("localhost:4317", true),
+            ("LOCALHOST", true),
+            ("127.0.0.1:4317", true),
+            ("127.8.9.10", true),
+            ("[::1]:4317", true),
+            ("app.localhost:80", true),
+            ("box.lan:4317", true),
+            ("10.0.0.5:4317", true),
+            ("evil.example:4317", false),
+            ("localhost.evil.example", false),
+            ("10.0.0.6", false),
+        ] {
+            assert_eq!(sec.host_allowed(host), ok, "{host}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        for (origin, ok) in [
+            ("http://localhost:3000", true),
+            ("http://127.0.0.1:5173", true),
+            ("http://localhost", true),
+            ("http://[::1]:8080", true),
+            ("http://localhost.evil.example", false),
+            ("http://evil.example", false),
+            ("null", false),
+        ] {
+            assert_eq!(local_origin(origin), ok, "{origin}");
+        }
+    }
+}

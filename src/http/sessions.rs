@@ -1,0 +1,153 @@
+//! `/sessions` and `/alerts`: lists, detail, children, export and deletion.
+
+use super::{ApiError, AppState, Params};
+use crate::store::{AlertQuery, SessionQuery, StoredEvent};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::TryStreamExt;
+
+/// Events per detail page unless `limit` says otherwise, and the most it may say.
+const DETAIL_DEFAULT_LIMIT: usize = 1000;
+const DETAIL_MAX_LIMIT: usize = 10_000;
+
+fn json_response(body: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+pub(crate) async fn list(State(app): State<AppState>, p: Params) -> Result<Response, ApiError> {
+    let q = SessionQuery {
+        limit: p.limit(100, 1000)?,
+        cursor: p.get("cursor"),
+        status: p.get("status"),
+        agent_id: p.get("agent_id"),
+        parent_session_id: p.get("parent_session_id"),
+        q: p.get("q"),
+    };
+    Ok(Json(app.store.list_sessions(q).await?).into_response())
+}
+
+pub(crate) async fn detail(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    p: Params,
+) -> Result<Response, ApiError> {
+    let after = p.int("after")?;
+    let limit = p.limit(DETAIL_DEFAULT_LIMIT, DETAIL_MAX_LIMIT)?;
+    let d = app
+        .store
+        .session_detail(id.clone(), after, limit)
+        .await?
+        .ok_or_else(|| unknown(&id))?;
+    // Events and alerts are stored as JSON text: splice them in rather than re-serialise.
+    let mut out =
+        String::with_capacity(256 + d.events.iter().map(|e| e.json.len() + 1).sum::<usize>());
+    out.push_str("{\"session\":");
+    out.push_str(
+        &serde_json::to_string(&d.session).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+    );
+    out.push_str(",\"events\":");
+    push_array(&mut out, d.events.iter().map(|e| e.json.as_str()));
+    out.push_str(",\"alerts\":");
+    push_array(&mut out, d.alerts.iter().map(String::as_str));
+    let next_after = match d.events.last() {
+        Some(StoredEvent { sequence, .. }) if d.more => sequence.to_string(),
+        _ => "null".to_owned(),
+    };
+    out.push_str(&format!(",\"next_after\":{next_after}}}"));
+    Ok(json_response(out))
+}
+
+fn push_array<'a>(out: &mut String, items: impl Iterator<Item = &'a str>) {
+    out.push('[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out.push(']');
+}
+
+fn unknown(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no session {id:?}"))
+}
+
+pub(crate) async fn children(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let rows = app
+        .store
+        .children(id.clone())
+        .await?
+        .ok_or_else(|| unknown(&id))?;
+    Ok(Json(serde_json::json!({ "sessions": rows })).into_response())
+}
+
+pub(crate) async fn export(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let stream = app
+        .store
+        .export(id.clone())
+        .await?
+        .ok_or_else(|| unknown(&id))?;
+    // Session ids are restricted to [A-Za-z0-9_.:@-] on ingest; filter anyway so no header can be injected.
+    let safe: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "_.:@-".contains(*c))
+        .collect();
+    let disposition =
+        HeaderValue::from_str(&format!("attachment; filename=\"session-{safe}.jsonl\""))
+            .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    let body = Body::from_stream(stream.map_err(std::io::Error::other));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+pub(crate) async fn delete(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if app.store.delete_session(id.clone()).await? {
+        Ok(Json(serde_json::json!({ "ok": true })).into_response())
+    } else {
+        Err(unknown(&id))
+    }
+}
+
+pub(crate) async fn alerts(State(app): State<AppState>, p: Params) -> Result<Response, ApiError> {
+    let q = AlertQuery {
+        limit: p.limit(100, 1000)?,
+        cursor: p.get("cursor"),
+        session_id: p.get("session_id"),
+        kind: p.get("type"),
+    };
+    let page = app.store.alerts(q).await?;
+    let mut out = String::from("{\"alerts\":");
+    push_array(&mut out, page.alerts.iter().map(String::as_str));
+    out.push_str(",\"next_cursor\":");
+    out.push_str(&serde_json::to_string(&page.next_cursor).unwrap_or_else(|_| "null".into()));
+    out.push('}');
+    Ok(json_response(out))
+}

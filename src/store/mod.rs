@@ -1,0 +1,155 @@
+//! The store: durable events, derived sessions and alerts, behind one narrow interface.
+//!
+//! HTTP code talks to `dyn Store` only, so another backend (PostgreSQL) can be added without
+//! touching it. The SQLite backend ([`sqlite::SqliteStore`]) is the only code that knows SQL.
+//!
+//! Contract of every backend: an `Ok` from [`Store::ingest`] means the events are committed
+//! durably; committed events, alerts and deletions are published to the [`crate::hub::Hub`] in
+//! commit order; an event's `id` is its position in one global order that never goes back
+//! (the stream's cursor).
+
+pub mod sqlite;
+
+use crate::model::{Event, SessionRow};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use serde::Serialize;
+
+/// What happened to one event of an ingest call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Stored {
+        id: i64,
+    },
+    /// The same `(session_id, sequence)` with the same content was already stored.
+    Duplicate,
+    /// The same `(session_id, sequence)` is stored with different content; the first one stays.
+    Conflict,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The write queue is full: back off and retry.
+    #[error("the write queue is full")]
+    Busy,
+    /// The disk (or the configured size limit) is full.
+    #[error("the database cannot grow: disk full")]
+    Full,
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("{path} is not an aop database (or is corrupted): {reason}")]
+    NotADatabase { path: String, reason: String },
+    #[error("{path} was written by a newer aop (schema version {found}; this build reads up to {supported}); upgrade aop or use another --db")]
+    NewerSchema {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("{path} is in use by another aop process")]
+    Locked { path: String },
+    #[error("cannot open the database at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("database error: {0}")]
+    Db(String),
+}
+
+/// `GET /sessions` filters and page.
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    pub limit: usize,
+    pub cursor: Option<String>,
+    pub status: Option<String>,
+    pub agent_id: Option<String>,
+    pub parent_session_id: Option<String>,
+    pub q: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionRow>,
+    pub next_cursor: Option<String>,
+}
+
+/// An event as stored: its global position and its JSON text (as sent, on one line).
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub sequence: i64,
+    pub json: String,
+}
+
+/// A stored event with the fields a stream filter needs.
+#[derive(Debug, Clone)]
+pub struct FeedEvent {
+    pub id: i64,
+    pub session_id: String,
+    pub agent_id: String,
+    pub event_type: String,
+    pub json: String,
+}
+
+/// `GET /alerts` filters and page.
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    pub limit: usize,
+    pub cursor: Option<String>,
+    pub session_id: Option<String>,
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertPage {
+    /// Alert objects as JSON text.
+    pub alerts: Vec<String>,
+    pub next_cursor: Option<String>,
+}
+
+/// One session's detail page.
+#[derive(Debug, Clone)]
+pub struct SessionDetail {
+    pub session: SessionRow,
+    pub events: Vec<StoredEvent>,
+    /// Whether events after the last one returned exist.
+    pub more: bool,
+    /// Alert objects as JSON text, oldest first.
+    pub alerts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreHealth {
+    pub writable: bool,
+    /// Why writes fail, when they do.
+    pub error: Option<String>,
+    pub bytes: u64,
+    pub queue_depth: usize,
+    pub path: String,
+}
+
+pub type ExportStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
+pub trait Store: Send + Sync + 'static {
+    /// Stores valid events, one outcome per event in order. Returns once they are durable.
+    fn ingest(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Vec<Outcome>, StoreError>>;
+    /// Deletes a session with its events and alerts; `false` when it did not exist.
+    fn delete_session(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+    fn list_sessions(&self, q: SessionQuery) -> BoxFuture<'_, Result<SessionPage, StoreError>>;
+    fn children(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<SessionRow>>, StoreError>>;
+    /// The session with events after `after` (by sequence), at most `limit` of them.
+    fn session_detail(
+        &self,
+        id: String,
+        after: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Option<SessionDetail>, StoreError>>;
+    /// The session's events as JSON lines, read in chunks (constant memory); `None` if unknown.
+    fn export(&self, id: String) -> BoxFuture<'_, Result<Option<ExportStream>, StoreError>>;
+    /// Events stored after global position `after`, oldest first, for stream resumption.
+    fn events_since(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<FeedEvent>, StoreError>>;
+    fn alerts(&self, q: AlertQuery) -> BoxFuture<'_, Result<AlertPage, StoreError>>;
+    fn health(&self) -> StoreHealth;
+}

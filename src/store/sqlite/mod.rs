@@ -1,0 +1,293 @@
+//! The SQLite backend: one writer thread ([`writer`]), reads on a small pool of other connections.
+
+mod read;
+mod schema;
+mod writer;
+
+use super::*;
+use crate::hub::Hub;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+use writer::{Done, Job, Work, Writer};
+
+/// How much durability a commit buys (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync on every commit: an acknowledged event survives a power loss.
+    Full,
+    /// fsync at checkpoints only: survives a crash of aop, not of the machine.
+    Normal,
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        })
+    }
+}
+
+pub struct Options {
+    pub path: PathBuf,
+    pub durability: Durability,
+    /// Write jobs (requests) that may wait for the writer before ingest answers 503.
+    pub queue_capacity: usize,
+}
+
+/// State the writer shares with readers of health and metrics.
+#[derive(Default)]
+pub(super) struct Shared {
+    writable: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    queue_depth: AtomicUsize,
+    commits: AtomicU64,
+}
+
+impl Shared {
+    fn mark_writable(&self) {
+        if !self.writable.swap(true, Ordering::Relaxed) {
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+    fn mark_failed(&self, err: &StoreError) {
+        self.writable.store(false, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
+    }
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    tx: SyncSender<Job>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<read::Readers>,
+    shared: Arc<Shared>,
+    /// Held for the store's lifetime: a second aop on the same file would be a second writer.
+    _lock: File,
+}
+
+/// Maps SQLite's errors to what a caller can act on.
+pub(super) fn classify(e: &rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::Full,
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
+        _ => StoreError::Db(e.to_string()),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database, migrates it and starts the writer thread.
+    pub fn open(opts: Options, hub: Arc<Hub>) -> Result<SqliteStore, StoreError> {
+        let path = opts.path.clone();
+        let shown = path.display().to_string();
+        let open_err = |reason: String| StoreError::Open {
+            path: shown.clone(),
+            reason,
+        };
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            // Traces may hold user data: only the owner may enter the folder or read the file.
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| open_err(e.to_string()))?;
+        }
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| open_err(e.to_string()))?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Locked { path: shown });
+        }
+
+        let not_db = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+                StoreError::NotADatabase {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                }
+            }
+            _ => open_err(e.to_string()),
+        };
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(not_db)?;
+        let sync = match opts.durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
+             PRAGMA cache_size = -32000; PRAGMA temp_store = MEMORY;"
+        ))
+        .map_err(not_db)?;
+        match schema::migrate(&mut conn).map_err(not_db)? {
+            schema::Checked::Ready => {}
+            schema::Checked::Newer(found) => {
+                return Err(StoreError::NewerSchema {
+                    path: shown,
+                    found,
+                    supported: schema::CURRENT,
+                })
+            }
+        }
+        let integrity: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(not_db)?;
+        if integrity != "ok" {
+            return Err(StoreError::NotADatabase {
+                path: shown,
+                reason: integrity,
+            });
+        }
+
+        let shared = Arc::new(Shared {
+            writable: AtomicBool::new(true),
+            ..Default::default()
+        });
+        let (tx, rx) = sync_channel(opts.queue_capacity.max(1));
+        let writer = Writer::new(conn, hub, Arc::clone(&shared));
+        let handle = std::thread::Builder::new()
+            .name("aop-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(SqliteStore {
+            readers: Arc::new(read::Readers::new(path.clone())),
+            path,
+            tx,
+            writer: Mutex::new(Some(handle)),
+            shared,
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn submit(&self, work: Work) -> Result<Done, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Job::Work { work, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(StoreError::Busy);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(StoreError::Closed);
+            }
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Lets the writer finish the jobs already queued, then stops it. Bounded by the caller.
+    pub fn shutdown_blocking(&self) {
+        self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
+        // A blocking send: a full queue drains within one group commit.
+        let _ = self.tx.send(Job::Shutdown);
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    fn file_bytes(&self) -> u64 {
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        size(&self.path) + size(Path::new(&wal))
+    }
+}
+
+impl Store for SqliteStore {
+    fn ingest(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Vec<Outcome>, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Work::Ingest(events)).await? {
+                Done::Ingest(o) => Ok(o),
+                Done::Delete(_) => Err(StoreError::Db("writer answered the wrong job".into())),
+            }
+        })
+    }
+
+    fn delete_session(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Work::Delete(id)).await? {
+                Done::Delete(found) => Ok(found),
+                Done::Ingest(_) => Err(StoreError::Db("writer answered the wrong job".into())),
+            }
+        })
+    }
+
+    fn list_sessions(&self, q: SessionQuery) -> BoxFuture<'_, Result<SessionPage, StoreError>> {
+        Box::pin(self.readers.run(move |c| read::list_sessions(c, &q)))
+    }
+
+    fn children(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<SessionRow>>, StoreError>> {
+        Box::pin(self.readers.run(move |c| read::children(c, &id)))
+    }
+
+    fn session_detail(
+        &self,
+        id: String,
+        after: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Option<SessionDetail>, StoreError>> {
+        Box::pin(
+            self.readers
+                .run(move |c| read::session_detail(c, &id, after, limit)),
+        )
+    }
+
+    fn export(&self, id: String) -> BoxFuture<'_, Result<Option<ExportStream>, StoreError>> {
+        Box::pin(read::export(Arc::clone(&self.readers), id))
+    }
+
+    fn events_since(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<FeedEvent>, StoreError>> {
+        Box::pin(
+            self.readers
+                .run(move |c| read::events_since(c, after, limit)),
+        )
+    }
+
+    fn alerts(&self, q: AlertQuery) -> BoxFuture<'_, Result<AlertPage, StoreError>> {
+        Box::pin(self.readers.run(move |c| read::alerts(c, &q)))
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            writable: self.shared.writable.load(Ordering::Relaxed),
+            error: self
+                .shared
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            bytes: self.file_bytes(),
+            queue_depth: self.shared.queue_depth.load(Ordering::Relaxed),
+            path: self.path.display().to_string(),
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Reads, on connections of their own (never the writer's), run on tokio's blocking pool.
+
+use crate::model::{SessionRow, SessionState};
+use crate::store::{
+    AlertPage, AlertQuery, ExportStream, FeedEvent, SessionDetail, SessionPage, SessionQuery,
+    StoreError, StoredEvent,
+};
+use bytes::Bytes;
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Idle read connections kept open; more are opened under load and closed after.
+const MAX_IDLE: usize = 8;
+/// Rows per round trip when streaming an export.
+const EXPORT_CHUNK: usize = 2000;
+
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    pub(super) fn new(path: PathBuf) -> Self {
+        Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch(
+            "PRAGMA query_only = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16000;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(conn)
+    }
+
+    /// Runs `f` with a pooled connection, on the current thread.
+    pub(super) fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.open().map_err(|e| super::classify(&e))?,
+        };
+        let out = f(&conn).map_err(|e| super::classify(&e));
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+        out
+    }
+
+    /// Runs `f` on tokio's blocking pool.
+    pub(super) async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || me.with(f))
+            .await
+            .map_err(|e| StoreError::Db(e.to_string()))?
+    }
+}
+
+fn decode_state(id: &str, state: &str) -> SessionState {
+    serde_json::from_str(state).unwrap_or_else(|_| SessionState::new(id))
+}
+
+const ROW_COLUMNS: &str = "s.id, s.state, s.alert_count, (SELECT COUNT(*) FROM sessions c WHERE c.parent_id = s.id), s.last_seen_us";
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(SessionRow, i64)> {
+    let id: String = r.get(0)?;
+    let state: String = r.get(1)?;
+    Ok((
+        decode_state(&id, &state).view(r.get(2)?, r.get(3)?),
+        r.get(4)?,
+    ))
+}
+
+/// Cursor of the sessions list: the last row's `(last_seen_us, id)`, in the order's key.
+fn encode_cursor(us: i64, id: &str) -> String {
+    format!("{us}~{id}")
+}
+
+fn decode_cursor(c: &str) -> Option<(i64, String)> {
+    let (us, id) = c.split_once('~')?;
+    Some((us.parse().ok()?, id.to_owned()))
+}
+
+pub(super) fn list_sessions(c: &Connection, q: &SessionQuery) -> rusqlite::Result<SessionPage> {
+    let mut sql = format!("SELECT {ROW_COLUMNS} FROM sessions s WHERE s.event_count > 0");
+    let mut args: Vec<Value> = Vec::new();
+    if let Some((us, id)) = q.cursor.as_deref().and_then(decode_cursor) {
+        sql.push_str(" AND (s.last_seen_us, s.id) < (?, ?)");
+        args.extend([Value::Integer(us), Value::Text(id)]);
+    }
+    for (column, value) in [
+        ("s.status", &q.status),
+        ("s.agent_id", &q.agent_id),
+        ("s.parent_id", &q.parent_session_id),
+    ] {
+        if let Some(v) = value {
+            sql.push_str(&format!(" AND {column} = ?"));
+            args.push(Value::Text(v.clone()));
+        }
+    }
+    if let Some(text) = q.q.as_deref().filter(|t| !t.is_empty()) {
+        sql.push_str(
+            " AND (instr(lower(s.id), lower(?1q)) > 0 OR instr(lower(s.agent_id), lower(?1q)) > 0 OR instr(lower(coalesce(s.goal, '')), lower(?1q)) > 0)",
+        );
+        let n = args.len() + 1;
+        sql = sql.replace("?1q", &format!("?{n}"));
+        args.push(Value::Text(text.to_owned()));
+    }
+    sql.push_str(&format!(
+        " ORDER BY s.last_seen_us DESC, s.id DESC LIMIT {}",
+        q.limit + 1
+    ));
+    // Positional `?` after a numbered `?N` continue from the highest number, so number them all.
+    let sql = number_placeholders(&sql);
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows: Vec<(SessionRow, i64)> = stmt
+        .query_map(params_from_iter(args), row_from)?
+        .collect::<Result<_, _>>()?;
+    let next_cursor = if rows.len() > q.limit {
+        rows.truncate(q.limit);
+        rows.last().map(|(r, us)| encode_cursor(*us, &r.id))
+    } else {
+        None
+    };
+    Ok(SessionPage {
+        sessions: rows.into_iter().map(|(r, _)| r).collect(),
+        next_cursor,
+    })
+}
+
+/// Rewrites bare `?` placeholders as `?1`, `?2`, … counting only the bare ones and keeping `?N`.
+fn number_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    let mut chars = sql.chars().peekable();
+    while let Some(ch) = chars.next() {
+        out.push(ch);
+        if ch == '?' {
+            if chars.peek().is_some_and(char::is_ascii_digit) {
+                continue;
+            }
+            n += 1;
+            out.push_str(&n.to_string());
+        }
+    }
+    out
+}
+
+pub(super) fn children(c: &Connection, id: &str) -> rusqlite::Result<Option<Vec<SessionRow>>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM sessions s WHERE s.parent_id = ?1 AND s.event_count > 0 ORDER BY s.last_seen_us DESC, s.id DESC LIMIT 10000"
+    ))?;
+    let rows: Vec<SessionRow> = stmt
+        .query_map([id], row_from)?
+        .map(|r| r.map(|(row, _)| row))
+        .collect::<Result<_, _>>()?;
+    if rows.is_empty() && session_sid(c, id)?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(rows))
+}
+
+fn session_sid(c: &Connection, id: &str) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached("SELECT sid FROM sessions WHERE id = ?1 AND event_count > 0")?
+        .query_row([id], |r| r.get(0))
+        .optional()
+}
+
+pub(super) fn session_detail(
+    c: &Connection,
+    id: &str,
+    after: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Option<SessionDetail>> {
+    // One read transaction, so the row, its events and its alerts agree with each other.
+    c.execute_batch("BEGIN")?;
+    let out = detail_in_tx(c, id, after, limit);
+    c.execute_batch("COMMIT")?;
+    out
+}
+
+fn detail_in_tx(
+    c: &Connection,
+    id: &str,
+    after: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Option<SessionDetail>> {
+    let found = c
+        .prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS}, s.sid FROM sessions s WHERE s.id = ?1 AND s.event_count > 0"
+        ))?
+        .query_row([id], |r| Ok((row_from(r)?.0, r.get::<_, i64>(5)?)))
+        .optional()?;
+    let Some((session, sid)) = found else {
+        return Ok(None);
+    };
+    let mut stmt = c.prepare_cached(
+        "SELECT id, seq, body FROM events WHERE sid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let mut events: Vec<StoredEvent> = stmt
+        .query_map(params![sid, after.unwrap_or(-1), limit as i64 + 1], |r| {
+            Ok(StoredEvent {
+                id: r.get(0)?,
+                sequence: r.get(1)?,
+                json: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let alerts = c
+        .prepare_cached("SELECT id, body FROM alerts WHERE sid = ?1 ORDER BY id LIMIT 10000")?
+        .query_map([sid], alert_json)?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(SessionDetail {
+        session,
+        events,
+        more,
+        alerts,
+    }))
+}
+
+/// Alerts are stored without their id (unknown before the insert); it is put back in front.
+fn alert_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+    let id: i64 = r.get(0)?;
+    let body: String = r.get(1)?;
+    Ok(match body.strip_prefix('{') {
+        Some(rest) if rest.starts_with('}') => format!("{{\"id\":{id}}}"),
+        Some(rest) => format!("{{\"id\":{id},{rest}"),
+        None => body,
+    })
+}
+
+pub(super) fn alerts(c: &Connection, q: &AlertQuery) -> rusqlite::Result<AlertPage> {
+    let mut sql = "SELECT id, body FROM alerts WHERE 1 = 1".to_owned();
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(before) = q.cursor.as_deref().and_then(|c| c.parse::<i64>().ok()) {
+        sql.push_str(" AND id < ?");
+        args.push(Value::Integer(before));
+    }
+    if let Some(s) = &q.session_id {
+        sql.push_str(" AND session_id = ?");
+        args.push(Value::Text(s.clone()));
+    }
+    if let Some(t) = &q.kind {
+        sql.push_str(" AND type = ?");
+        args.push(Value::Text(t.clone()));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows: Vec<(i64, String)> = stmt
+        .query_map(params_from_iter(args), |r| Ok((r.get(0)?, alert_json(r)?)))?
+        .collect::<Result<_, _>>()?;
+    let next_cursor = if rows.len() > q.limit {
+        rows.truncate(q.limit);
+        rows.last().map(|(id, _)| id.to_string())
+    } else {
+        None
+    };
+    Ok(AlertPage {
+        alerts: rows.into_iter().map(|(_, a)| a).collect(),
+        next_cursor,
+    })
+}
+
+/// The few envelope fields a stream filter reads, taken from a stored (already valid) event.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    session_id: String,
+    agent_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+pub(super) fn events_since(
+    c: &Connection,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<FeedEvent>> {
+    let mut stmt =
+        c.prepare_cached("SELECT id, body FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    let rows = stmt.query_map(params![after, limit as i64], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, json) = row?;
+        // Stored events were validated on the way in; one that does not parse is skipped, not fatal.
+        if let Ok(env) = serde_json::from_str::<Envelope>(&json) {
+            out.push(FeedEvent {
+                id,
+                session_id: env.session_id,
+                agent_id: env.agent_id,
+                event_type: env.kind,
+                json,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Streams a session's events as JSON lines, one chunk of rows at a time from a blocking task,
+/// through a small channel: memory stays constant and a slow client slows only its own export.
+pub(super) async fn export(
+    readers: Arc<Readers>,
+    id: String,
+) -> Result<Option<ExportStream>, StoreError> {
+    let sid = {
+        let id = id.clone();
+        readers.run(move |c| session_sid(c, &id)).await?
+    };
+    let Some(sid) = sid else { return Ok(None) };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, StoreError>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut after = -1i64;
+        loop {
+            let chunk = readers.with(|c| {
+                let mut stmt = c.prepare_cached("SELECT seq, body FROM events WHERE sid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
+                let mut buf = Vec::with_capacity(EXPORT_CHUNK * 512);
+                let mut last = None;
+                let mut rows = stmt.query(params![sid, after, EXPORT_CHUNK as i64])?;
+                let mut n = 0;
+                while let Some(r) = rows.next()? {
+                    last = Some(r.get::<_, i64>(0)?);
+                    buf.extend_from_slice(r.get_ref(1)?.as_bytes().map_err(rusqlite::Error::from)?);
+                    buf.push(b'\n');
+                    n += 1;
+                }
+                Ok((Bytes::from(buf), last, n))
+            });
+            match chunk {
+                Ok((bytes, last, n)) => {
+                    if n > 0 && tx.blocking_send(Ok(bytes)).is_err() {
+                        return; // the client went away
+                    }
+                    match last {
+                        Some(seq) if n == EXPORT_CHUNK => after = seq,
+                        _ => return,
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok(Some(Box::pin(stream)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_after_explicit_ones() {
+        assert_eq!(
+            number_placeholders("a = ? AND b = ? AND (c = ?3 OR d = ?3)"),
+            "a = ?1 AND b = ?2 AND (c = ?3 OR d = ?3)"
+        );
+    }
+
+    #[test]
+    fn cursor_round_trips_and_rejects_junk() {
+        assert_eq!(
+            decode_cursor(&encode_cursor(-5, "a~b")),
+            Some((-5, "a~b".into()))
+        );
+        assert_eq!(decode_cursor("nonsense"), None);
+    }
+}

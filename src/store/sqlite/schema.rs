@@ -1,0 +1,74 @@
+//! Schema and migrations, versioned with `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] takes the database from version `i` to `i + 1` inside one
+//! transaction. A database with a version above the last one was written by a newer aop and is
+//! refused rather than misread.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // v1. Events reference sessions by a small integer (`sid`) so the per-event overhead stays a
+    // few bytes. AUTOINCREMENT keeps event ids from ever being reused after deletions: they are
+    // the stream's resume cursor.
+    "
+    CREATE TABLE sessions (
+        sid          INTEGER PRIMARY KEY,
+        id           TEXT NOT NULL UNIQUE,
+        agent_id     TEXT NOT NULL,
+        parent_id    TEXT,
+        goal         TEXT,
+        status       TEXT NOT NULL,
+        last_seen_us INTEGER NOT NULL,
+        event_count  INTEGER NOT NULL,
+        alert_count  INTEGER NOT NULL DEFAULT 0,
+        pinned       INTEGER NOT NULL DEFAULT 0,
+        state        TEXT NOT NULL,
+        detect       TEXT
+    );
+    CREATE INDEX sessions_recent ON sessions(last_seen_us DESC, id DESC);
+    CREATE INDEX sessions_parent ON sessions(parent_id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX sessions_agent ON sessions(agent_id, last_seen_us DESC);
+    CREATE TABLE events (
+        id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        sid  INTEGER NOT NULL,
+        seq  INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_by_session ON events(sid, seq);
+    CREATE TABLE alerts (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        sid        INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        type       TEXT NOT NULL,
+        event_id   INTEGER,
+        body       TEXT NOT NULL
+    );
+    CREATE INDEX alerts_by_session ON alerts(sid, id);
+    ",
+];
+
+/// The schema version this build writes.
+pub(super) const CURRENT: i64 = MIGRATIONS.len() as i64;
+
+pub(super) enum Checked {
+    Ready,
+    Newer(i64),
+}
+
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<Checked> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > CURRENT {
+        return Ok(Checked::Newer(found));
+    }
+    if found == 0 {
+        // Must precede the first table: it lets retention give pages back to the file system.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(Checked::Ready)
+}
