@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the collector: ingest on POST /events, live stream, sessions API and dashboard on one port.
     Start(StartArgs),
+    /// Drive a running collector with realistic load and print throughput, latency and resource figures.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

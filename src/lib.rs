@@ -9,9 +9,11 @@
 //! - [`dashboard`]: the embedded front end's files.
 //! - [`config`] and [`cli`]: one `Config` from flags, environment, file and defaults.
 //! - [`app`]: binds, opens the store, serves, and shuts down within a bound.
+//! - [`bench`]: `aop bench`, the load generator behind `BENCHMARKS.md`.
 //! - [`metrics`]: counters for `/metrics`. [`probe`]: "is that an aop on the port?".
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 mod dashboard;

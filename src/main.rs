@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Start(args) => start(args),
+        Command::Bench(args) => aop::bench::run(args),
     }
 }
 

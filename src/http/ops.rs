@@ -20,6 +20,7 @@ pub(crate) async fn health(State(app): State<AppState>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "subscribers": app.hub.subscriber_count(),
         "uptime_secs": app.started.elapsed().as_secs(),
+        "pid": std::process::id(),
         "stall_after_secs": app.stall_after_secs,
         "store": store,
     });
