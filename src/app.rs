@@ -5,7 +5,7 @@ use crate::http::{self, AppState, Security};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::sqlite::{Options, SqliteStore};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,10 +23,7 @@ pub enum StartError {
     #[error("port {port} on {host} is already in use")]
     PortInUse { host: String, port: u16 },
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -37,34 +34,26 @@ pub struct App {
     state: AppState,
     store: Arc<SqliteStore>,
     security: Security,
+    /// How often silent sessions are checked: a tenth of the shortest stall threshold, at least 1 s.
+    stall_every: Duration,
 }
 
 impl App {
     /// Binds the listener (port 0 picks a free one) and opens the store.
     pub async fn build(config: Config) -> Result<App, StartError> {
         let want = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(want)
-            .await
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::AddrInUse => StartError::PortInUse {
-                    host: config.host.to_string(),
-                    port: config.port,
-                },
-                _ => StartError::Bind {
-                    addr: want.to_string(),
-                    source,
-                },
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: want.to_string(),
-            source,
+        let listener = TcpListener::bind(want).await.map_err(|source| match source.kind() {
+            std::io::ErrorKind::AddrInUse => StartError::PortInUse { host: config.host.to_string(), port: config.port },
+            _ => StartError::Bind { addr: want.to_string(), source },
         })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: want.to_string(), source })?;
         let hub = Arc::new(Hub::new(config.stream_buffer));
         let store = Arc::new(SqliteStore::open(
             Options {
                 path: config.db.clone(),
                 durability: config.durability,
                 queue_capacity: config.queue_capacity,
+                detect: config.detect.clone(),
             },
             Arc::clone(&hub),
         )?);
@@ -74,21 +63,17 @@ impl App {
             metrics: Arc::new(Metrics::default()),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
-            stall_after_secs: config.stall_after_secs,
+            stall_after_secs: config.detect.stall_after_secs,
         };
+        let shortest = config.detect.stall_after_secs.min(config.detect.stall_after_tool_secs);
+        let stall_every = Duration::from_secs_f64((shortest / 10.0).max(1.0));
         let security = Security {
             token: config.token.clone(),
             allowed_hosts: config.allowed_hosts.clone(),
             cors_origins: config.cors_origins.clone(),
             bind_ip: (!config.host.is_unspecified()).then_some(config.host),
         };
-        Ok(App {
-            listener,
-            addr,
-            state,
-            store,
-            security,
-        })
+        Ok(App { listener, addr, state, store, security, stall_every })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -97,10 +82,7 @@ impl App {
 
     /// Serves until `shutdown` resolves, then stops accepting, ends open streams, lets in-flight
     /// requests finish (bounded), and lets the writer commit what is queued.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
         let router = http::router(self.state.clone(), self.security);
         let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
@@ -108,9 +90,9 @@ impl App {
             let _ = tcp.set_nodelay(true);
         });
         let stop = token.clone();
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
         let mut serving = tokio::spawn(server.into_future());
+        tokio::spawn(stall_timer(self.state.store.clone(), self.stall_every, token.clone()));
         let trigger = token.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -131,11 +113,27 @@ impl App {
         }
         drop(self.state);
         let store = self.store;
-        let writer = tokio::task::spawn_blocking(move || store.shutdown_blocking());
+        let writer = tokio::task::spawn_blocking(move || store.shutdown());
         if tokio::time::timeout(WRITER_DRAIN, writer).await.is_err() {
             tracing::warn!("the writer did not finish in time");
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Stalls are judged on the collector's clock, so something must look while nothing arrives.
+async fn stall_timer(store: Arc<dyn Store>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = store.check_stalls().await {
+                    tracing::debug!(error = %e, "stall check skipped");
+                }
+            }
+        }
     }
 }

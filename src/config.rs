@@ -1,6 +1,7 @@
 //! One `Config`, layered: flags, then `AOP_*` environment variables (both through clap), then the
 //! TOML config file, then defaults.
 
+use crate::detect::DetectConfig;
 use crate::store::sqlite::Durability;
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -29,7 +30,7 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub queue_capacity: usize,
     pub stream_buffer: usize,
-    pub stall_after_secs: f64,
+    pub detect: DetectConfig,
 }
 
 impl Config {
@@ -46,7 +47,7 @@ impl Config {
             cors_origins: Vec::new(),
             queue_capacity: 4096,
             stream_buffer: 8192,
-            stall_after_secs: 90.0,
+            detect: DetectConfig::default(),
         }
     }
 
@@ -79,14 +80,42 @@ pub struct FileConfig {
     pub queue_capacity: Option<usize>,
     pub stream_buffer: Option<usize>,
     pub stall_after: Option<f64>,
+    pub stall_after_tool: Option<f64>,
+    pub loop_repeats: Option<u32>,
+    pub loop_window: Option<f64>,
+    pub spike_factor: Option<f64>,
+    pub spike_min_samples: Option<usize>,
+    pub cost_budget_usd: Option<f64>,
+    pub confidence_run: Option<u32>,
+    pub cascade_run: Option<u32>,
+    pub child_fail_window: Option<f64>,
+    pub disable: Option<Vec<String>>,
 }
 
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
+}
+
+/// The detectors' names, as `--disable` takes them.
+pub const DETECTORS: [&str; 5] = ["loop", "stall", "cost_spike", "confidence_drop", "error_cascade"];
+
+/// Switches detectors off by name.
+pub fn disable_detectors(cfg: &mut DetectConfig, names: &[String]) -> anyhow::Result<()> {
+    for name in names {
+        match name.as_str() {
+            "loop" => cfg.loop_enabled = false,
+            "stall" => cfg.stall_enabled = false,
+            "cost_spike" => cfg.spike_enabled = false,
+            "confidence_drop" => cfg.confidence_enabled = false,
+            "error_cascade" => cfg.cascade_enabled = false,
+            other => bail!("unknown detector {other:?}; the detectors are {}", DETECTORS.join(", ")),
+        }
+    }
+    Ok(())
 }
 
 /// `~/.aop/<name>`.
@@ -123,8 +152,7 @@ mod tests {
     #[test]
     fn file_keys_are_checked() {
         let ok: FileConfig =
-            toml::from_str("port = 5000\ndurability = \"normal\"\nallow_hosts = [\"box.lan\"]")
-                .unwrap();
+            toml::from_str("port = 5000\ndurability = \"normal\"\nallow_hosts = [\"box.lan\"]").unwrap();
         assert_eq!(ok.port, Some(5000));
         assert_eq!(ok.durability, Some(Durability::Normal));
         assert!(toml::from_str::<FileConfig>("prot = 5000").is_err());

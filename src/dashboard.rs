@@ -25,19 +25,14 @@ fn serve(name: &str) -> Response {
     match ASSETS.iter().find(|(n, _)| *n == name) {
         Some((n, bytes)) => (
             [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(content_type(n)),
-                ),
+                (header::CONTENT_TYPE, HeaderValue::from_static(content_type(n))),
                 // The files change only with the binary; revalidate so an upgrade shows at once.
                 (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             ],
             *bytes,
         )
             .into_response(),
-        None => {
-            crate::http::ApiError::NotFound(format!("no dashboard file {name:?}")).into_response()
-        }
+        None => crate::http::ApiError::NotFound(format!("no dashboard file {name:?}")).into_response(),
     }
 }
 

@@ -44,15 +44,7 @@ impl Message {
         event_type: String,
         data: String,
     ) -> Self {
-        Message {
-            kind,
-            id,
-            session_id,
-            agent_id,
-            event_type,
-            data,
-            frame: OnceLock::new(),
-        }
+        Message { kind, id, session_id, agent_id, event_type, data, frame: OnceLock::new() }
     }
 
     /// The wire frame, built once by `encode` and shared by every subscriber.
@@ -70,11 +62,7 @@ pub struct Hub {
 impl Hub {
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(16));
-        Hub {
-            tx,
-            capacity,
-            subscribers: Arc::new(AtomicUsize::new(0)),
-        }
+        Hub { tx, capacity, subscribers: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// Never blocks: a message nobody listens to is simply dropped (it is in the store).
@@ -84,10 +72,7 @@ impl Hub {
 
     pub fn subscribe(&self) -> Subscription {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
-        Subscription {
-            rx: self.tx.subscribe(),
-            count: Arc::clone(&self.subscribers),
-        }
+        Subscription { rx: self.tx.subscribe(), count: Arc::clone(&self.subscribers) }
     }
 
     /// Open subscriptions (streams), for `/health` and `/metrics`.

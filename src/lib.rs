@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`model`]: the event envelope and its validation, and session derivation. No I/O.
+//! - [`detect`]: the anomaly detectors, pure: (per-session state, event) -> alerts.
 //! - [`store`]: the only code that knows SQL. One writer thread per database (group commit);
 //!   reads on their own connections.
 //! - [`hub`]: fans committed events out to live subscribers without ever blocking the writer.
@@ -17,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 mod dashboard;
+pub mod detect;
 pub mod http;
 pub mod hub;
 pub mod metrics;

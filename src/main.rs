@@ -1,5 +1,5 @@
 use aop::app::{App, StartError};
-use aop::cli::{Cli, Command, StartArgs};
+use aop::cli::{Cli, Command, DetectFileArgs, StartArgs};
 use aop::config::{Config, OpenBrowser};
 use clap::Parser;
 use std::io::IsTerminal;
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Start(args) => start(args),
         Command::Bench(args) => aop::bench::run(args),
+        Command::Detect(args) => detect(args),
     }
 }
 
@@ -39,10 +40,7 @@ fn start(args: StartArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("aop: cannot start the runtime: {e}");
@@ -59,11 +57,7 @@ fn start(args: StartArgs) -> ExitCode {
         println!("aop {} is collecting AOP events", env!("CARGO_PKG_VERSION"));
         println!("  collector  {base}  (agents send to {base}/events)");
         println!("  dashboard  {base}/dashboard/");
-        println!(
-            "  database   {} (durability: {})",
-            config.db.display(),
-            config.durability
-        );
+        println!("  database   {} (durability: {})", config.db.display(), config.durability);
         if config.token.is_some() {
             println!("  access     a token is required (Authorization: Bearer …)");
         }
@@ -84,14 +78,7 @@ fn start(args: StartArgs) -> ExitCode {
 async fn startup_failure(config: &Config, e: StartError) -> ExitCode {
     match e {
         StartError::PortInUse { host, port } => {
-            let url = format!(
-                "http://{}:{port}",
-                if host.contains(':') {
-                    format!("[{host}]")
-                } else {
-                    host.clone()
-                }
-            );
+            let url = format!("http://{}:{port}", if host.contains(':') { format!("[{host}]") } else { host.clone() });
             match aop::probe::aop_version_at(&host, port).await {
                 Some(version) => {
                     eprintln!("aop: an aop collector (version {version}) is already running at {url}; dashboard: {url}/dashboard/");
@@ -138,11 +125,8 @@ fn open_browser(url: &str) {
     }
     let opener = if cfg!(target_os = "macos") {
         Some("open".to_owned())
-    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
-    {
-        std::env::var("BROWSER")
-            .ok()
-            .or_else(|| Some("xdg-open".to_owned()))
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
+        std::env::var("BROWSER").ok().or_else(|| Some("xdg-open".to_owned()))
     } else {
         None
     };
@@ -161,6 +145,67 @@ fn on_path(program: &str) -> bool {
     if program.contains('/') {
         return std::path::Path::new(program).exists();
     }
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// `aop detect FILE`: the live detectors, offline, over an export.
+fn detect(args: DetectFileArgs) -> ExitCode {
+    use std::io::BufRead;
+    let cfg = match args.detect.resolve(&aop::config::FileConfig::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("aop: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let reader: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(&args.file) {
+            Ok(f) => Box::new(std::io::BufReader::new(f)),
+            Err(e) => {
+                eprintln!("aop: cannot read {}: {e}", args.file.display());
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    };
+    // Lines as bytes: one line of invalid UTF-8 is reported by the replay, not the end of input.
+    let lines = reader.split(b'\n').map_while(Result::ok).map(|l| String::from_utf8_lossy(&l).into_owned());
+    let report = aop::detect::replay(lines, &cfg);
+    for err in &report.errors {
+        eprintln!("line {}: {}", err.line, err.reason);
+    }
+    for (session, alert) in &report.alerts {
+        if args.json {
+            let line = serde_json::json!({
+                "session_id": session,
+                "type": alert.kind.as_str(),
+                "severity": alert.severity.as_str(),
+                "message": alert.message,
+                "sequence": alert.sequence,
+                "details": alert.details,
+            });
+            println!("{line}");
+        } else {
+            let at = alert.sequence.map_or_else(|| "-".to_owned(), |s| format!("#{s}"));
+            println!("{session}  {at}  {}  {}: {}", alert.severity.as_str(), alert.kind.as_str(), alert.message);
+        }
+    }
+    if !args.json {
+        println!(
+            "{} events, {} alerts, {} unreadable lines{}",
+            report.events,
+            report.alerts.len(),
+            report.errors.len(),
+            if report.duplicates > 0 {
+                format!(", {} repeated lines skipped", report.duplicates)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if report.events == 0 && !report.errors.is_empty() {
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    ExitCode::SUCCESS
 }

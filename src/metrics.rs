@@ -7,9 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds of the ingest latency histogram, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -20,8 +18,6 @@ pub struct Metrics {
     pub overload_rejections: AtomicU64,
     pub requests_ingest: AtomicU64,
     pub stream_overflows: AtomicU64,
-    pub alerts_raised: AtomicU64,
-    pub commits: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -33,6 +29,8 @@ pub struct Gauges {
     pub queue_depth: usize,
     pub store_bytes: u64,
     pub store_writable: bool,
+    pub commits: u64,
+    pub alerts: u64,
 }
 
 impl Metrics {
@@ -41,37 +39,22 @@ impl Metrics {
             self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
-            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
     }
 
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         };
-        counter(
-            &mut out,
-            "aop_events_ingested_total",
-            "Events stored.",
-            &self.events_accepted,
-        );
+        counter(&mut out, "aop_events_ingested_total", "Events stored.", &self.events_accepted);
         counter(
             &mut out,
             "aop_events_duplicate_total",
             "Retried events acknowledged without storing them again.",
             &self.events_duplicate,
         );
-        counter(
-            &mut out,
-            "aop_events_rejected_total",
-            "Events refused by validation.",
-            &self.events_rejected,
-        );
+        counter(&mut out, "aop_events_rejected_total", "Events refused by validation.", &self.events_rejected);
         counter(
             &mut out,
             "aop_events_conflict_total",
@@ -84,36 +67,16 @@ impl Metrics {
             "Requests answered 503 because the write queue was full or the store unavailable.",
             &self.overload_rejections,
         );
-        counter(
-            &mut out,
-            "aop_ingest_requests_total",
-            "POST /events requests.",
-            &self.requests_ingest,
-        );
+        counter(&mut out, "aop_ingest_requests_total", "POST /events requests.", &self.requests_ingest);
         counter(
             &mut out,
             "aop_stream_overflows_total",
             "Subscribers cut off for falling behind.",
             &self.stream_overflows,
         );
-        counter(
-            &mut out,
-            "aop_alerts_total",
-            "Alerts raised.",
-            &self.alerts_raised,
-        );
-        counter(
-            &mut out,
-            "aop_store_commits_total",
-            "Write transactions committed.",
-            &self.commits,
-        );
 
         let name = "aop_ingest_latency_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from request to durable acknowledgement.\n# TYPE {name} histogram"
-        );
+        let _ = writeln!(out, "# HELP {name} Time from request to durable acknowledgement.\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (b, n) in BUCKETS.iter().zip(&self.latency_buckets) {
             cumulative += n.load(Ordering::Relaxed);
@@ -121,40 +84,22 @@ impl Metrics {
         }
         let count = self.latency_count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
+        let _ = writeln!(out, "{name}_sum {}", self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {count}");
 
         let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge(
-            &mut out,
-            "aop_stream_subscribers",
-            "Open /stream connections.",
-            g.subscribers as u64,
-        );
-        gauge(
-            &mut out,
-            "aop_write_queue_depth",
-            "Write jobs waiting for the writer.",
-            g.queue_depth as u64,
-        );
-        gauge(
-            &mut out,
-            "aop_store_bytes",
-            "Size of the database files on disk.",
-            g.store_bytes,
-        );
-        gauge(
-            &mut out,
-            "aop_store_writable",
-            "1 when the store accepts writes.",
-            u64::from(g.store_writable),
-        );
+        gauge(&mut out, "aop_stream_subscribers", "Open /stream connections.", g.subscribers as u64);
+        gauge(&mut out, "aop_write_queue_depth", "Write jobs waiting for the writer.", g.queue_depth as u64);
+        gauge(&mut out, "aop_store_bytes", "Size of the database files on disk.", g.store_bytes);
+        gauge(&mut out, "aop_store_writable", "1 when the store accepts writes.", u64::from(g.store_writable));
+        for (name, help, v) in [
+            ("aop_store_commits_total", "Write transactions committed.", g.commits),
+            ("aop_alerts_total", "Alerts raised.", g.alerts),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
         out
     }
 }

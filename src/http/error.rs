@@ -61,23 +61,15 @@ impl IntoResponse for ApiError {
             ApiError::Store(StoreError::Busy) => {
                 "the collector is overloaded (write queue full); retry shortly".to_owned()
             }
-            ApiError::Store(StoreError::Full) => {
-                "the collector cannot store events: its disk is full".to_owned()
-            }
+            ApiError::Store(StoreError::Full) => "the collector cannot store events: its disk is full".to_owned(),
             other => other.to_string(),
         };
-        let mut resp = (
-            status,
-            Json(serde_json::json!({ "ok": false, "error": message })),
-        )
-            .into_response();
+        let mut resp = (status, Json(serde_json::json!({ "ok": false, "error": message }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }

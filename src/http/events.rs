@@ -38,59 +38,43 @@ fn form(headers: &HeaderMap) -> Result<Form, ApiError> {
     }
 }
 
-pub(crate) async fn ingest(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub(crate) async fn ingest(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     app.metrics.requests_ingest.fetch_add(1, Ordering::Relaxed);
     let resp = match handle(&app, &headers, body).await {
         Ok(r) => r,
         Err(e) => {
             if matches!(&e, ApiError::Store(s) if super::error::is_overload(s)) {
-                app.metrics
-                    .overload_rejections
-                    .fetch_add(1, Ordering::Relaxed);
+                app.metrics.overload_rejections.fetch_add(1, Ordering::Relaxed);
             }
             e.into_response()
         }
     };
-    app.metrics
-        .observe_ingest_latency(started.elapsed().as_secs_f64());
+    app.metrics.observe_ingest_latency(started.elapsed().as_secs_f64());
     resp
 }
 
 async fn handle(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let form = form(headers)?;
-    let too_large =
-        || ApiError::TooLarge("request body is larger than the 16 MiB batch limit".into());
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
+    let too_large = || ApiError::TooLarge("request body is larger than the 16 MiB batch limit".into());
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         if len > MAX_BATCH_BYTES as u64 {
             return Err(too_large());
         }
     }
-    let bytes = axum::body::to_bytes(body, MAX_BATCH_BYTES)
-        .await
-        .map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            {
-                too_large()
-            } else {
-                ApiError::BadRequest(format!("could not read the request body: {e}"))
-            }
-        })?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("body is not valid UTF-8: {e}")))?;
+    let bytes = axum::body::to_bytes(body, MAX_BATCH_BYTES).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            too_large()
+        } else {
+            ApiError::BadRequest(format!("could not read the request body: {e}"))
+        }
+    })?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|e| ApiError::BadRequest(format!("body is not valid UTF-8: {e}")))?;
     match form {
         Form::Json if text.trim_start().starts_with('[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
-                ApiError::BadRequest(format!("body is not a valid JSON array: {e}"))
-            })?;
+            let items: Vec<&RawValue> = serde_json::from_str(text)
+                .map_err(|e| ApiError::BadRequest(format!("body is not a valid JSON array: {e}")))?;
             batch(app, items.into_iter().map(|r| r.get())).await
         }
         Form::Json => single(app, text).await,
@@ -129,10 +113,7 @@ async fn single(app: &AppState, text: &str) -> Result<Response, ApiError> {
     }
 }
 
-async fn batch<'a>(
-    app: &AppState,
-    items: impl Iterator<Item = &'a str>,
-) -> Result<Response, ApiError> {
+async fn batch<'a>(app: &AppState, items: impl Iterator<Item = &'a str>) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
     let mut valid = Vec::new();
     let mut positions = Vec::new();
@@ -149,11 +130,7 @@ async fn batch<'a>(
         }
     }
     let total = positions.len() + errors.len();
-    let outcomes = if valid.is_empty() {
-        Vec::new()
-    } else {
-        app.store.ingest(valid).await?
-    };
+    let outcomes = if valid.is_empty() { Vec::new() } else { app.store.ingest(valid).await? };
     let (mut accepted, mut duplicates) = (0u64, 0u64);
     for ((i, session, seq), outcome) in positions.into_iter().zip(outcomes) {
         match outcome {
@@ -168,12 +145,8 @@ async fn batch<'a>(
             }
         }
     }
-    app.metrics
-        .events_accepted
-        .fetch_add(accepted, Ordering::Relaxed);
-    app.metrics
-        .events_duplicate
-        .fetch_add(duplicates, Ordering::Relaxed);
+    app.metrics.events_accepted.fetch_add(accepted, Ordering::Relaxed);
+    app.metrics.events_duplicate.fetch_add(duplicates, Ordering::Relaxed);
     errors.sort_by_key(|e| e["index"].as_u64());
     let mut body = json!({ "ok": errors.is_empty() && total > 0, "accepted": accepted, "duplicates": duplicates, "errors": errors });
     // A retried batch is all duplicates: still acknowledged.

@@ -44,10 +44,7 @@ pub fn router(state: AppState, security: Security) -> Router {
         .route("/", get(ops::index))
         .route("/events", post(events::ingest))
         .route("/sessions", get(sessions::list))
-        .route(
-            "/sessions/{id}",
-            get(sessions::detail).delete(sessions::delete),
-        )
+        .route("/sessions/{id}", get(sessions::detail).delete(sessions::delete))
         .route("/sessions/{id}/children", get(sessions::children))
         .route("/sessions/{id}/export", get(sessions::export))
         .route("/alerts", get(sessions::alerts))
@@ -62,10 +59,7 @@ pub fn router(state: AppState, security: Security) -> Router {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
         .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&security),
-            security::guard,
-        ))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&security), security::guard))
         .layer(security.cors())
 }
 
@@ -93,9 +87,7 @@ impl Params {
         self.get(name)
             .map(|v| {
                 v.parse::<i64>().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "query parameter `{name}` must be an integer, got {v:?}"
-                    ))
+                    ApiError::BadRequest(format!("query parameter `{name}` must be an integer, got {v:?}"))
                 })
             })
             .transpose()
@@ -106,9 +98,7 @@ impl Params {
         match self.int("limit")? {
             None => Ok(default),
             Some(n) if n >= 1 => Ok((n as usize).min(max)),
-            Some(n) => Err(ApiError::BadRequest(format!(
-                "query parameter `limit` must be at least 1, got {n}"
-            ))),
+            Some(n) => Err(ApiError::BadRequest(format!("query parameter `limit` must be at least 1, got {n}"))),
         }
     }
 }

@@ -10,11 +10,7 @@ use serde_json::json;
 
 pub(crate) async fn health(State(app): State<AppState>) -> Response {
     let store = app.store.health();
-    let status = if store.writable {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if store.writable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "ok": store.writable,
         "version": env!("CARGO_PKG_VERSION"),
@@ -34,22 +30,18 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
         queue_depth: store.queue_depth,
         store_bytes: store.bytes,
         store_writable: store.writable,
+        commits: store.commits,
+        alerts: store.alerts,
     };
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
         app.metrics.render(&gauges),
     )
         .into_response()
 }
 
 pub(crate) async fn index(headers: HeaderMap) -> Response {
-    let wants_html = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"));
+    let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     if wants_html {
         return Redirect::to("/dashboard/").into_response();
     }

@@ -37,26 +37,15 @@ fn host_part(value: &str) -> &str {
     if let Some(rest) = value.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    value.rsplit_once(':').map_or(value, |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            value
-        }
-    })
+    value.rsplit_once(':').map_or(value, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { value })
 }
 
 impl Security {
     fn host_allowed(&self, host: &str) -> bool {
         let host = host_part(host);
         is_loopback_name(host)
-            || self
-                .allowed_hosts
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(host))
-            || self
-                .bind_ip
-                .is_some_and(|ip| host.parse::<IpAddr>().is_ok_and(|h| h == ip))
+            || self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+            || self.bind_ip.is_some_and(|ip| host.parse::<IpAddr>().is_ok_and(|h| h == ip))
     }
 
     fn token_ok(&self, req: &Request) -> bool {
@@ -65,17 +54,13 @@ impl Security {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim);
         // EventSource cannot send headers: the dashboard passes the token as `access_token`.
-        let from_query = req.uri().query().and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix("access_token="))
-                .map(|t| t.to_owned())
-        });
+        let from_query = req
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")).map(|t| t.to_owned()));
         let given = bearer.map(str::to_owned).or(from_query).unwrap_or_default();
         given.as_bytes().ct_eq(want.as_bytes()).into()
     }
@@ -90,21 +75,14 @@ impl Security {
                 extra.iter().any(|o| o == origin) || local_origin(origin)
             }))
             .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
-            .allow_headers([
-                header::CONTENT_TYPE,
-                header::AUTHORIZATION,
-                HeaderName::from_static("last-event-id"),
-            ])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, HeaderName::from_static("last-event-id")])
             .max_age(std::time::Duration::from_secs(600))
     }
 }
 
 /// `http://localhost:<port>`, `http://127.0.0.1:<port>` (and https, and `[::1]`).
 fn local_origin(origin: &str) -> bool {
-    let Some(rest) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
         return false;
     };
     if rest.contains('/') {
@@ -115,11 +93,7 @@ fn local_origin(origin: &str) -> bool {
 }
 
 pub(crate) async fn guard(State(sec): State<Arc<Security>>, req: Request, next: Next) -> Response {
-    if let Some(host) = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-    {
+    if let Some(host) = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
         if !sec.host_allowed(host) {
             return ApiError::ForbiddenHost(format!(
                 "Host {host:?} is not a name of this collector; add it with --allow-host if you meant it (this check stops DNS rebinding)"
@@ -128,10 +102,8 @@ pub(crate) async fn guard(State(sec): State<Arc<Security>>, req: Request, next: 
         }
     }
     let path = req.uri().path();
-    let public = path == "/health"
-        || path == "/dashboard"
-        || path.starts_with("/dashboard/")
-        || req.method() == Method::OPTIONS;
+    let public =
+        path == "/health" || path == "/dashboard" || path.starts_with("/dashboard/") || req.method() == Method::OPTIONS;
     if !public && !sec.token_ok(&req) {
         return ApiError::Unauthorized.into_response();
     }

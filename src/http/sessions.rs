@@ -14,14 +14,7 @@ const DETAIL_DEFAULT_LIMIT: usize = 1000;
 const DETAIL_MAX_LIMIT: usize = 10_000;
 
 fn json_response(body: String) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 pub(crate) async fn list(State(app): State<AppState>, p: Params) -> Result<Response, ApiError> {
@@ -43,18 +36,11 @@ pub(crate) async fn detail(
 ) -> Result<Response, ApiError> {
     let after = p.int("after")?;
     let limit = p.limit(DETAIL_DEFAULT_LIMIT, DETAIL_MAX_LIMIT)?;
-    let d = app
-        .store
-        .session_detail(id.clone(), after, limit)
-        .await?
-        .ok_or_else(|| unknown(&id))?;
+    let d = app.store.session_detail(id.clone(), after, limit).await?.ok_or_else(|| unknown(&id))?;
     // Events and alerts are stored as JSON text: splice them in rather than re-serialise.
-    let mut out =
-        String::with_capacity(256 + d.events.iter().map(|e| e.json.len() + 1).sum::<usize>());
+    let mut out = String::with_capacity(256 + d.events.iter().map(|e| e.json.len() + 1).sum::<usize>());
     out.push_str("{\"session\":");
-    out.push_str(
-        &serde_json::to_string(&d.session).map_err(|e| ApiError::BadRequest(e.to_string()))?,
-    );
+    out.push_str(&serde_json::to_string(&d.session).map_err(|e| ApiError::BadRequest(e.to_string()))?);
     out.push_str(",\"events\":");
     push_array(&mut out, d.events.iter().map(|e| e.json.as_str()));
     out.push_str(",\"alerts\":");
@@ -82,42 +68,21 @@ fn unknown(id: &str) -> ApiError {
     ApiError::NotFound(format!("no session {id:?}"))
 }
 
-pub(crate) async fn children(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let rows = app
-        .store
-        .children(id.clone())
-        .await?
-        .ok_or_else(|| unknown(&id))?;
+pub(crate) async fn children(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let rows = app.store.children(id.clone()).await?.ok_or_else(|| unknown(&id))?;
     Ok(Json(serde_json::json!({ "sessions": rows })).into_response())
 }
 
-pub(crate) async fn export(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let stream = app
-        .store
-        .export(id.clone())
-        .await?
-        .ok_or_else(|| unknown(&id))?;
+pub(crate) async fn export(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let stream = app.store.export(id.clone()).await?.ok_or_else(|| unknown(&id))?;
     // Session ids are restricted to [A-Za-z0-9_.:@-] on ingest; filter anyway so no header can be injected.
-    let safe: String = id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "_.:@-".contains(*c))
-        .collect();
-    let disposition =
-        HeaderValue::from_str(&format!("attachment; filename=\"session-{safe}.jsonl\""))
-            .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    let safe: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || "_.:@-".contains(*c)).collect();
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"session-{safe}.jsonl\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
     let body = Body::from_stream(stream.map_err(std::io::Error::other));
     Ok((
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-ndjson"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson")),
             (header::CONTENT_DISPOSITION, disposition),
         ],
         body,
@@ -125,10 +90,7 @@ pub(crate) async fn export(
         .into_response())
 }
 
-pub(crate) async fn delete(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+pub(crate) async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     if app.store.delete_session(id.clone()).await? {
         Ok(Json(serde_json::json!({ "ok": true })).into_response())
     } else {

@@ -35,22 +35,14 @@ impl Filter {
             Some(prefix) => (prefix.to_owned(), true),
             None => (t, false),
         });
-        Filter {
-            session_id: p.get("session_id"),
-            agent_id: p.get("agent_id"),
-            event_type,
-        }
+        Filter { session_id: p.get("session_id"), agent_id: p.get("agent_id"), event_type }
     }
 
     fn matches(&self, session_id: &str, agent_id: &str, event_type: Option<&str>) -> bool {
         if self.session_id.as_deref().is_some_and(|s| s != session_id) {
             return false;
         }
-        if self
-            .agent_id
-            .as_deref()
-            .is_some_and(|a| !agent_id.is_empty() && a != agent_id)
-        {
+        if self.agent_id.as_deref().is_some_and(|a| !agent_id.is_empty() && a != agent_id) {
             return false;
         }
         // The type filter narrows AOP events; alerts and deletions of matching sessions still pass.
@@ -161,15 +153,9 @@ pub(crate) async fn stream(State(app): State<AppState>, headers: HeaderMap, p: P
     };
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::HeaderName::from_static("x-accel-buffering"),
-                HeaderValue::from_static("no"),
-            ),
+            (header::HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
         ],
         Body::from_stream(body),
     )

@@ -30,18 +30,12 @@ pub enum EventError {
     #[error("missing field `{0}`")]
     Missing(&'static str),
     #[error("field `{field}` {problem}")]
-    Invalid {
-        field: &'static str,
-        problem: String,
-    },
+    Invalid { field: &'static str, problem: String },
 }
 
 impl EventError {
     fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
-        EventError::Invalid {
-            field,
-            problem: problem.into(),
-        }
+        EventError::Invalid { field, problem: problem.into() }
     }
 }
 
@@ -135,21 +129,15 @@ impl Event {
             Some(_) => {
                 // Not JSON at all: let serde describe where it breaks.
                 let err = serde_json::from_str::<&RawValue>(&raw).err();
-                return Err(EventError::NotJson(
-                    err.map_or_else(|| "invalid".into(), |e| e.to_string()),
-                ));
+                return Err(EventError::NotJson(err.map_or_else(|| "invalid".into(), |e| e.to_string())));
             }
         }
-        let env: RawEnvelope<'_> =
-            serde_json::from_str(&raw).map_err(|e| EventError::NotJson(e.to_string()))?;
+        let env: RawEnvelope<'_> = serde_json::from_str(&raw).map_err(|e| EventError::NotJson(e.to_string()))?;
 
         let spec = string_field("spec", env.spec.0)?;
         let minor = spec.strip_prefix("aop/1.");
         if !minor.is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit())) {
-            return Err(EventError::invalid(
-                "spec",
-                format!("must be \"aop/1.x\", got {spec:?}"),
-            ));
+            return Err(EventError::invalid("spec", format!("must be \"aop/1.x\", got {spec:?}")));
         }
         let session_id = string_field("session_id", env.session_id.0)?;
         check_session_id("session_id", &session_id)?;
@@ -167,11 +155,7 @@ impl Event {
         let agent_version = match env.agent_version.0 {
             None => None,
             Some(v) if v.get() == "null" => None,
-            Some(v) => Some(string_value(
-                "agent_version",
-                v,
-                "must be a string or null",
-            )?),
+            Some(v) => Some(string_value("agent_version", v, "must be a string or null")?),
         };
         let sequence = match env.sequence.0 {
             None => return Err(EventError::Missing("sequence")),
@@ -179,26 +163,17 @@ impl Event {
         };
         let timestamp = string_field("timestamp", env.timestamp.0)?;
         let ts_us = parse_timestamp(&timestamp).ok_or_else(|| {
-            EventError::invalid(
-                "timestamp",
-                format!("must be an RFC 3339 date-time with a zone, got {timestamp:?}"),
-            )
+            EventError::invalid("timestamp", format!("must be an RFC 3339 date-time with a zone, got {timestamp:?}"))
         })?;
         let kind = string_field("type", env.kind.0)?;
         if kind.is_empty() {
             return Err(EventError::invalid("type", "must not be empty"));
         }
         if kind.chars().count() > MAX_ID_CHARS {
-            return Err(EventError::invalid(
-                "type",
-                "must be at most 128 characters",
-            ));
+            return Err(EventError::invalid("type", "must be at most 128 characters"));
         }
         if kind.chars().any(char::is_control) {
-            return Err(EventError::invalid(
-                "type",
-                "must not contain control characters",
-            ));
+            return Err(EventError::invalid("type", "must not contain control characters"));
         }
         let payload = env.payload.0.ok_or(EventError::Missing("payload"))?;
         if !payload.get().starts_with('{') {
@@ -240,10 +215,7 @@ impl Event {
         if stored == new {
             return true;
         }
-        match (
-            serde_json::from_str::<serde_json::Value>(stored),
-            serde_json::from_str::<serde_json::Value>(new),
-        ) {
+        match (serde_json::from_str::<serde_json::Value>(stored), serde_json::from_str::<serde_json::Value>(new)) {
             (Ok(a), Ok(b)) => a == b,
             _ => false,
         }
@@ -263,10 +235,7 @@ fn string_field(field: &'static str, v: Option<&RawValue>) -> Result<String, Eve
 
 fn string_value(field: &'static str, v: &RawValue, problem: &str) -> Result<String, EventError> {
     if !v.get().starts_with('"') {
-        return Err(EventError::invalid(
-            field,
-            format!("{problem}, got {}", json_kind(v.get())),
-        ));
+        return Err(EventError::invalid(field, format!("{problem}, got {}", json_kind(v.get()))));
     }
     serde_json::from_str::<String>(v.get())
         .map_err(|e| EventError::invalid(field, format!("is not a valid string: {e}")))
@@ -285,19 +254,10 @@ fn json_kind(text: &str) -> &'static str {
 
 fn check_session_id(field: &'static str, id: &str) -> Result<(), EventError> {
     if id.is_empty() || id.len() > MAX_ID_CHARS {
-        return Err(EventError::invalid(
-            field,
-            format!("must be 1 to 128 characters, got {}", id.chars().count()),
-        ));
+        return Err(EventError::invalid(field, format!("must be 1 to 128 characters, got {}", id.chars().count())));
     }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '@' | '-')))
-    {
-        return Err(EventError::invalid(
-            field,
-            format!("may only contain A-Z a-z 0-9 _ . : @ -, found {c:?}"),
-        ));
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '@' | '-'))) {
+        return Err(EventError::invalid(field, format!("may only contain A-Z a-z 0-9 _ . : @ -, found {c:?}")));
     }
     Ok(())
 }
@@ -305,31 +265,18 @@ fn check_session_id(field: &'static str, id: &str) -> Result<(), EventError> {
 fn check_label(field: &'static str, s: &str) -> Result<(), EventError> {
     let n = s.chars().count();
     if n == 0 || n > MAX_ID_CHARS {
-        return Err(EventError::invalid(
-            field,
-            format!("must be 1 to 128 characters, got {n}"),
-        ));
+        return Err(EventError::invalid(field, format!("must be 1 to 128 characters, got {n}")));
     }
     if s.chars().any(char::is_control) {
-        return Err(EventError::invalid(
-            field,
-            "must not contain control characters",
-        ));
+        return Err(EventError::invalid(field, "must not contain control characters"));
     }
     Ok(())
 }
 
 fn parse_sequence(text: &str) -> Result<i64, EventError> {
-    let bad = |why: &str| {
-        EventError::invalid(
-            "sequence",
-            format!("must be a non-negative integer, got {why}"),
-        )
-    };
+    let bad = |why: &str| EventError::invalid("sequence", format!("must be a non-negative integer, got {why}"));
     match text.as_bytes().first() {
-        Some(b'-') if text.bytes().skip(1).all(|b| b.is_ascii_digit()) => {
-            Err(bad("a negative number"))
-        }
+        Some(b'-') if text.bytes().skip(1).all(|b| b.is_ascii_digit()) => Err(bad("a negative number")),
         Some(b'0'..=b'9') if text.bytes().all(|b| b.is_ascii_digit()) => {
             text.parse::<i64>().map_err(|_| bad("a number too large"))
         }
@@ -338,7 +285,7 @@ fn parse_sequence(text: &str) -> Result<i64, EventError> {
             match text.parse::<f64>() {
                 Ok(f) if f.fract() == 0.0 && (0.0..9.0e15).contains(&f) => Ok(f as i64),
                 Ok(f) if f < 0.0 => Err(bad("a negative number")),
-                _ => Err(bad(&format!("{text}"))),
+                _ => Err(bad(text)),
             }
         }
         _ => Err(bad(json_kind(text))),
@@ -420,72 +367,32 @@ mod tests {
             ("session_id", "\"\"", "`session_id` must be 1 to 128"),
             ("session_id", &long_id, "`session_id` must be 1 to 128"),
             ("session_id", &max_id, ""),
-            (
-                "session_id",
-                "\"../etc/passwd\"",
-                "`session_id` may only contain",
-            ),
+            ("session_id", "\"../etc/passwd\"", "`session_id` may only contain"),
             ("session_id", "\"a b\"", "`session_id` may only contain"),
             ("session_id", "\"sess_x.y:z@w-1\"", ""),
-            (
-                "session_id",
-                "7",
-                "`session_id` must be a string, got a number",
-            ),
+            ("session_id", "7", "`session_id` must be a string, got a number"),
             ("parent_session_id", "<absent>", ""),
             ("parent_session_id", "\"root_1\"", ""),
-            (
-                "parent_session_id",
-                "\"bad/id\"",
-                "`parent_session_id` may only contain",
-            ),
-            (
-                "parent_session_id",
-                "5",
-                "`parent_session_id` must be a string or null",
-            ),
+            ("parent_session_id", "\"bad/id\"", "`parent_session_id` may only contain"),
+            ("parent_session_id", "5", "`parent_session_id` must be a string or null"),
             ("agent_id", "<absent>", "missing field `agent_id`"),
             ("agent_id", "42", "`agent_id` must be a string"),
             ("agent_id", "\"\"", "`agent_id` must be 1 to 128"),
             ("agent_id", "\"research agent ✓\"", ""),
-            (
-                "agent_id",
-                "\"a\\nb\"",
-                "`agent_id` must not contain control",
-            ),
+            ("agent_id", "\"a\\nb\"", "`agent_id` must not contain control"),
             ("agent_version", "\"1.2.3\"", ""),
-            (
-                "agent_version",
-                "[1]",
-                "`agent_version` must be a string or null",
-            ),
+            ("agent_version", "[1]", "`agent_version` must be a string or null"),
             ("sequence", "<absent>", "missing field `sequence`"),
-            (
-                "sequence",
-                "\"1\"",
-                "`sequence` must be a non-negative integer, got a string",
-            ),
+            ("sequence", "\"1\"", "`sequence` must be a non-negative integer, got a string"),
             ("sequence", "-1", "got a negative number"),
-            (
-                "sequence",
-                "1.5",
-                "`sequence` must be a non-negative integer",
-            ),
+            ("sequence", "1.5", "`sequence` must be a non-negative integer"),
             ("sequence", "0", ""),
             ("sequence", "2.0", ""),
             ("sequence", "99999999999999999999999", "`sequence`"),
             ("sequence", "null", "`sequence`"),
             ("timestamp", "<absent>", "missing field `timestamp`"),
-            (
-                "timestamp",
-                "\"yesterday at noon\"",
-                "`timestamp` must be an RFC 3339",
-            ),
-            (
-                "timestamp",
-                "\"2026-04-03T10:00:00\"",
-                "`timestamp` must be an RFC 3339",
-            ),
+            ("timestamp", "\"yesterday at noon\"", "`timestamp` must be an RFC 3339"),
+            ("timestamp", "\"2026-04-03T10:00:00\"", "`timestamp` must be an RFC 3339"),
             ("timestamp", "\"2026-04-03T10:00:00+02:00\"", ""),
             ("timestamp", "1712138400", "`timestamp` must be a string"),
             ("type", "<absent>", "missing field `type`"),
@@ -502,10 +409,7 @@ mod tests {
             let got = Event::parse(&text);
             match (want.is_empty(), &got) {
                 (true, Ok(_)) => {}
-                (false, Err(e)) => assert!(
-                    e.to_string().contains(want),
-                    "{field}={value}: error {e:?} lacks {want:?}"
-                ),
+                (false, Err(e)) => assert!(e.to_string().contains(want), "{field}={value}: error {e:?} lacks {want:?}"),
                 _ => panic!("{field}={value}: expected {want:?}, got {got:?}"),
             }
         }
@@ -520,10 +424,7 @@ mod tests {
             ("", "empty body"),
             ("{}", "missing field `spec`"),
             ("nul", "got null"),
-            (
-                "{\"spec\":\"aop/1.0\",\"spec\":\"aop/1.0\"}",
-                "duplicate field `spec`",
-            ),
+            ("{\"spec\":\"aop/1.0\",\"spec\":\"aop/1.0\"}", "duplicate field `spec`"),
         ];
         for (body, want) in cases {
             let e = Event::parse(body).unwrap_err();
@@ -546,10 +447,7 @@ mod tests {
 
     #[test]
     fn too_large_is_its_own_error() {
-        let big = with(
-            "payload",
-            &format!("{{\"x\":\"{}\"}}", "y".repeat(MAX_EVENT_BYTES)),
-        );
+        let big = with("payload", &format!("{{\"x\":\"{}\"}}", "y".repeat(MAX_EVENT_BYTES)));
         assert!(matches!(Event::parse(&big), Err(EventError::TooLarge(_))));
     }
 
@@ -563,8 +461,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
-        let text =
-            with("spec", "\"aop/1.0\"").replace("{\"goal\":\"g\"}", &format!("{{\"d\":{deep}}}"));
+        let text = with("spec", "\"aop/1.0\"").replace("{\"goal\":\"g\"}", &format!("{{\"d\":{deep}}}"));
         assert!(Event::parse(&text).is_err());
     }
 }

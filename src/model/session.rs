@@ -92,11 +92,7 @@ fn text(v: &Option<Value>) -> Option<String> {
 
 fn count(v: &Option<Value>) -> Option<i64> {
     let v = v.as_ref()?;
-    v.as_i64().or_else(|| {
-        v.as_f64()
-            .filter(|f| f.is_finite())
-            .map(|f| f.round() as i64)
-    })
+    v.as_i64().or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.round() as i64))
 }
 
 fn money(v: &Option<Value>) -> Option<f64> {
@@ -110,10 +106,7 @@ fn needs_facts(kind: &str) -> bool {
 
 impl SessionState {
     pub fn new(id: &str) -> Self {
-        SessionState {
-            id: id.to_owned(),
-            ..Default::default()
-        }
+        SessionState { id: id.to_owned(), ..Default::default() }
     }
 
     /// Folds one stored event (never a duplicate) into the session.
@@ -132,20 +125,11 @@ impl SessionState {
         if let Some(p) = &ev.parent_session_id {
             pick(&mut self.parent, rank, p.clone());
         }
-        let version = ev.agent_version.clone().or_else(|| {
-            if is_started {
-                text(&facts.agent_version)
-            } else {
-                None
-            }
-        });
+        let version = ev.agent_version.clone().or_else(|| if is_started { text(&facts.agent_version) } else { None });
         if let Some(v) = version {
             pick(&mut self.version, rank, v);
         }
-        let stamp = Stamp {
-            us: ev.ts_us,
-            text: ev.timestamp.clone(),
-        };
+        let stamp = Stamp { us: ev.ts_us, text: ev.timestamp.clone() };
         if self.first.as_ref().is_none_or(|f| stamp < *f) {
             self.first = Some(stamp.clone());
         }
@@ -164,15 +148,9 @@ impl SessionState {
                 }
             }
             "session.ended" => {
-                let status = text(&facts.outcome)
-                    .or_else(|| text(&facts.status))
-                    .unwrap_or_else(|| "completed".into());
-                let ended = Ended {
-                    stamp,
-                    status,
-                    summary: text(&facts.outcome_summary),
-                    error: text(&facts.error_message),
-                };
+                let status = text(&facts.outcome).or_else(|| text(&facts.status)).unwrap_or_else(|| "completed".into());
+                let ended =
+                    Ended { stamp, status, summary: text(&facts.outcome_summary), error: text(&facts.error_message) };
                 pick(&mut self.ended, (0, seq), ended);
             }
             k if k.starts_with("cognition.") || k.starts_with("operation.") => self.activity += 1,
@@ -226,11 +204,7 @@ impl SessionState {
 
     /// The public row (`GET /sessions`), given the counts the store keeps beside the state.
     pub fn view(&self, alert_count: i64, child_count: i64) -> SessionRow {
-        let started = self
-            .started
-            .as_ref()
-            .map(|p| &p.value)
-            .or(self.first.as_ref());
+        let started = self.started.as_ref().map(|p| &p.value).or(self.first.as_ref());
         let ended = self.ended.as_ref().map(|p| &p.value);
         SessionRow {
             id: self.id.clone(),
@@ -247,19 +221,9 @@ impl SessionState {
                 (Some(s), Some(e)) => Some((e.us - s.us).max(0) / 1000),
                 _ => None,
             },
-            total_steps: self
-                .steps_reported
-                .as_ref()
-                .map_or(self.activity, |p| p.value),
-            total_tokens: self
-                .tokens_reported
-                .as_ref()
-                .map_or(self.tokens_delta, |p| p.value),
-            total_cost_usd: self
-                .cost_reported
-                .as_ref()
-                .map(|p| p.value)
-                .or(self.cost_nano.map(|n| n as f64 / 1e9)),
+            total_steps: self.steps_reported.as_ref().map_or(self.activity, |p| p.value),
+            total_tokens: self.tokens_reported.as_ref().map_or(self.tokens_delta, |p| p.value),
+            total_cost_usd: self.cost_reported.as_ref().map(|p| p.value).or(self.cost_nano.map(|n| n as f64 / 1e9)),
             outcome_summary: ended.and_then(|e| e.summary.clone()),
             error_message: ended.and_then(|e| e.error.clone()),
             event_count: self.event_count,
@@ -303,14 +267,7 @@ mod tests {
         ev_as(seq, kind, payload, secs, "agent-a", None)
     }
 
-    fn ev_as(
-        seq: i64,
-        kind: &str,
-        payload: &str,
-        secs: u32,
-        agent: &str,
-        parent: Option<&str>,
-    ) -> Event {
+    fn ev_as(seq: i64, kind: &str, payload: &str, secs: u32, agent: &str, parent: Option<&str>) -> Event {
         let parent = parent.map_or("null".to_owned(), |p| format!("\"{p}\""));
         Event::parse(&format!(
             r#"{{"spec":"aop/1.0","session_id":"s1","parent_session_id":{parent},"agent_id":"{agent}","sequence":{seq},"timestamp":"2026-04-03T10:00:{secs:02}.000Z","type":"{kind}","payload":{payload}}}"#
@@ -351,12 +308,7 @@ mod tests {
     #[test]
     fn a_full_run() {
         let row = check_order_free(&[
-            ev(
-                1,
-                "session.started",
-                r#"{"goal":"Find papers","agent_version":"2.1","llm":"m-1"}"#,
-                0,
-            ),
+            ev(1, "session.started", r#"{"goal":"Find papers","agent_version":"2.1","llm":"m-1"}"#, 0),
             ev(2, "cognition.thought", r#"{"content":"hmm"}"#, 1),
             ev(3, "operation.tool_start", r#"{"tool":"web_search"}"#, 2),
             ev(
@@ -371,12 +323,7 @@ mod tests {
                 r#"{"tool":"web_search","success":true,"token_spend_delta":80,"cost_usd":0.2}"#,
                 4,
             ),
-            ev(
-                6,
-                "session.ended",
-                r#"{"outcome":"failed","error_message":"boom"}"#,
-                9,
-            ),
+            ev(6, "session.ended", r#"{"outcome":"failed","error_message":"boom"}"#, 9),
         ]);
         assert_eq!(row.goal.as_deref(), Some("Find papers"));
         assert_eq!(row.agent_version.as_deref(), Some("2.1"));
@@ -385,10 +332,7 @@ mod tests {
         assert_eq!(row.error_message.as_deref(), Some("boom"));
         assert_eq!(row.started_at.as_deref(), Some("2026-04-03T10:00:00.000Z"));
         assert_eq!(row.ended_at.as_deref(), Some("2026-04-03T10:00:09.000Z"));
-        assert_eq!(
-            row.last_seen_at.as_deref(),
-            Some("2026-04-03T10:00:09.000Z")
-        );
+        assert_eq!(row.last_seen_at.as_deref(), Some("2026-04-03T10:00:09.000Z"));
         assert_eq!(row.duration_ms, Some(9000));
         assert_eq!(row.total_steps, 4);
         assert_eq!(row.total_tokens, 200);
@@ -400,29 +344,11 @@ mod tests {
     fn reported_totals_win_and_the_latest_report_counts() {
         let row = check_order_free(&[
             ev(1, "session.started", "{}", 0),
-            ev(
-                2,
-                "operation.tool_end",
-                r#"{"tool":"t","success":true,"token_spend_delta":5,"cost_usd":0.5}"#,
-                1,
-            ),
-            ev(
-                3,
-                "session.heartbeat",
-                r#"{"status":"running","step":3,"token_spend":300,"total_cost_usd":1.25}"#,
-                2,
-            ),
-            ev(
-                4,
-                "session.heartbeat",
-                r#"{"status":"running","step":7,"token_spend":700,"total_cost_usd":2.5}"#,
-                3,
-            ),
+            ev(2, "operation.tool_end", r#"{"tool":"t","success":true,"token_spend_delta":5,"cost_usd":0.5}"#, 1),
+            ev(3, "session.heartbeat", r#"{"status":"running","step":3,"token_spend":300,"total_cost_usd":1.25}"#, 2),
+            ev(4, "session.heartbeat", r#"{"status":"running","step":7,"token_spend":700,"total_cost_usd":2.5}"#, 3),
         ]);
-        assert_eq!(
-            (row.total_steps, row.total_tokens, row.total_cost_usd),
-            (7, 700, Some(2.5))
-        );
+        assert_eq!((row.total_steps, row.total_tokens, row.total_cost_usd), (7, 700, Some(2.5)));
         let row = check_order_free(&[
             ev(1, "session.heartbeat", r#"{"step":9,"token_spend":900}"#, 1),
             ev(
@@ -432,10 +358,7 @@ mod tests {
                 2,
             ),
         ]);
-        assert_eq!(
-            (row.total_steps, row.total_tokens, row.total_cost_usd),
-            (12, 1200, Some(3.0))
-        );
+        assert_eq!((row.total_steps, row.total_tokens, row.total_cost_usd), (12, 1200, Some(3.0)));
         assert_eq!(row.status, "completed");
     }
 
@@ -448,16 +371,10 @@ mod tests {
             (r#"{"outcome":7}"#, "completed"),
         ];
         for (payload, want) in cases {
-            let row = derive(&[
-                ev(1, "session.started", "{}", 0),
-                ev(2, "session.ended", payload, 1),
-            ]);
+            let row = derive(&[ev(1, "session.started", "{}", 0), ev(2, "session.ended", payload, 1)]);
             assert_eq!(row.status, want, "{payload}");
         }
-        assert_eq!(
-            derive(&[ev(1, "cognition.thought", "{}", 0)]).status,
-            "running"
-        );
+        assert_eq!(derive(&[ev(1, "cognition.thought", "{}", 0)]).status, "running");
     }
 
     #[test]
@@ -469,32 +386,15 @@ mod tests {
         ]);
         assert_eq!(row.status, "completed");
         assert_eq!(row.ended_at.as_deref(), Some("2026-04-03T10:00:05.000Z"));
-        assert_eq!(
-            row.last_seen_at.as_deref(),
-            Some("2026-04-03T10:00:07.000Z")
-        );
+        assert_eq!(row.last_seen_at.as_deref(), Some("2026-04-03T10:00:07.000Z"));
     }
 
     #[test]
     fn started_wins_identity_even_when_late() {
         let row = check_order_free(&[
             ev_as(2, "cognition.thought", "{}", 1, "early-name", None),
-            ev_as(
-                3,
-                "cognition.goal",
-                r#"{"goal":"sub-goal","status":"set"}"#,
-                2,
-                "early-name",
-                None,
-            ),
-            ev_as(
-                1,
-                "session.started",
-                r#"{"goal":"the goal"}"#,
-                5,
-                "real-name",
-                Some("root_9"),
-            ),
+            ev_as(3, "cognition.goal", r#"{"goal":"sub-goal","status":"set"}"#, 2, "early-name", None),
+            ev_as(1, "session.started", r#"{"goal":"the goal"}"#, 5, "real-name", Some("root_9")),
         ]);
         assert_eq!(row.agent_id, "real-name");
         assert_eq!(row.parent_session_id.as_deref(), Some("root_9"));
@@ -504,10 +404,7 @@ mod tests {
 
     #[test]
     fn without_a_start_the_earliest_event_starts_the_session() {
-        let row = check_order_free(&[
-            ev(4, "cognition.thought", "{}", 3),
-            ev(5, "cognition.thought", "{}", 1),
-        ]);
+        let row = check_order_free(&[ev(4, "cognition.thought", "{}", 3), ev(5, "cognition.thought", "{}", 1)]);
         assert_eq!(row.started_at.as_deref(), Some("2026-04-03T10:00:01.000Z"));
         assert_eq!(row.goal, None);
         assert_eq!(row.total_cost_usd, None);
@@ -519,14 +416,7 @@ mod tests {
         let evs: Vec<Event> = [0.1, 0.2, 0.3, 1e-9, 7.77]
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                ev(
-                    i as i64 + 1,
-                    "operation.external_call",
-                    &format!(r#"{{"cost_usd":{c}}}"#),
-                    i as u32,
-                )
-            })
+            .map(|(i, c)| ev(i as i64 + 1, "operation.external_call", &format!(r#"{{"cost_usd":{c}}}"#), i as u32))
             .collect();
         let row = check_order_free(&evs);
         assert!((row.total_cost_usd.unwrap() - 8.370000001).abs() < 1e-12);

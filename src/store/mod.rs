@@ -41,11 +41,7 @@ pub enum StoreError {
     #[error("{path} is not an aop database (or is corrupted): {reason}")]
     NotADatabase { path: String, reason: String },
     #[error("{path} was written by a newer aop (schema version {found}; this build reads up to {supported}); upgrade aop or use another --db")]
-    NewerSchema {
-        path: String,
-        found: i64,
-        supported: i64,
-    },
+    NewerSchema { path: String, found: i64, supported: i64 },
     #[error("{path} is in use by another aop process")]
     Locked { path: String },
     #[error("cannot open the database at {path}: {reason}")]
@@ -123,6 +119,10 @@ pub struct StoreHealth {
     pub error: Option<String>,
     pub bytes: u64,
     pub queue_depth: usize,
+    /// Write transactions committed since start.
+    pub commits: u64,
+    /// Alerts raised since start.
+    pub alerts: u64,
     pub path: String,
 }
 
@@ -145,11 +145,11 @@ pub trait Store: Send + Sync + 'static {
     /// The session's events as JSON lines, read in chunks (constant memory); `None` if unknown.
     fn export(&self, id: String) -> BoxFuture<'_, Result<Option<ExportStream>, StoreError>>;
     /// Events stored after global position `after`, oldest first, for stream resumption.
-    fn events_since(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<FeedEvent>, StoreError>>;
+    fn events_since(&self, after: i64, limit: usize) -> BoxFuture<'_, Result<Vec<FeedEvent>, StoreError>>;
     fn alerts(&self, q: AlertQuery) -> BoxFuture<'_, Result<AlertPage, StoreError>>;
+    /// Raises stall alerts for running sessions silent past the threshold (collector clock).
+    fn check_stalls(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
     fn health(&self) -> StoreHealth;
+    /// Finishes queued writes and stops the writer; blocks (call from a blocking context).
+    fn shutdown(&self);
 }

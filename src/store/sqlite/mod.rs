@@ -41,6 +41,7 @@ pub struct Options {
     pub durability: Durability,
     /// Write jobs (requests) that may wait for the writer before ingest answers 503.
     pub queue_capacity: usize,
+    pub detect: crate::detect::DetectConfig,
 }
 
 /// State the writer shares with readers of health and metrics.
@@ -50,6 +51,7 @@ pub(super) struct Shared {
     last_error: Mutex<Option<String>>,
     queue_depth: AtomicUsize,
     commits: AtomicU64,
+    alerts: AtomicU64,
 }
 
 impl Shared {
@@ -88,20 +90,10 @@ impl SqliteStore {
     pub fn open(opts: Options, hub: Arc<Hub>) -> Result<SqliteStore, StoreError> {
         let path = opts.path.clone();
         let shown = path.display().to_string();
-        let open_err = |reason: String| StoreError::Open {
-            path: shown.clone(),
-            reason,
-        };
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
+        let open_err = |reason: String| StoreError::Open { path: shown.clone(), reason };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
             // Traces may hold user data: only the owner may enter the folder or read the file.
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| open_err(e.to_string()))?;
+            DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| open_err(e.to_string()))?;
         }
         let lock = OpenOptions::new()
             .read(true)
@@ -117,18 +109,13 @@ impl SqliteStore {
 
         let not_db = |e: rusqlite::Error| match e.sqlite_error_code() {
             Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-                StoreError::NotADatabase {
-                    path: shown.clone(),
-                    reason: e.to_string(),
-                }
+                StoreError::NotADatabase { path: shown.clone(), reason: e.to_string() }
             }
             _ => open_err(e.to_string()),
         };
-        let mut conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(not_db)?;
+        let mut conn =
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(not_db)?;
         let sync = match opts.durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
@@ -141,29 +128,17 @@ impl SqliteStore {
         match schema::migrate(&mut conn).map_err(not_db)? {
             schema::Checked::Ready => {}
             schema::Checked::Newer(found) => {
-                return Err(StoreError::NewerSchema {
-                    path: shown,
-                    found,
-                    supported: schema::CURRENT,
-                })
+                return Err(StoreError::NewerSchema { path: shown, found, supported: schema::CURRENT })
             }
         }
-        let integrity: String = conn
-            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
-            .map_err(not_db)?;
+        let integrity: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(not_db)?;
         if integrity != "ok" {
-            return Err(StoreError::NotADatabase {
-                path: shown,
-                reason: integrity,
-            });
+            return Err(StoreError::NotADatabase { path: shown, reason: integrity });
         }
 
-        let shared = Arc::new(Shared {
-            writable: AtomicBool::new(true),
-            ..Default::default()
-        });
+        let shared = Arc::new(Shared { writable: AtomicBool::new(true), ..Default::default() });
         let (tx, rx) = sync_channel(opts.queue_capacity.max(1));
-        let writer = Writer::new(conn, hub, Arc::clone(&shared));
+        let writer = Writer::new(conn, hub, Arc::clone(&shared), opts.detect);
         let handle = std::thread::Builder::new()
             .name("aop-writer".into())
             .spawn(move || writer.run(rx))
@@ -223,7 +198,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             match self.submit(Work::Ingest(events)).await? {
                 Done::Ingest(o) => Ok(o),
-                Done::Delete(_) => Err(StoreError::Db("writer answered the wrong job".into())),
+                _ => Err(StoreError::Db("writer answered the wrong job".into())),
             }
         })
     }
@@ -232,9 +207,22 @@ impl Store for SqliteStore {
         Box::pin(async move {
             match self.submit(Work::Delete(id)).await? {
                 Done::Delete(found) => Ok(found),
-                Done::Ingest(_) => Err(StoreError::Db("writer answered the wrong job".into())),
+                _ => Err(StoreError::Db("writer answered the wrong job".into())),
             }
         })
+    }
+
+    fn check_stalls(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Work::Stalls).await? {
+                Done::Stalls(n) => Ok(n),
+                _ => Err(StoreError::Db("writer answered the wrong job".into())),
+            }
+        })
+    }
+
+    fn shutdown(&self) {
+        self.shutdown_blocking();
     }
 
     fn list_sessions(&self, q: SessionQuery) -> BoxFuture<'_, Result<SessionPage, StoreError>> {
@@ -251,25 +239,15 @@ impl Store for SqliteStore {
         after: Option<i64>,
         limit: usize,
     ) -> BoxFuture<'_, Result<Option<SessionDetail>, StoreError>> {
-        Box::pin(
-            self.readers
-                .run(move |c| read::session_detail(c, &id, after, limit)),
-        )
+        Box::pin(self.readers.run(move |c| read::session_detail(c, &id, after, limit)))
     }
 
     fn export(&self, id: String) -> BoxFuture<'_, Result<Option<ExportStream>, StoreError>> {
         Box::pin(read::export(Arc::clone(&self.readers), id))
     }
 
-    fn events_since(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<FeedEvent>, StoreError>> {
-        Box::pin(
-            self.readers
-                .run(move |c| read::events_since(c, after, limit)),
-        )
+    fn events_since(&self, after: i64, limit: usize) -> BoxFuture<'_, Result<Vec<FeedEvent>, StoreError>> {
+        Box::pin(self.readers.run(move |c| read::events_since(c, after, limit)))
     }
 
     fn alerts(&self, q: AlertQuery) -> BoxFuture<'_, Result<AlertPage, StoreError>> {
@@ -279,14 +257,11 @@ impl Store for SqliteStore {
     fn health(&self) -> StoreHealth {
         StoreHealth {
             writable: self.shared.writable.load(Ordering::Relaxed),
-            error: self
-                .shared
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            error: self.shared.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             bytes: self.file_bytes(),
             queue_depth: self.shared.queue_depth.load(Ordering::Relaxed),
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            alerts: self.shared.alerts.load(Ordering::Relaxed),
             path: self.path.display().to_string(),
         }
     }

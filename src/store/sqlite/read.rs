@@ -2,8 +2,7 @@
 
 use crate::model::{SessionRow, SessionState};
 use crate::store::{
-    AlertPage, AlertQuery, ExportStream, FeedEvent, SessionDetail, SessionPage, SessionQuery,
-    StoreError, StoredEvent,
+    AlertPage, AlertQuery, ExportStream, FeedEvent, SessionDetail, SessionPage, SessionQuery, StoreError, StoredEvent,
 };
 use bytes::Bytes;
 use rusqlite::types::Value;
@@ -23,10 +22,7 @@ pub(super) struct Readers {
 
 impl Readers {
     pub(super) fn new(path: PathBuf) -> Self {
-        Readers {
-            path,
-            idle: Mutex::new(Vec::new()),
-        }
+        Readers { path, idle: Mutex::new(Vec::new()) }
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
@@ -34,18 +30,13 @@ impl Readers {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.execute_batch(
-            "PRAGMA query_only = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16000;",
-        )?;
+        conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16000;")?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)
     }
 
     /// Runs `f` with a pooled connection, on the current thread.
-    pub(super) fn with<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
+    pub(super) fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
@@ -65,9 +56,7 @@ impl Readers {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || me.with(f))
-            .await
-            .map_err(|e| StoreError::Db(e.to_string()))?
+        tokio::task::spawn_blocking(move || me.with(f)).await.map_err(|e| StoreError::Db(e.to_string()))?
     }
 }
 
@@ -75,15 +64,13 @@ fn decode_state(id: &str, state: &str) -> SessionState {
     serde_json::from_str(state).unwrap_or_else(|_| SessionState::new(id))
 }
 
-const ROW_COLUMNS: &str = "s.id, s.state, s.alert_count, (SELECT COUNT(*) FROM sessions c WHERE c.parent_id = s.id), s.last_seen_us";
+const ROW_COLUMNS: &str =
+    "s.id, s.state, s.alert_count, (SELECT COUNT(*) FROM sessions c WHERE c.parent_id = s.id), s.last_seen_us";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(SessionRow, i64)> {
     let id: String = r.get(0)?;
     let state: String = r.get(1)?;
-    Ok((
-        decode_state(&id, &state).view(r.get(2)?, r.get(3)?),
-        r.get(4)?,
-    ))
+    Ok((decode_state(&id, &state).view(r.get(2)?, r.get(3)?), r.get(4)?))
 }
 
 /// Cursor of the sessions list: the last row's `(last_seen_us, id)`, in the order's key.
@@ -103,11 +90,8 @@ pub(super) fn list_sessions(c: &Connection, q: &SessionQuery) -> rusqlite::Resul
         sql.push_str(" AND (s.last_seen_us, s.id) < (?, ?)");
         args.extend([Value::Integer(us), Value::Text(id)]);
     }
-    for (column, value) in [
-        ("s.status", &q.status),
-        ("s.agent_id", &q.agent_id),
-        ("s.parent_id", &q.parent_session_id),
-    ] {
+    for (column, value) in [("s.status", &q.status), ("s.agent_id", &q.agent_id), ("s.parent_id", &q.parent_session_id)]
+    {
         if let Some(v) = value {
             sql.push_str(&format!(" AND {column} = ?"));
             args.push(Value::Text(v.clone()));
@@ -121,26 +105,19 @@ pub(super) fn list_sessions(c: &Connection, q: &SessionQuery) -> rusqlite::Resul
         sql = sql.replace("?1q", &format!("?{n}"));
         args.push(Value::Text(text.to_owned()));
     }
-    sql.push_str(&format!(
-        " ORDER BY s.last_seen_us DESC, s.id DESC LIMIT {}",
-        q.limit + 1
-    ));
+    sql.push_str(&format!(" ORDER BY s.last_seen_us DESC, s.id DESC LIMIT {}", q.limit + 1));
     // Positional `?` after a numbered `?N` continue from the highest number, so number them all.
     let sql = number_placeholders(&sql);
     let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows: Vec<(SessionRow, i64)> = stmt
-        .query_map(params_from_iter(args), row_from)?
-        .collect::<Result<_, _>>()?;
+    let mut rows: Vec<(SessionRow, i64)> =
+        stmt.query_map(params_from_iter(args), row_from)?.collect::<Result<_, _>>()?;
     let next_cursor = if rows.len() > q.limit {
         rows.truncate(q.limit);
         rows.last().map(|(r, us)| encode_cursor(*us, &r.id))
     } else {
         None
     };
-    Ok(SessionPage {
-        sessions: rows.into_iter().map(|(r, _)| r).collect(),
-        next_cursor,
-    })
+    Ok(SessionPage { sessions: rows.into_iter().map(|(r, _)| r).collect(), next_cursor })
 }
 
 /// Rewrites bare `?` placeholders as `?1`, `?2`, … counting only the bare ones and keeping `?N`.
@@ -165,10 +142,8 @@ pub(super) fn children(c: &Connection, id: &str) -> rusqlite::Result<Option<Vec<
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {ROW_COLUMNS} FROM sessions s WHERE s.parent_id = ?1 AND s.event_count > 0 ORDER BY s.last_seen_us DESC, s.id DESC LIMIT 10000"
     ))?;
-    let rows: Vec<SessionRow> = stmt
-        .query_map([id], row_from)?
-        .map(|r| r.map(|(row, _)| row))
-        .collect::<Result<_, _>>()?;
+    let rows: Vec<SessionRow> =
+        stmt.query_map([id], row_from)?.map(|r| r.map(|(row, _)| row)).collect::<Result<_, _>>()?;
     if rows.is_empty() && session_sid(c, id)?.is_none() {
         return Ok(None);
     }
@@ -194,31 +169,19 @@ pub(super) fn session_detail(
     out
 }
 
-fn detail_in_tx(
-    c: &Connection,
-    id: &str,
-    after: Option<i64>,
-    limit: usize,
-) -> rusqlite::Result<Option<SessionDetail>> {
+fn detail_in_tx(c: &Connection, id: &str, after: Option<i64>, limit: usize) -> rusqlite::Result<Option<SessionDetail>> {
     let found = c
-        .prepare_cached(&format!(
-            "SELECT {ROW_COLUMNS}, s.sid FROM sessions s WHERE s.id = ?1 AND s.event_count > 0"
-        ))?
+        .prepare_cached(&format!("SELECT {ROW_COLUMNS}, s.sid FROM sessions s WHERE s.id = ?1 AND s.event_count > 0"))?
         .query_row([id], |r| Ok((row_from(r)?.0, r.get::<_, i64>(5)?)))
         .optional()?;
     let Some((session, sid)) = found else {
         return Ok(None);
     };
-    let mut stmt = c.prepare_cached(
-        "SELECT id, seq, body FROM events WHERE sid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    )?;
+    let mut stmt =
+        c.prepare_cached("SELECT id, seq, body FROM events WHERE sid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
     let mut events: Vec<StoredEvent> = stmt
         .query_map(params![sid, after.unwrap_or(-1), limit as i64 + 1], |r| {
-            Ok(StoredEvent {
-                id: r.get(0)?,
-                sequence: r.get(1)?,
-                json: r.get(2)?,
-            })
+            Ok(StoredEvent { id: r.get(0)?, sequence: r.get(1)?, json: r.get(2)? })
         })?
         .collect::<Result<_, _>>()?;
     let more = events.len() > limit;
@@ -227,12 +190,7 @@ fn detail_in_tx(
         .prepare_cached("SELECT id, body FROM alerts WHERE sid = ?1 ORDER BY id LIMIT 10000")?
         .query_map([sid], alert_json)?
         .collect::<Result<_, _>>()?;
-    Ok(Some(SessionDetail {
-        session,
-        events,
-        more,
-        alerts,
-    }))
+    Ok(Some(SessionDetail { session, events, more, alerts }))
 }
 
 /// Alerts are stored without their id (unknown before the insert); it is put back in front.
@@ -263,19 +221,15 @@ pub(super) fn alerts(c: &Connection, q: &AlertQuery) -> rusqlite::Result<AlertPa
     }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
     let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows: Vec<(i64, String)> = stmt
-        .query_map(params_from_iter(args), |r| Ok((r.get(0)?, alert_json(r)?)))?
-        .collect::<Result<_, _>>()?;
+    let mut rows: Vec<(i64, String)> =
+        stmt.query_map(params_from_iter(args), |r| Ok((r.get(0)?, alert_json(r)?)))?.collect::<Result<_, _>>()?;
     let next_cursor = if rows.len() > q.limit {
         rows.truncate(q.limit);
         rows.last().map(|(id, _)| id.to_string())
     } else {
         None
     };
-    Ok(AlertPage {
-        alerts: rows.into_iter().map(|(_, a)| a).collect(),
-        next_cursor,
-    })
+    Ok(AlertPage { alerts: rows.into_iter().map(|(_, a)| a).collect(), next_cursor })
 }
 
 /// The few envelope fields a stream filter reads, taken from a stored (already valid) event.
@@ -287,28 +241,15 @@ struct Envelope {
     kind: String,
 }
 
-pub(super) fn events_since(
-    c: &Connection,
-    after: i64,
-    limit: usize,
-) -> rusqlite::Result<Vec<FeedEvent>> {
-    let mut stmt =
-        c.prepare_cached("SELECT id, body FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-    let rows = stmt.query_map(params![after, limit as i64], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-    })?;
+pub(super) fn events_since(c: &Connection, after: i64, limit: usize) -> rusqlite::Result<Vec<FeedEvent>> {
+    let mut stmt = c.prepare_cached("SELECT id, body FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    let rows = stmt.query_map(params![after, limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (id, json) = row?;
         // Stored events were validated on the way in; one that does not parse is skipped, not fatal.
         if let Ok(env) = serde_json::from_str::<Envelope>(&json) {
-            out.push(FeedEvent {
-                id,
-                session_id: env.session_id,
-                agent_id: env.agent_id,
-                event_type: env.kind,
-                json,
-            });
+            out.push(FeedEvent { id, session_id: env.session_id, agent_id: env.agent_id, event_type: env.kind, json });
         }
     }
     Ok(out)
@@ -316,10 +257,7 @@ pub(super) fn events_since(
 
 /// Streams a session's events as JSON lines, one chunk of rows at a time from a blocking task,
 /// through a small channel: memory stays constant and a slow client slows only its own export.
-pub(super) async fn export(
-    readers: Arc<Readers>,
-    id: String,
-) -> Result<Option<ExportStream>, StoreError> {
+pub(super) async fn export(readers: Arc<Readers>, id: String) -> Result<Option<ExportStream>, StoreError> {
     let sid = {
         let id = id.clone();
         readers.run(move |c| session_sid(c, &id)).await?
@@ -330,7 +268,8 @@ pub(super) async fn export(
         let mut after = -1i64;
         loop {
             let chunk = readers.with(|c| {
-                let mut stmt = c.prepare_cached("SELECT seq, body FROM events WHERE sid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
+                let mut stmt =
+                    c.prepare_cached("SELECT seq, body FROM events WHERE sid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
                 let mut buf = Vec::with_capacity(EXPORT_CHUNK * 512);
                 let mut last = None;
                 let mut rows = stmt.query(params![sid, after, EXPORT_CHUNK as i64])?;
@@ -360,9 +299,7 @@ pub(super) async fn export(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     Ok(Some(Box::pin(stream)))
 }
 
@@ -380,10 +317,7 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_junk() {
-        assert_eq!(
-            decode_cursor(&encode_cursor(-5, "a~b")),
-            Some((-5, "a~b".into()))
-        );
+        assert_eq!(decode_cursor(&encode_cursor(-5, "a~b")), Some((-5, "a~b".into())));
         assert_eq!(decode_cursor("nonsense"), None);
     }
 }

@@ -8,7 +8,10 @@ use rusqlite::Connection;
 
 const MIGRATIONS: &[&str] = &[
     // v1. Events reference sessions by a small integer (`sid`) so the per-event overhead stays a
-    // few bytes. AUTOINCREMENT keeps event ids from ever being reused after deletions: they are
+    // few bytes. `heard_ms` is the collector's clock at the latest arrival (stalls use it, not
+    // event time); `stalled` marks a silence already alerted. `detect` is the detectors' state,
+    // saved with the events so a restart neither loses a pending detection nor repeats one.
+    // AUTOINCREMENT keeps event ids from ever being reused after deletions: they are
     // the stream's resume cursor.
     "
     CREATE TABLE sessions (
@@ -22,9 +25,12 @@ const MIGRATIONS: &[&str] = &[
         event_count  INTEGER NOT NULL,
         alert_count  INTEGER NOT NULL DEFAULT 0,
         pinned       INTEGER NOT NULL DEFAULT 0,
+        heard_ms     INTEGER NOT NULL DEFAULT 0,
+        stalled      INTEGER NOT NULL DEFAULT 0,
         state        TEXT NOT NULL,
         detect       TEXT
     );
+    CREATE INDEX sessions_silent ON sessions(heard_ms) WHERE status = 'running' AND stalled = 0;
     CREATE INDEX sessions_recent ON sessions(last_seen_us DESC, id DESC);
     CREATE INDEX sessions_parent ON sessions(parent_id) WHERE parent_id IS NOT NULL;
     CREATE INDEX sessions_agent ON sessions(agent_id, last_seen_us DESC);

@@ -3,10 +3,11 @@
 //! It blocks for the first job, drains whatever else is queued (up to [`MAX_GROUP_EVENTS`]),
 //! runs all of it in one transaction with one fsync, then publishes to the hub and answers every
 //! caller. Many concurrent requests thus share one commit, which is what makes durable ingest fast.
-//! Session rows are updated in the same transaction as their events, from a cache of derived
-//! states so a hot session is not re-read per event.
+//! Session rows, detector states and alerts are written in the same transaction as the events
+//! that changed them, from a cache of sessions so a hot session is not re-read per event.
 
 use super::{classify, Shared};
+use crate::detect::{self, DetectConfig, NewAlert, SessionDetector};
 use crate::hub::{Hub, Message, MessageKind};
 use crate::model::{Event, SessionState};
 use crate::store::{Outcome, StoreError};
@@ -20,17 +21,20 @@ use tokio::sync::oneshot;
 /// Events per transaction: large enough to amortise the fsync, small enough to keep the ack of
 /// the first request in a group prompt.
 const MAX_GROUP_EVENTS: usize = 4096;
-/// Derived states kept in memory; beyond this the cache is emptied (states are re-read on demand).
+/// Sessions kept in memory; beyond this the cache is emptied (states are re-read on demand).
 const MAX_CACHED_SESSIONS: usize = 20_000;
 
 pub(super) enum Work {
     Ingest(Vec<Event>),
     Delete(String),
+    /// Raise stall alerts for running sessions silent for too long (collector clock).
+    Stalls,
 }
 
 pub(super) enum Done {
     Ingest(Vec<Outcome>),
     Delete(bool),
+    Stalls(usize),
 }
 
 pub(super) enum Job {
@@ -45,7 +49,10 @@ pub(super) enum Job {
 struct Cached {
     sid: i64,
     state: SessionState,
+    detector: SessionDetector,
     dirty: bool,
+    /// An event arrived in the current group: `heard_ms` moves to now and the stall episode ends.
+    heard: bool,
 }
 
 pub(super) struct Writer {
@@ -53,17 +60,30 @@ pub(super) struct Writer {
     cache: HashMap<String, Cached>,
     hub: Arc<Hub>,
     shared: Arc<Shared>,
+    detect: DetectConfig,
+    /// The collector's clock for the current group, in ms since the epoch.
+    now_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, hub: Arc<Hub>, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(conn: Connection, hub: Arc<Hub>, shared: Arc<Shared>, detect: DetectConfig) -> Self {
         conn.set_prepared_statement_cache_capacity(32);
-        Writer {
-            conn,
-            cache: HashMap::new(),
-            hub,
-            shared,
-        }
+        Writer { conn, cache: HashMap::new(), hub, shared, detect, now_ms: now_ms() }
     }
 
     pub(super) fn run(mut self, rx: Receiver<Job>) {
@@ -83,7 +103,7 @@ impl Writer {
                     Job::Work { work, reply } => {
                         events += match &work {
                             Work::Ingest(evs) => evs.len(),
-                            Work::Delete(_) => 1,
+                            Work::Delete(_) | Work::Stalls => 1,
                         };
                         jobs.push((work, reply));
                     }
@@ -97,20 +117,20 @@ impl Writer {
             }
         }
         // Leave a tidy file behind: fold the WAL back into the database.
-        let _ = self
-            .conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;");
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;");
     }
 
     fn commit_group(&mut self, jobs: Vec<(Work, oneshot::Sender<Result<Done, StoreError>>)>) {
         let (works, replies): (Vec<Work>, Vec<_>) = jobs.into_iter().unzip();
         let mut published = Vec::new();
+        self.now_ms = now_ms();
         let result = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
             let mut done = Vec::with_capacity(works.len());
             for work in works {
                 done.push(match work {
                     Work::Ingest(evs) => Done::Ingest(self.ingest(evs, &mut published)?),
                     Work::Delete(id) => Done::Delete(self.delete(&id, &mut published)?),
+                    Work::Stalls => Done::Stalls(self.stalls(&mut published)?),
                 });
             }
             self.flush_sessions()?;
@@ -125,6 +145,9 @@ impl Writer {
                     self.cache.clear();
                 }
                 for msg in published {
+                    if msg.kind == MessageKind::Alert {
+                        self.shared.alerts.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.hub.publish(msg);
                 }
                 for (reply, done) in replies.into_iter().zip(done) {
@@ -145,34 +168,35 @@ impl Writer {
         }
     }
 
+    /// The session's cached row, loaded or created.
     fn session(&mut self, id: &str) -> rusqlite::Result<&mut Cached> {
         if !self.cache.contains_key(id) {
             let found = self
                 .conn
-                .prepare_cached("SELECT sid, state FROM sessions WHERE id = ?1")?
-                .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .prepare_cached("SELECT sid, state, detect FROM sessions WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))
                 .optional()?;
             let cached = match found {
-                Some((sid, state)) => {
-                    let state =
-                        serde_json::from_str(&state).unwrap_or_else(|_| SessionState::new(id));
-                    Cached {
-                        sid,
-                        state,
-                        dirty: false,
-                    }
-                }
+                Some((sid, state, detector)) => Cached {
+                    sid,
+                    state: serde_json::from_str(&state).unwrap_or_else(|_| SessionState::new(id)),
+                    detector: detector.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default(),
+                    dirty: false,
+                    heard: false,
+                },
                 None => {
-                    let state = SessionState::new(id);
                     self.conn
                         .prepare_cached(
-                            "INSERT INTO sessions (id, agent_id, status, last_seen_us, event_count, state) VALUES (?1, '', 'running', 0, 0, '{}')",
+                            "INSERT INTO sessions (id, agent_id, status, last_seen_us, event_count, state) \
+                             VALUES (?1, '', 'running', 0, 0, '{}')",
                         )?
                         .execute([id])?;
                     Cached {
                         sid: self.conn.last_insert_rowid(),
-                        state,
+                        state: SessionState::new(id),
+                        detector: SessionDetector::default(),
                         dirty: true,
+                        heard: false,
                     }
                 }
             };
@@ -181,17 +205,15 @@ impl Writer {
         Ok(self.cache.get_mut(id).expect("inserted above"))
     }
 
-    fn ingest(
-        &mut self,
-        events: Vec<Event>,
-        published: &mut Vec<Message>,
-    ) -> rusqlite::Result<Vec<Outcome>> {
+    fn ingest(&mut self, events: Vec<Event>, published: &mut Vec<Message>) -> rusqlite::Result<Vec<Outcome>> {
         let mut outcomes = Vec::with_capacity(events.len());
         for ev in events {
             let sid = self.session(&ev.session_id)?.sid;
             let inserted = self
                 .conn
-                .prepare_cached("INSERT INTO events (sid, seq, body) VALUES (?1, ?2, ?3) ON CONFLICT (sid, seq) DO NOTHING")?
+                .prepare_cached(
+                    "INSERT INTO events (sid, seq, body) VALUES (?1, ?2, ?3) ON CONFLICT (sid, seq) DO NOTHING",
+                )?
                 .execute(params![sid, ev.sequence, ev.raw()])?;
             if inserted == 0 {
                 let stored: String = self
@@ -206,32 +228,138 @@ impl Writer {
                 continue;
             }
             let id = self.conn.last_insert_rowid();
-            let cached = self.session(&ev.session_id)?;
+            let cfg = &self.detect;
+            let cached = self.cache.get_mut(&ev.session_id).expect("loaded above");
+            let was_running = cached.state.is_running();
             cached.state.apply(&ev);
+            let alerts = cached.detector.observe(&ev, cfg);
             cached.dirty = true;
+            cached.heard = true;
+            let agent = cached.state.agent_id().to_owned();
+            let ended = (was_running && !cached.state.is_running())
+                .then(|| (cached.state.parent_session_id().map(str::to_owned), cached.state.status().to_owned()));
+            self.raise(sid, &ev.session_id, &agent, Some(id), alerts, published)?;
+            if let Some((Some(parent), status)) = ended {
+                self.child_ended(&parent, &ev, &status, id, published)?;
+            }
             outcomes.push(Outcome::Stored { id });
-            let (session_id, agent_id, kind) =
-                (ev.session_id.clone(), ev.agent_id.clone(), ev.kind.clone());
-            published.push(Message::new(
-                MessageKind::Event,
-                Some(id),
-                session_id,
-                agent_id,
-                kind,
-                ev.into_raw(),
-            ));
+            let (session_id, agent_id, kind) = (ev.session_id.clone(), ev.agent_id.clone(), ev.kind.clone());
+            published.push(Message::new(MessageKind::Event, Some(id), session_id, agent_id, kind, ev.into_raw()));
         }
         Ok(outcomes)
     }
 
+    /// Children failing together are alerted on their parent.
+    fn child_ended(
+        &mut self,
+        parent: &str,
+        ev: &Event,
+        status: &str,
+        event_id: i64,
+        published: &mut Vec<Message>,
+    ) -> rusqlite::Result<()> {
+        let cfg = &self.detect;
+        let Some(p) = self.cache.get_mut(parent) else {
+            self.session(parent)?;
+            return self.child_ended(parent, ev, status, event_id, published);
+        };
+        let Some(alert) = p.detector.observe_child_end(&ev.session_id, status, ev.ts_us, cfg) else { return Ok(()) };
+        p.dirty = true;
+        let (sid, agent) = (p.sid, p.state.agent_id().to_owned());
+        self.raise(sid, parent, &agent, Some(event_id), vec![alert], published)
+    }
+
+    /// Stores alerts (in the transaction of their trigger) and queues them for the stream.
+    fn raise(
+        &mut self,
+        sid: i64,
+        session_id: &str,
+        agent_id: &str,
+        event_id: Option<i64>,
+        alerts: Vec<NewAlert>,
+        published: &mut Vec<Message>,
+    ) -> rusqlite::Result<()> {
+        for a in alerts {
+            let body = serde_json::json!({
+                "session_id": session_id,
+                "type": a.kind.as_str(),
+                "severity": a.severity.as_str(),
+                "message": a.message,
+                "created_at": rfc3339_ms(self.now_ms),
+                "sequence": a.sequence,
+                "details": a.details,
+            })
+            .to_string();
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO alerts (sid, session_id, type, event_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![sid, session_id, a.kind.as_str(), event_id, body])?;
+            let id = self.conn.last_insert_rowid();
+            self.conn
+                .prepare_cached("UPDATE sessions SET alert_count = alert_count + 1 WHERE sid = ?1")?
+                .execute([sid])?;
+            let data = format!("{{\"id\":{id},{}", &body[1..]);
+            let kind = a.kind.as_str().to_owned();
+            published.push(Message::new(
+                MessageKind::Alert,
+                None,
+                session_id.to_owned(),
+                agent_id.to_owned(),
+                kind,
+                data,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Running sessions silent past the shortest threshold are checked against the stall rule.
+    fn stalls(&mut self, published: &mut Vec<Message>) -> rusqlite::Result<usize> {
+        if !self.detect.stall_enabled {
+            return Ok(0);
+        }
+        let shortest = self.detect.stall_after_secs.min(self.detect.stall_after_tool_secs);
+        let cutoff = self.now_ms - (shortest * 1000.0) as i64;
+        let silent: Vec<(i64, String, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT sid, id, heard_ms FROM sessions \
+                 WHERE status = 'running' AND stalled = 0 AND heard_ms <= ?1 AND event_count > 0 LIMIT 1000",
+            )?
+            .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut raised = 0;
+        for (sid, id, heard_ms) in silent {
+            let now = self.now_ms;
+            self.session(&id)?;
+            let (cfg, c) = (&self.detect, self.cache.get_mut(&id).expect("loaded above"));
+            if c.heard {
+                continue; // an event arrived earlier in this group
+            }
+            let silent_secs = (now - heard_ms) as f64 / 1000.0;
+            let tool_open = c.detector.has_open_tool_call();
+            let Some(alert) = detect::stall_check(silent_secs, c.state.is_running(), tool_open, false, cfg) else {
+                continue;
+            };
+            let agent = c.state.agent_id().to_owned();
+            self.raise(sid, &id, &agent, None, vec![alert], published)?;
+            self.conn.prepare_cached("UPDATE sessions SET stalled = 1 WHERE sid = ?1")?.execute([sid])?;
+            raised += 1;
+        }
+        Ok(raised)
+    }
+
     fn flush_sessions(&mut self) -> rusqlite::Result<()> {
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE sessions SET agent_id = ?2, parent_id = ?3, goal = ?4, status = ?5, last_seen_us = ?6, event_count = ?7, state = ?8 WHERE sid = ?1",
+            "UPDATE sessions SET agent_id = ?2, parent_id = ?3, goal = ?4, status = ?5, last_seen_us = ?6, \
+             event_count = ?7, state = ?8, detect = ?9, \
+             heard_ms = CASE WHEN ?10 THEN ?11 ELSE heard_ms END, stalled = CASE WHEN ?10 THEN 0 ELSE stalled END \
+             WHERE sid = ?1",
         )?;
         for c in self.cache.values_mut().filter(|c| c.dirty) {
             let s = &c.state;
-            let state = serde_json::to_string(s)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let state = serde_json::to_string(s).map_err(to_sql_err)?;
+            let detector = serde_json::to_string(&c.detector).map_err(to_sql_err)?;
             stmt.execute(params![
                 c.sid,
                 s.agent_id(),
@@ -240,9 +368,13 @@ impl Writer {
                 s.status(),
                 s.last_seen_us(),
                 s.event_count(),
-                state
+                state,
+                detector,
+                c.heard,
+                self.now_ms
             ])?;
             c.dirty = false;
+            c.heard = false;
         }
         Ok(())
     }
@@ -254,15 +386,9 @@ impl Writer {
             .query_row([id], |r| r.get(0))
             .optional()?;
         let Some(sid) = sid else { return Ok(false) };
-        self.conn
-            .prepare_cached("DELETE FROM events WHERE sid = ?1")?
-            .execute([sid])?;
-        self.conn
-            .prepare_cached("DELETE FROM alerts WHERE sid = ?1")?
-            .execute([sid])?;
-        self.conn
-            .prepare_cached("DELETE FROM sessions WHERE sid = ?1")?
-            .execute([sid])?;
+        self.conn.prepare_cached("DELETE FROM events WHERE sid = ?1")?.execute([sid])?;
+        self.conn.prepare_cached("DELETE FROM alerts WHERE sid = ?1")?.execute([sid])?;
+        self.conn.prepare_cached("DELETE FROM sessions WHERE sid = ?1")?.execute([sid])?;
         self.cache.remove(id);
         let data = serde_json::json!({ "session_id": id }).to_string();
         published.push(Message::new(
