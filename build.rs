@@ -13,12 +13,7 @@ fn main() {
     let mut out = String::from("static ASSETS: &[(&str, &[u8])] = &[\n");
     for f in &files {
         println!("cargo:rerun-if-changed={}", dir.join(f).display());
-        writeln!(
-            out,
-            "    ({f:?}, include_bytes!({:?})),",
-            dir.join(f).display().to_string()
-        )
-        .unwrap();
+        writeln!(out, "    ({f:?}, include_bytes!({:?})),", dir.join(f).display().to_string()).unwrap();
     }
     out.push_str("];\n");
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("dashboard_assets.rs");
@@ -38,12 +33,7 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<String>) {
         if path.is_dir() {
             collect(root, &path, files);
         } else {
-            files.push(
-                path.strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+            files.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
         }
     }
 }
