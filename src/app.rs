@@ -5,7 +5,7 @@ use crate::http::{self, AppState, Security};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::sqlite::{Options, SqliteStore};
-use crate::store::{Store, StoreError};
+use crate::store::{Retention, Store, StoreError};
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +36,7 @@ pub struct App {
     security: Security,
     /// How often silent sessions are checked: a tenth of the shortest stall threshold, at least 1 s.
     stall_every: Duration,
+    retention: Retention,
 }
 
 impl App {
@@ -73,7 +74,7 @@ impl App {
             cors_origins: config.cors_origins.clone(),
             bind_ip: (!config.host.is_unspecified()).then_some(config.host),
         };
-        Ok(App { listener, addr, state, store, security, stall_every })
+        Ok(App { listener, addr, state, store, security, stall_every, retention: config.retention })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -93,6 +94,9 @@ impl App {
         let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
         let mut serving = tokio::spawn(server.into_future());
         tokio::spawn(stall_timer(self.state.store.clone(), self.stall_every, token.clone()));
+        if self.retention != Retention::default() {
+            tokio::spawn(retention_timer(self.state.store.clone(), self.retention, token.clone()));
+        }
         let trigger = token.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -134,6 +138,24 @@ async fn stall_timer(store: Arc<dyn Store>, every: Duration, stop: CancellationT
                     tracing::debug!(error = %e, "stall check skipped");
                 }
             }
+        }
+    }
+}
+
+/// How often retention runs; it also runs once at startup.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+async fn retention_timer(store: Arc<dyn Store>, policy: Retention, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => match store.retain(policy).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "retention deleted old sessions"),
+                Err(e) => tracing::warn!(error = %e, "retention skipped"),
+            },
         }
     }
 }

@@ -65,6 +65,12 @@ pub struct StartArgs {
     /// Messages a /stream subscriber may fall behind before it is cut off. [default: 8192]
     #[arg(long, env = "AOP_STREAM_BUFFER")]
     pub stream_buffer: Option<usize>,
+    /// Delete ended, unpinned sessions whose last event arrived more than DAYS ago. [default: keep]
+    #[arg(long, env = "AOP_RETAIN", value_name = "DAYS")]
+    pub retain: Option<f64>,
+    /// Delete the oldest ended, unpinned sessions while the database is larger than SIZE (e.g. 2GB). [default: no limit]
+    #[arg(long, env = "AOP_MAX_DB_SIZE", value_name = "SIZE")]
+    pub max_db_size: Option<String>,
     #[command(flatten)]
     pub detect: DetectArgs,
 }
@@ -186,6 +192,15 @@ impl StartArgs {
         c.queue_capacity = self.queue_capacity.or(file.queue_capacity).unwrap_or(c.queue_capacity);
         c.stream_buffer = self.stream_buffer.or(file.stream_buffer).unwrap_or(c.stream_buffer);
         c.detect = detect;
+        if let Some(days) = self.retain.or(file.retain) {
+            if !(days.is_finite() && days > 0.0) {
+                anyhow::bail!("--retain must be a positive number of days, got {days}");
+            }
+            c.retention.max_age_ms = Some((days * 86_400_000.0) as i64);
+        }
+        if let Some(size) = self.max_db_size.or(file.max_db_size.clone()) {
+            c.retention.max_bytes = Some(config::parse_size(&size)?);
+        }
         c.check()?;
         Ok(c)
     }

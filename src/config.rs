@@ -3,6 +3,7 @@
 
 use crate::detect::DetectConfig;
 use crate::store::sqlite::Durability;
+use crate::store::Retention;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -31,6 +32,7 @@ pub struct Config {
     pub queue_capacity: usize,
     pub stream_buffer: usize,
     pub detect: DetectConfig,
+    pub retention: Retention,
 }
 
 impl Config {
@@ -48,6 +50,7 @@ impl Config {
             queue_capacity: 4096,
             stream_buffer: 8192,
             detect: DetectConfig::default(),
+            retention: Retention::default(),
         }
     }
 
@@ -79,6 +82,8 @@ pub struct FileConfig {
     pub cors_origins: Option<Vec<String>>,
     pub queue_capacity: Option<usize>,
     pub stream_buffer: Option<usize>,
+    pub retain: Option<f64>,
+    pub max_db_size: Option<String>,
     pub stall_after: Option<f64>,
     pub stall_after_tool: Option<f64>,
     pub loop_repeats: Option<u32>,
@@ -124,6 +129,30 @@ pub fn aop_home(name: &str) -> PathBuf {
     home.join(".aop").join(name)
 }
 
+/// A size such as `2GB`, `500MiB`, `1.5G` or `1048576` (bytes), for `--max-db-size`.
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().with_context(|| format!("size must look like 2GB or 500MB, got {s:?}"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => bail!("unknown size unit {other:?} in {s:?}; use B, KB, MB, GB, TB (or KiB, MiB, GiB, TiB)"),
+    };
+    if !(n.is_finite() && n > 0.0) {
+        bail!("size must be positive, got {s:?}");
+    }
+    Ok((n * mult) as u64)
+}
+
 /// `localhost` or an IP address.
 pub fn parse_host(s: &str) -> anyhow::Result<IpAddr> {
     if s.eq_ignore_ascii_case("localhost") {
@@ -147,6 +176,17 @@ mod tests {
         assert!(c.check().unwrap_err().to_string().contains("--token"));
         c.token = Some("s3cret".into());
         assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn sizes() {
+        for (text, bytes) in [("2GB", 2_000_000_000), ("500MiB", 524_288_000), ("1.5G", 1_500_000_000), ("4096", 4096)]
+        {
+            assert_eq!(parse_size(text).unwrap(), bytes, "{text}");
+        }
+        for bad in ["", "GB", "-1GB", "2XB", "0"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

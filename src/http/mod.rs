@@ -47,6 +47,7 @@ pub fn router(state: AppState, security: Security) -> Router {
         .route("/sessions/{id}", get(sessions::detail).delete(sessions::delete))
         .route("/sessions/{id}/children", get(sessions::children))
         .route("/sessions/{id}/export", get(sessions::export))
+        .route("/sessions/{id}/pin", post(sessions::pin).delete(sessions::unpin))
         .route("/alerts", get(sessions::alerts))
         .route("/stream", get(stream::stream))
         .route("/health", get(ops::health))

@@ -55,6 +55,7 @@ pub(crate) async fn index(headers: HeaderMap) -> Response {
             "GET /sessions/{id}/children": "direct child sessions",
             "GET /sessions/{id}/export": "the session's events as JSON lines",
             "DELETE /sessions/{id}": "delete a session, its events and alerts",
+            "POST /sessions/{id}/pin": "keep a session from retention (DELETE to unpin)",
             "GET /alerts": "alerts across sessions, newest first (limit, cursor, session_id, type)",
             "GET /stream": "live Server-Sent Events (session_id, agent_id, type, since / Last-Event-ID)",
             "GET /health": "liveness and store status",

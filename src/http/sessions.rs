@@ -98,6 +98,23 @@ pub(crate) async fn delete(State(app): State<AppState>, Path(id): Path<String>) 
     }
 }
 
+/// `POST /sessions/:id/pin`: retention never deletes a pinned session.
+pub(crate) async fn pin(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    set_pin(app, id, true).await
+}
+
+pub(crate) async fn unpin(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    set_pin(app, id, false).await
+}
+
+async fn set_pin(app: AppState, id: String, pinned: bool) -> Result<Response, ApiError> {
+    if app.store.pin(id.clone(), pinned).await? {
+        Ok(Json(serde_json::json!({ "ok": true, "pinned": pinned })).into_response())
+    } else {
+        Err(unknown(&id))
+    }
+}
+
 pub(crate) async fn alerts(State(app): State<AppState>, p: Params) -> Result<Response, ApiError> {
     let q = AlertQuery {
         limit: p.limit(100, 1000)?,

@@ -229,6 +229,7 @@ impl SessionState {
             event_count: self.event_count,
             alert_count,
             child_count,
+            pinned: false,
         }
     }
 }
@@ -257,6 +258,8 @@ pub struct SessionRow {
     pub event_count: i64,
     pub alert_count: i64,
     pub child_count: i64,
+    /// Pinned sessions are never deleted by retention.
+    pub pinned: bool,
 }
 
 #[cfg(test)]

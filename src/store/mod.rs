@@ -50,6 +50,14 @@ pub enum StoreError {
     Db(String),
 }
 
+/// What retention may delete: ended, unpinned sessions older than `max_age_ms` (collector
+/// clock, last event), and more, oldest first, while the data is over `max_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Retention {
+    pub max_age_ms: Option<i64>,
+    pub max_bytes: Option<u64>,
+}
+
 /// `GET /sessions` filters and page.
 #[derive(Debug, Clone, Default)]
 pub struct SessionQuery {
@@ -147,6 +155,10 @@ pub trait Store: Send + Sync + 'static {
     /// Events stored after global position `after`, oldest first, for stream resumption.
     fn events_since(&self, after: i64, limit: usize) -> BoxFuture<'_, Result<Vec<FeedEvent>, StoreError>>;
     fn alerts(&self, q: AlertQuery) -> BoxFuture<'_, Result<AlertPage, StoreError>>;
+    /// Marks a session as kept forever by retention (or not); `false` when it does not exist.
+    fn pin(&self, id: String, pinned: bool) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Applies a retention policy once; returns how many sessions it deleted.
+    fn retain(&self, policy: Retention) -> BoxFuture<'_, Result<usize, StoreError>>;
     /// Raises stall alerts for running sessions silent past the threshold (collector clock).
     fn check_stalls(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
     fn health(&self) -> StoreHealth;

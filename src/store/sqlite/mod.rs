@@ -221,6 +221,24 @@ impl Store for SqliteStore {
         })
     }
 
+    fn pin(&self, id: String, pinned: bool) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Work::Pin(id, pinned)).await? {
+                Done::Pin(found) => Ok(found),
+                _ => Err(StoreError::Db("writer answered the wrong job".into())),
+            }
+        })
+    }
+
+    fn retain(&self, policy: Retention) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Work::Retain(policy)).await? {
+                Done::Retained(n) => Ok(n),
+                _ => Err(StoreError::Db("writer answered the wrong job".into())),
+            }
+        })
+    }
+
     fn shutdown(&self) {
         self.shutdown_blocking();
     }

@@ -65,12 +65,14 @@ fn decode_state(id: &str, state: &str) -> SessionState {
 }
 
 const ROW_COLUMNS: &str =
-    "s.id, s.state, s.alert_count, (SELECT COUNT(*) FROM sessions c WHERE c.parent_id = s.id), s.last_seen_us";
+    "s.id, s.state, s.alert_count, (SELECT COUNT(*) FROM sessions c WHERE c.parent_id = s.id), s.last_seen_us, s.pinned";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(SessionRow, i64)> {
     let id: String = r.get(0)?;
     let state: String = r.get(1)?;
-    Ok((decode_state(&id, &state).view(r.get(2)?, r.get(3)?), r.get(4)?))
+    let mut row = decode_state(&id, &state).view(r.get(2)?, r.get(3)?);
+    row.pinned = r.get(5)?;
+    Ok((row, r.get(4)?))
 }
 
 /// Cursor of the sessions list: the last row's `(last_seen_us, id)`, in the order's key.
@@ -172,7 +174,7 @@ pub(super) fn session_detail(
 fn detail_in_tx(c: &Connection, id: &str, after: Option<i64>, limit: usize) -> rusqlite::Result<Option<SessionDetail>> {
     let found = c
         .prepare_cached(&format!("SELECT {ROW_COLUMNS}, s.sid FROM sessions s WHERE s.id = ?1 AND s.event_count > 0"))?
-        .query_row([id], |r| Ok((row_from(r)?.0, r.get::<_, i64>(5)?)))
+        .query_row([id], |r| Ok((row_from(r)?.0, r.get::<_, i64>(6)?)))
         .optional()?;
     let Some((session, sid)) = found else {
         return Ok(None);

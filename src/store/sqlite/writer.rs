@@ -10,7 +10,7 @@ use super::{classify, Shared};
 use crate::detect::{self, DetectConfig, NewAlert, SessionDetector};
 use crate::hub::{Hub, Message, MessageKind};
 use crate::model::{Event, SessionState};
-use crate::store::{Outcome, StoreError};
+use crate::store::{Outcome, Retention, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -23,18 +23,24 @@ use tokio::sync::oneshot;
 const MAX_GROUP_EVENTS: usize = 4096;
 /// Sessions kept in memory; beyond this the cache is emptied (states are re-read on demand).
 const MAX_CACHED_SESSIONS: usize = 20_000;
+/// Sessions deleted by one retention pass: bounds the transaction (the next pass continues).
+const RETAIN_BATCH: usize = 200;
 
 pub(super) enum Work {
     Ingest(Vec<Event>),
     Delete(String),
     /// Raise stall alerts for running sessions silent for too long (collector clock).
     Stalls,
+    Pin(String, bool),
+    Retain(Retention),
 }
 
 pub(super) enum Done {
     Ingest(Vec<Outcome>),
     Delete(bool),
     Stalls(usize),
+    Pin(bool),
+    Retained(usize),
 }
 
 pub(super) enum Job {
@@ -103,7 +109,8 @@ impl Writer {
                     Job::Work { work, reply } => {
                         events += match &work {
                             Work::Ingest(evs) => evs.len(),
-                            Work::Delete(_) | Work::Stalls => 1,
+                            Work::Delete(_) | Work::Stalls | Work::Pin(..) => 1,
+                            Work::Retain(_) => RETAIN_BATCH * 10,
                         };
                         jobs.push((work, reply));
                     }
@@ -131,6 +138,8 @@ impl Writer {
                     Work::Ingest(evs) => Done::Ingest(self.ingest(evs, &mut published)?),
                     Work::Delete(id) => Done::Delete(self.delete(&id, &mut published)?),
                     Work::Stalls => Done::Stalls(self.stalls(&mut published)?),
+                    Work::Pin(id, pinned) => Done::Pin(self.pin(&id, pinned)?),
+                    Work::Retain(policy) => Done::Retained(self.retain(&policy, &mut published)?),
                 });
             }
             self.flush_sessions()?;
@@ -149,6 +158,14 @@ impl Writer {
                         self.shared.alerts.fetch_add(1, Ordering::Relaxed);
                     }
                     self.hub.publish(msg);
+                }
+                if done.iter().any(|d| matches!(d, Done::Retained(n) if *n > 0)) {
+                    // Give the freed pages back to the file system, so the file shrinks.
+                    if let Err(e) =
+                        self.conn.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
+                    {
+                        tracing::warn!(error = %e, "could not shrink the database after retention");
+                    }
                 }
                 for (reply, done) in replies.into_iter().zip(done) {
                     let _ = reply.send(Ok(done));
@@ -377,6 +394,58 @@ impl Writer {
             c.heard = false;
         }
         Ok(())
+    }
+
+    fn pin(&mut self, id: &str, pinned: bool) -> rusqlite::Result<bool> {
+        let changed = self
+            .conn
+            .prepare_cached("UPDATE sessions SET pinned = ?2 WHERE id = ?1 AND event_count > 0")?
+            .execute(params![id, pinned])?;
+        Ok(changed > 0)
+    }
+
+    /// Deletes the oldest ended, unpinned sessions: those older than the policy's age, then more
+    /// while the live data is over its size. Running and pinned sessions are never touched.
+    fn retain(&mut self, policy: &Retention, published: &mut Vec<Message>) -> rusqlite::Result<usize> {
+        let oldest = |conn: &Connection, before_ms: i64, limit: usize| -> rusqlite::Result<Vec<String>> {
+            conn.prepare_cached(
+                "SELECT id FROM sessions WHERE status != 'running' AND pinned = 0 AND event_count > 0 AND heard_ms < ?1 \
+                 ORDER BY heard_ms LIMIT ?2",
+            )?
+            .query_map(params![before_ms, limit as i64], |r| r.get(0))?
+            .collect()
+        };
+        let mut deleted = 0;
+        if let Some(age) = policy.max_age_ms {
+            for id in oldest(&self.conn, self.now_ms - age, RETAIN_BATCH)? {
+                deleted += usize::from(self.delete(&id, published)?);
+            }
+        }
+        if let Some(max) = policy.max_bytes {
+            while deleted < RETAIN_BATCH * 5 {
+                let used: i64 = self.conn.query_row(
+                    "SELECT (p.page_count - f.freelist_count) * s.page_size FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if used as u64 <= max {
+                    break;
+                }
+                let ids = oldest(&self.conn, i64::MAX, 20)?;
+                if ids.is_empty() {
+                    tracing::warn!(
+                        used,
+                        max,
+                        "database over --max-db-size, but only running or pinned sessions are left"
+                    );
+                    break;
+                }
+                for id in ids {
+                    deleted += usize::from(self.delete(&id, published)?);
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     fn delete(&mut self, id: &str, published: &mut Vec<Message>) -> rusqlite::Result<bool> {
