@@ -122,7 +122,7 @@ impl SqliteStore {
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
-             PRAGMA cache_size = -32000; PRAGMA temp_store = MEMORY;"
+             PRAGMA cache_size = -8000; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(not_db)?;
         match schema::migrate(&mut conn).map_err(not_db)? {

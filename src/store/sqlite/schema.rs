@@ -9,10 +9,12 @@ use rusqlite::Connection;
 const MIGRATIONS: &[&str] = &[
     // v1. Events reference sessions by a small integer (`sid`) so the per-event overhead stays a
     // few bytes. `heard_ms` is the collector's clock at the latest arrival (stalls use it, not
-    // event time); `stalled` marks a silence already alerted. `detect` is the detectors' state,
-    // saved with the events so a restart neither loses a pending detection nor repeats one.
-    // AUTOINCREMENT keeps event ids from ever being reused after deletions: they are
-    // the stream's resume cursor.
+    // event time); `stalled` marks a silence already alerted. `detect` is the detectors' state as
+    // of event `detect_upto`; later events are replayed into it on load, so it need not be
+    // rewritten with every event. Indexes are few on purpose: every index a session update
+    // touches is one more page written per event.
+    // AUTOINCREMENT keeps event ids from ever being reused after deletions: they are the
+    // stream's resume cursor.
     "
     CREATE TABLE sessions (
         sid          INTEGER PRIMARY KEY,
@@ -28,12 +30,11 @@ const MIGRATIONS: &[&str] = &[
         heard_ms     INTEGER NOT NULL DEFAULT 0,
         stalled      INTEGER NOT NULL DEFAULT 0,
         state        TEXT NOT NULL,
-        detect       TEXT
+        detect       TEXT,
+        detect_upto  INTEGER NOT NULL DEFAULT 0
     );
-    CREATE INDEX sessions_silent ON sessions(heard_ms) WHERE status = 'running' AND stalled = 0;
     CREATE INDEX sessions_recent ON sessions(last_seen_us DESC, id DESC);
     CREATE INDEX sessions_parent ON sessions(parent_id) WHERE parent_id IS NOT NULL;
-    CREATE INDEX sessions_agent ON sessions(agent_id, last_seen_us DESC);
     CREATE TABLE events (
         id   INTEGER PRIMARY KEY AUTOINCREMENT,
         sid  INTEGER NOT NULL,

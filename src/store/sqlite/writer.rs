@@ -23,6 +23,9 @@ use tokio::sync::oneshot;
 const MAX_GROUP_EVENTS: usize = 4096;
 /// Sessions kept in memory; beyond this the cache is emptied (states are re-read on demand).
 const MAX_CACHED_SESSIONS: usize = 20_000;
+/// Events after which a session's detector state is saved again; on load, at most this many
+/// stored events are replayed into it. Saving it with every event would write kilobytes per event.
+const DETECT_CHECKPOINT: u32 = 32;
 /// Sessions deleted by one retention pass: bounds the transaction (the next pass continues).
 const RETAIN_BATCH: usize = 200;
 
@@ -59,6 +62,12 @@ struct Cached {
     dirty: bool,
     /// An event arrived in the current group: `heard_ms` moves to now and the stall episode ends.
     heard: bool,
+    /// The latest event the detector has seen, and how many it saw since its state was saved.
+    detect_upto: i64,
+    detect_unsaved: u32,
+    /// The detector changed outside the session's own events (a child ended): save it now,
+    /// since replaying this session's events would not redo it.
+    detect_must_save: bool,
 }
 
 pub(super) struct Writer {
@@ -69,6 +78,9 @@ pub(super) struct Writer {
     detect: DetectConfig,
     /// The collector's clock for the current group, in ms since the epoch.
     now_ms: i64,
+    /// Running sessions not yet alerted as stalled: sid → (id, heard_ms). Kept in memory so that
+    /// no index on `heard_ms` has to be rewritten with every event.
+    silent: HashMap<i64, (String, i64)>,
 }
 
 fn now_ms() -> i64 {
@@ -89,7 +101,23 @@ fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
 impl Writer {
     pub(super) fn new(conn: Connection, hub: Arc<Hub>, shared: Arc<Shared>, detect: DetectConfig) -> Self {
         conn.set_prepared_statement_cache_capacity(32);
-        Writer { conn, cache: HashMap::new(), hub, shared, detect, now_ms: now_ms() }
+        let mut w =
+            Writer { conn, cache: HashMap::new(), hub, shared, detect, now_ms: now_ms(), silent: HashMap::new() };
+        if let Err(e) = w.load_silent() {
+            tracing::error!(error = %e, "cannot read running sessions; stalls will not be detected for them");
+        }
+        w
+    }
+
+    fn load_silent(&mut self) -> rusqlite::Result<()> {
+        self.silent = self
+            .conn
+            .prepare(
+                "SELECT sid, id, heard_ms FROM sessions WHERE status = 'running' AND stalled = 0 AND event_count > 0",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+            .collect::<Result<_, _>>()?;
+        Ok(())
     }
 
     pub(super) fn run(mut self, rx: Receiver<Job>) {
@@ -175,6 +203,7 @@ impl Writer {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 // The cache may hold states of the rolled-back events.
                 self.cache.clear();
+                let _ = self.load_silent();
                 let err = classify(&e);
                 self.shared.mark_failed(&err);
                 tracing::error!(error = %e, "write transaction failed");
@@ -190,17 +219,31 @@ impl Writer {
         if !self.cache.contains_key(id) {
             let found = self
                 .conn
-                .prepare_cached("SELECT sid, state, detect FROM sessions WHERE id = ?1")?
-                .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))
+                .prepare_cached("SELECT sid, state, detect, detect_upto FROM sessions WHERE id = ?1")?
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
                 .optional()?;
             let cached = match found {
-                Some((sid, state, detector)) => Cached {
-                    sid,
-                    state: serde_json::from_str(&state).unwrap_or_else(|_| SessionState::new(id)),
-                    detector: detector.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default(),
-                    dirty: false,
-                    heard: false,
-                },
+                Some((sid, state, detector, upto)) => {
+                    let mut c = Cached {
+                        sid,
+                        state: serde_json::from_str(&state).unwrap_or_else(|_| SessionState::new(id)),
+                        detector: detector.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default(),
+                        dirty: false,
+                        heard: false,
+                        detect_upto: upto,
+                        detect_unsaved: 0,
+                        detect_must_save: false,
+                    };
+                    self.catch_up_detector(&mut c)?;
+                    c
+                }
                 None => {
                     self.conn
                         .prepare_cached(
@@ -214,12 +257,32 @@ impl Writer {
                         detector: SessionDetector::default(),
                         dirty: true,
                         heard: false,
+                        detect_upto: 0,
+                        detect_unsaved: 0,
+                        detect_must_save: false,
                     }
                 }
             };
             self.cache.insert(id.to_owned(), cached);
         }
         Ok(self.cache.get_mut(id).expect("inserted above"))
+    }
+
+    /// Replays the events stored after the detector's saved state into it. Their alerts were
+    /// raised (and stored) when they first arrived, so they are dropped here.
+    fn catch_up_detector(&self, c: &mut Cached) -> rusqlite::Result<()> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id, body FROM events WHERE sid = ?1 AND id > ?2 ORDER BY id")?;
+        let mut rows = stmt.query(params![c.sid, c.detect_upto])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            if let Ok(ev) = Event::parse(row.get_ref(1)?.as_str().unwrap_or_default()) {
+                let _ = c.detector.observe(&ev, &self.detect);
+            }
+            c.detect_upto = id;
+            c.detect_unsaved += 1;
+        }
+        Ok(())
     }
 
     fn ingest(&mut self, events: Vec<Event>, published: &mut Vec<Message>) -> rusqlite::Result<Vec<Outcome>> {
@@ -250,6 +313,8 @@ impl Writer {
             let was_running = cached.state.is_running();
             cached.state.apply(&ev);
             let alerts = cached.detector.observe(&ev, cfg);
+            cached.detect_upto = id;
+            cached.detect_unsaved += 1;
             cached.dirty = true;
             cached.heard = true;
             let agent = cached.state.agent_id().to_owned();
@@ -280,8 +345,10 @@ impl Writer {
             self.session(parent)?;
             return self.child_ended(parent, ev, status, event_id, published);
         };
-        let Some(alert) = p.detector.observe_child_end(&ev.session_id, status, ev.ts_us, cfg) else { return Ok(()) };
+        let alert = p.detector.observe_child_end(&ev.session_id, status, ev.ts_us, cfg);
         p.dirty = true;
+        p.detect_must_save = true;
+        let Some(alert) = alert else { return Ok(()) };
         let (sid, agent) = (p.sid, p.state.agent_id().to_owned());
         self.raise(sid, parent, &agent, Some(event_id), vec![alert], published)
     }
@@ -337,16 +404,14 @@ impl Writer {
         }
         let shortest = self.detect.stall_after_secs.min(self.detect.stall_after_tool_secs);
         let cutoff = self.now_ms - (shortest * 1000.0) as i64;
-        let silent: Vec<(i64, String, i64)> = self
-            .conn
-            .prepare_cached(
-                "SELECT sid, id, heard_ms FROM sessions \
-                 WHERE status = 'running' AND stalled = 0 AND heard_ms <= ?1 AND event_count > 0 LIMIT 1000",
-            )?
-            .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
+        let candidates: Vec<(i64, String, i64)> = self
+            .silent
+            .iter()
+            .filter(|(_, (_, heard))| *heard <= cutoff)
+            .map(|(sid, (id, heard))| (*sid, id.clone(), *heard))
+            .collect();
         let mut raised = 0;
-        for (sid, id, heard_ms) in silent {
+        for (sid, id, heard_ms) in candidates {
             let now = self.now_ms;
             self.session(&id)?;
             let (cfg, c) = (&self.detect, self.cache.get_mut(&id).expect("loaded above"));
@@ -361,6 +426,7 @@ impl Writer {
             let agent = c.state.agent_id().to_owned();
             self.raise(sid, &id, &agent, None, vec![alert], published)?;
             self.conn.prepare_cached("UPDATE sessions SET stalled = 1 WHERE sid = ?1")?.execute([sid])?;
+            self.silent.remove(&sid);
             raised += 1;
         }
         Ok(raised)
@@ -369,14 +435,18 @@ impl Writer {
     fn flush_sessions(&mut self) -> rusqlite::Result<()> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE sessions SET agent_id = ?2, parent_id = ?3, goal = ?4, status = ?5, last_seen_us = ?6, \
-             event_count = ?7, state = ?8, detect = ?9, \
-             heard_ms = CASE WHEN ?10 THEN ?11 ELSE heard_ms END, stalled = CASE WHEN ?10 THEN 0 ELSE stalled END \
+             event_count = ?7, state = ?8, \
+             detect = CASE WHEN ?9 IS NULL THEN detect ELSE ?9 END, \
+             detect_upto = CASE WHEN ?9 IS NULL THEN detect_upto ELSE ?10 END, \
+             heard_ms = CASE WHEN ?11 THEN ?12 ELSE heard_ms END, stalled = CASE WHEN ?11 THEN 0 ELSE stalled END \
              WHERE sid = ?1",
         )?;
         for c in self.cache.values_mut().filter(|c| c.dirty) {
             let s = &c.state;
             let state = serde_json::to_string(s).map_err(to_sql_err)?;
-            let detector = serde_json::to_string(&c.detector).map_err(to_sql_err)?;
+            let save_detector = c.detect_must_save || c.detect_unsaved >= DETECT_CHECKPOINT || !s.is_running();
+            let detector =
+                if save_detector { Some(serde_json::to_string(&c.detector).map_err(to_sql_err)?) } else { None };
             stmt.execute(params![
                 c.sid,
                 s.agent_id(),
@@ -387,9 +457,21 @@ impl Writer {
                 s.event_count(),
                 state,
                 detector,
+                c.detect_upto,
                 c.heard,
                 self.now_ms
             ])?;
+            if save_detector {
+                c.detect_unsaved = 0;
+                c.detect_must_save = false;
+            }
+            if c.heard {
+                if s.is_running() {
+                    self.silent.insert(c.sid, (s.id.clone(), self.now_ms));
+                } else {
+                    self.silent.remove(&c.sid);
+                }
+            }
             c.dirty = false;
             c.heard = false;
         }
@@ -459,6 +541,7 @@ impl Writer {
         self.conn.prepare_cached("DELETE FROM alerts WHERE sid = ?1")?.execute([sid])?;
         self.conn.prepare_cached("DELETE FROM sessions WHERE sid = ?1")?.execute([sid])?;
         self.cache.remove(id);
+        self.silent.remove(&sid);
         let data = serde_json::json!({ "session_id": id }).to_string();
         published.push(Message::new(
             MessageKind::SessionDeleted,
