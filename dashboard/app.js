@@ -1,0 +1,222 @@
+// aop live dashboard: entry point. Routes (location hash), the header, the live feed's wiring,
+// global keyboard shortcuts and the one-second clock.
+//
+// Layout of the front end (plain ES modules, no build step):
+//   app.js        this file: routing, header, keys, clock
+//   api.js        HTTP calls to the collector, access token
+//   live.js       the /stream EventSource, resumed by id after any disconnection
+//   store.js      shared session rows, updated in place by live events
+//   model.js      what events mean (both AOP payload vocabularies); no DOM
+//   overview.js   the sessions list
+//   session.js    one session: metrics, timeline, tree, inspector
+//   waterfall.js  the SVG chart of tool calls
+//   vlist.js      the virtualised list used by both views
+//   dom.js        safe DOM building (text only, never innerHTML) and formatting
+
+import { api } from './api.js';
+import { Live } from './live.js';
+import { store, applyEvent, applyAlert, removeRow, reconcileRunning, loadToday, subscribe } from './store.js';
+import { fmtCost, fmtDuration } from './dom.js';
+import { Overview } from './overview.js';
+import { SessionView } from './session.js';
+
+const live = new Live();
+const main = document.getElementById('main');
+const connEl = document.getElementById('connection-state');
+const runningEl = document.getElementById('running-count');
+const runningWrap = document.getElementById('running');
+const costEl = document.getElementById('today-cost');
+
+const overview = new Overview();
+let sessionView = null;
+let cameFromOverview = false;
+let overviewShown = false;
+
+// ---------- routing: #/ (with ?q=&status=&agent=), #/sessions/<id>[/<sequence>] ----------
+
+function parseHash() {
+  const raw = location.hash.replace(/^#/, '') || '/';
+  const [path, query] = raw.split('?');
+  const m = /^\/sessions\/([^/]+)(?:\/(-?\d+))?\/?$/.exec(path);
+  if (m) {
+    let id;
+    try { id = decodeURIComponent(m[1]); } catch { id = m[1]; }
+    return { view: 'session', id, seq: m[2] !== undefined ? Number(m[2]) : null };
+  }
+  return { view: 'overview', params: new URLSearchParams(query || '') };
+}
+
+function route() {
+  const r = parseHash();
+  if (r.view === 'session') {
+    if (sessionView && sessionView.id === r.id) {
+      if (r.seq !== null && (!sessionView.list.selected() || sessionView.list.selected().seq !== r.seq)) sessionView.selectSeq(r.seq, true);
+      return;
+    }
+    if (sessionView) sessionView.destroy();
+    // Back can be history.back() only when the previous entry is this app's overview.
+    cameFromOverview = overviewShown;
+    overviewShown = false;
+    overview.el.hidden = true;
+    sessionView = new SessionView(r.id, { live, seq: r.seq, onBack: goBack });
+    main.appendChild(sessionView.el);
+    sessionView.list.el.focus({ preventScroll: true });
+  } else {
+    if (sessionView) { sessionView.destroy(); sessionView = null; }
+    overview.el.hidden = false;
+    overviewShown = true;
+    document.title = 'aop · sessions';
+    overview.show(r.params);
+    // Back from a session: keep the list where it was, with the session selected.
+    const sel = overview.list.selected();
+    if (sel && sel.id) overview.list.select(overview.list.sel, { scroll: true, focus: true, notify: false });
+  }
+}
+
+function goBack(deleted = false) {
+  if (cameFromOverview && !deleted && history.length > 1) {
+    cameFromOverview = false;
+    history.back();
+  } else {
+    location.hash = overview.hash();
+  }
+}
+
+// ---------- header ----------
+
+const CONN_TEXT = { live: 'live', reconnecting: 'reconnecting', offline: 'offline' };
+
+function renderConn(state) {
+  connEl.textContent = CONN_TEXT[state] || state;
+  connEl.dataset.state = state;
+  connEl.title = state === 'live'
+    ? 'Receiving events as they are stored'
+    : state === 'reconnecting'
+      ? 'Lost the connection to the collector; reconnecting (nothing will be missed)'
+      : 'The collector is not reachable; still retrying';
+}
+
+function renderHeader() {
+  const n = store.running.size;
+  const text = `${n}${store.runningMore ? '+' : ''}`;
+  if (runningEl.textContent !== text) runningEl.textContent = text;
+  runningEl.dataset.value = String(n);
+  runningWrap.classList.toggle('has-running', n > 0);
+  let sum = 0;
+  for (const c of store.today.values()) sum += c;
+  const cost = fmtCost(sum);
+  if (costEl.textContent !== cost) costEl.textContent = cost;
+  costEl.dataset.value = String(sum);
+}
+
+// ---------- keyboard ----------
+
+function typing(el) {
+  return el && (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA' || el.tagName === 'SELECT' || el.isContentEditable);
+}
+
+document.addEventListener('keydown', (e) => {
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (document.querySelector('dialog[open]')) return;
+  const t = e.target;
+  if (typing(t)) {
+    if (e.key === 'Escape') { t.blur(); e.preventDefault(); }
+    else if ((e.key === 'ArrowDown' || e.key === 'Enter') && t.type === 'search') {
+      // From the search box straight into the results.
+      if (e.key === 'Enter') return;
+      e.preventDefault();
+      t.blur();
+      if (sessionView) sessionView.list.move(1); else moveOverview(1);
+    }
+    return;
+  }
+  if (e.key === 'Escape' || e.key === 'Backspace') {
+    if (sessionView) { e.preventDefault(); goBack(); }
+    return;
+  }
+  if (sessionView) {
+    // Enter on a focused link or button keeps its native meaning.
+    if (e.key === 'Enter' && t.closest && t.closest('a, button') ) return;
+    if (sessionView.onKey(e)) e.preventDefault();
+    return;
+  }
+  const list = overview.list;
+  switch (e.key) {
+    case 'j': case 'ArrowDown': e.preventDefault(); moveOverview(1); break;
+    case 'k': case 'ArrowUp': e.preventDefault(); moveOverview(-1); break;
+    case 'g': case 'Home': e.preventDefault(); moveOverview(-Infinity); break;
+    case 'G': case 'End': e.preventDefault(); moveOverview(Infinity); break;
+    case '/': e.preventDefault(); overview.focusSearch(); break;
+    case 'Enter': {
+      const it = list.selected();
+      if (it && it.id && !(t.tagName === 'A')) { e.preventDefault(); location.hash = `#/sessions/${encodeURIComponent(it.id)}`; }
+      break;
+    }
+    default:
+  }
+});
+
+/** Moves the overview selection over session rows only (skipping section headers). */
+function moveOverview(delta) {
+  const list = overview.list;
+  const items = list.items;
+  if (!items.length) return;
+  const isRow = (it) => it && !it.kind;
+  let i = list.sel;
+  if (delta === -Infinity) i = items.findIndex(isRow);
+  else if (delta === Infinity) { for (i = items.length - 1; i >= 0 && !isRow(items[i]); i--); }
+  else {
+    const step = delta > 0 ? 1 : -1;
+    let j = i < 0 ? (step > 0 ? -1 : items.length) : i;
+    for (j += step; j >= 0 && j < items.length; j += step) if (isRow(items[j])) break;
+    if (j < 0 || j >= items.length) return;
+    i = j;
+  }
+  if (i >= 0) list.select(i);
+}
+
+// ---------- clock: ticking durations, liveness, periodic reconcile ----------
+
+function tick() {
+  const now = Date.now();
+  for (const el of document.querySelectorAll('[data-since]')) {
+    const since = Number(el.dataset.since);
+    if (!Number.isFinite(since)) continue;
+    const text = fmtDuration(now - since);
+    if (el.textContent !== text) el.textContent = text;
+  }
+  overview.tick(now);
+  if (sessionView) sessionView.tick(now);
+}
+
+// ---------- start ----------
+
+async function start() {
+  main.appendChild(overview.el);
+  live.on('state', renderConn);
+  live.on('event', (ev) => applyEvent(ev));
+  live.on('alert', (a) => applyAlert(a));
+  live.on('deleted', (sid) => removeRow(sid));
+  live.on('resync', () => { reconcileRunning().catch(() => {}); loadToday().catch(() => {}); });
+  subscribe(renderHeader);
+  renderConn('offline');
+  window.addEventListener('hashchange', route);
+
+  api('/health').then((health) => {
+    if (health && Number.isFinite(health.stall_after_secs)) store.stallSecs = health.stall_after_secs;
+    if (health && typeof health.version === 'string') document.getElementById('version').textContent = `v${health.version}`;
+  }).catch(() => { /* the stream's retries report the state */ });
+
+  // Open the feed first (and give it a moment) so nothing stored while the first pages load is missed.
+  const opened = new Promise((resolve) => { const off = live.on('state', (s) => { if (s === 'live') { off(); resolve(); } }); });
+  live.start();
+  await Promise.race([opened, new Promise((r) => setTimeout(r, 1500))]);
+  route();
+  reconcileRunning().catch(() => {});
+  loadToday().catch(() => {});
+  setInterval(tick, 1000);
+  setInterval(() => { if (live.state === 'live') reconcileRunning().catch(() => {}); }, 30000);
+  setInterval(() => { if (live.state === 'live') loadToday().catch(() => {}); }, 300000);
+}
+
+start();

@@ -1,0 +1,188 @@
+// What the dashboard reads out of AOP events, in both payload vocabularies (AOP.md): documented
+// names first, then the de-facto ones (`content`/`reasoning`, `decision`/`chosen`, `tool`/`tool_name`,
+// `output_summary`/`result_summary`, `latency_ms`/`duration_ms`, …). Pure functions, no DOM.
+
+import { parseTs, str, clip } from './dom.js';
+
+const obj = (p) => (p && typeof p === 'object' && !Array.isArray(p) ? p : {});
+const first = (...vals) => vals.find((v) => v !== undefined && v !== null);
+const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+export function tierOf(type) {
+  if (typeof type !== 'string') return 'custom';
+  if (type.startsWith('session.')) return 'session';
+  if (type.startsWith('cognition.')) return 'cognition';
+  if (type.startsWith('operation.')) return 'operation';
+  return 'custom';
+}
+
+export const view = {
+  thought: (p) => first(obj(p).content, obj(p).reasoning),
+  confidence: (p) => {
+    const c = obj(p).confidence;
+    return typeof c === 'string' ? c.toLowerCase() : (typeof c === 'number' ? c : null);
+  },
+  decision: (p) => first(obj(p).decision, obj(p).chosen),
+  alternatives: (p) => {
+    const a = first(obj(p).alternatives, obj(p).rejected);
+    return Array.isArray(a) ? a : (a === undefined || a === null ? [] : [a]);
+  },
+  uncertainty: (p) => first(obj(p).content, obj(p).description),
+  tool: (p) => first(obj(p).tool, obj(p).tool_name),
+  output: (p) => first(obj(p).output_summary, obj(p).result_summary),
+  latency: (p) => num(first(obj(p).latency_ms, obj(p).duration_ms)),
+  memoryOp: (p) => first(obj(p).operation, obj(p).action),
+  outcome: (p) => first(obj(p).outcome, obj(p).status),
+};
+
+/** Whether an event reports a failure. */
+export function isError(ev) {
+  const p = obj(ev.payload);
+  switch (ev.type) {
+    case 'operation.tool_end': return p.success === false || (p.error !== undefined && p.error !== null && p.error !== '');
+    case 'session.ended': {
+      const o = str(view.outcome(p)).toLowerCase();
+      return ['failed', 'error', 'timeout', 'crashed'].includes(o) || !!p.error_message;
+    }
+    case 'operation.external_call': return num(p.status_code) !== null && p.status_code >= 400;
+    default: return p.error !== undefined && p.error !== null && p.error !== '' && p.error !== false;
+  }
+}
+
+/** One line describing the event, for the timeline. */
+export function summarize(ev) {
+  const p = obj(ev.payload);
+  switch (ev.type) {
+    case 'session.started': return [p.goal ? `Goal: ${str(p.goal)}` : 'Session started', p.llm ? ` · ${str(p.llm)}` : ''].join('');
+    case 'session.heartbeat': {
+      const bits = [str(p.status) || 'heartbeat'];
+      if (p.step !== undefined) bits.push(`step ${str(p.step)}`);
+      if (p.token_spend !== undefined) bits.push(`${str(p.token_spend)} tokens`);
+      if (p.current_goal) bits.push(str(p.current_goal));
+      return bits.join(' · ');
+    }
+    case 'session.ended': {
+      const o = str(view.outcome(p)) || 'completed';
+      const tail = p.error_message ? ` — ${str(p.error_message)}` : (p.outcome_summary ? ` — ${str(p.outcome_summary)}` : '');
+      return `Ended: ${o}${tail}`;
+    }
+    case 'cognition.thought': return str(view.thought(p)) || '(empty thought)';
+    case 'cognition.goal': return `${str(p.status) || 'goal'}: ${str(p.goal)}`;
+    case 'cognition.decision': {
+      const alts = view.alternatives(p);
+      return `${str(view.decision(p))}${alts.length ? `  (over ${alts.map(str).join(', ')})` : ''}`;
+    }
+    case 'cognition.uncertainty': return str(view.uncertainty(p)) || '(uncertain)';
+    case 'operation.tool_start': return `${str(view.tool(p)) || 'tool'}(${p.input !== undefined ? clip(str(p.input), 160) : ''})`;
+    case 'operation.tool_end': {
+      const name = str(view.tool(p)) || 'tool';
+      if (p.success === false || p.error) return `${name} failed: ${str(p.error) || 'error'}`;
+      const out = view.output(p);
+      return `${name} → ${out !== undefined && out !== null ? str(out) : 'ok'}`;
+    }
+    case 'operation.agent_spawn': return `Spawned ${str(p.child_agent_id) || 'agent'}${p.goal ? `: ${str(p.goal)}` : ''}`;
+    case 'operation.memory': return `memory ${str(view.memoryOp(p)) || ''} ${str(p.key)}${p.summary ? ` — ${str(p.summary)}` : ''}`.replace(/\s+/g, ' ');
+    case 'operation.external_call': return [str(p.method), str(p.service), str(p.endpoint), p.status_code !== undefined ? `→ ${str(p.status_code)}` : ''].filter(Boolean).join(' ') || 'external call';
+    default: {
+      const keys = Object.keys(p);
+      return keys.length ? clip(str(p), 200) : '';
+    }
+  }
+}
+
+/** A short label for the type column. */
+export function typeLabel(type) {
+  const map = {
+    'session.started': 'started', 'session.heartbeat': 'heartbeat', 'session.ended': 'ended',
+    'cognition.thought': 'thought', 'cognition.goal': 'goal', 'cognition.decision': 'decision',
+    'cognition.uncertainty': 'uncertain', 'operation.tool_start': 'tool', 'operation.tool_end': 'tool end',
+    'operation.agent_spawn': 'spawn', 'operation.memory': 'memory', 'operation.external_call': 'external',
+  };
+  return map[type] || clip(String(type), 24);
+}
+
+export function isRunningStatus(status) {
+  return status === 'running' || status === null || status === undefined;
+}
+
+export function statusClass(status) {
+  const s = String(status || 'running').toLowerCase();
+  if (s === 'running') return 'running';
+  if (s === 'completed' || s === 'success' || s === 'succeeded' || s === 'ok') return 'ok';
+  if (s === 'cancelled' || s === 'canceled') return 'muted';
+  return 'bad';
+}
+
+// ---------- session rows, updated live between (rare) refetches ----------
+
+/**
+ * Folds a live event into a session row the way the collector derives it (COLLECTOR.md, Sessions),
+ * approximately: the collector's row, refetched now and then, stays the authority.
+ * `row._rep` remembers which totals the agent reported itself, so deltas do not double count.
+ */
+export function applyEventToRow(row, ev) {
+  const p = obj(ev.payload);
+  const t = parseTs(ev.timestamp);
+  const rep = row._rep || (row._rep = {});
+  row.event_count = (row.event_count || 0) + 1;
+  if (!row.agent_id) row.agent_id = ev.agent_id;
+  if (!row.parent_session_id && ev.parent_session_id) row.parent_session_id = ev.parent_session_id;
+  if (Number.isFinite(t)) {
+    if (!row.last_seen_at || !(parseTs(row.last_seen_at) >= t)) row.last_seen_at = ev.timestamp;
+    if (ev.type === 'session.started') row.started_at = ev.timestamp;
+    else if (!rep.started && (!row.started_at || parseTs(row.started_at) > t)) row.started_at = ev.timestamp;
+  }
+  const running = isRunningStatus(row.status);
+  switch (ev.type) {
+    case 'session.started':
+      rep.started = true;
+      row.agent_id = ev.agent_id;
+      if (typeof p.goal === 'string') row.goal = p.goal;
+      if (typeof p.llm === 'string') row.llm = p.llm;
+      if (typeof p.agent_version === 'string') row.agent_version = p.agent_version;
+      break;
+    case 'session.ended':
+      if (running) {
+        row.status = str(view.outcome(p)) || 'completed';
+        row.ended_at = ev.timestamp;
+        row.outcome_summary = typeof p.outcome_summary === 'string' ? p.outcome_summary : null;
+        row.error_message = typeof p.error_message === 'string' ? p.error_message : null;
+      }
+      break;
+    default:
+      if (ev.type.startsWith('cognition.') || ev.type.startsWith('operation.')) {
+        rep.activity = (rep.activity || 0) + 1;
+        if (!rep.steps) row.total_steps = (row.total_steps || 0) + 1;
+      }
+  }
+  if (ev.type === 'session.heartbeat' || ev.type === 'session.ended') {
+    const steps = num(first(p.step, p.total_steps));
+    const tokens = num(first(p.token_spend, p.total_tokens));
+    const cost = num(p.total_cost_usd);
+    if (steps !== null) { rep.steps = true; row.total_steps = Math.round(steps); }
+    if (tokens !== null) { rep.tokens = true; row.total_tokens = Math.round(tokens); }
+    if (cost !== null) { rep.cost = true; row.total_cost_usd = cost; }
+  }
+  if (ev.type === 'operation.tool_end' && !rep.tokens) {
+    const d = num(p.token_spend_delta);
+    if (d !== null) row.total_tokens = (row.total_tokens || 0) + Math.round(d);
+  }
+  const c = num(p.cost_usd);
+  if (c !== null && !rep.cost) row.total_cost_usd = (row.total_cost_usd || 0) + c;
+  const s = parseTs(row.started_at);
+  const e = parseTs(row.ended_at || row.last_seen_at);
+  if (Number.isFinite(s) && Number.isFinite(e)) row.duration_ms = Math.max(0, e - s);
+  return row;
+}
+
+/** A provisional row for a session first seen on the live feed. */
+export function rowFromEvent(ev) {
+  const row = {
+    id: ev.session_id, agent_id: ev.agent_id, agent_version: ev.agent_version || null,
+    parent_session_id: ev.parent_session_id || null, goal: null, llm: null, status: 'running',
+    started_at: ev.timestamp, ended_at: null, last_seen_at: ev.timestamp, duration_ms: 0,
+    total_steps: 0, total_tokens: 0, total_cost_usd: null, outcome_summary: null, error_message: null,
+    event_count: 0, alert_count: 0, child_count: 0, _provisional: true,
+  };
+  return applyEventToRow(row, ev);
+}
