@@ -55,6 +55,7 @@ impl App {
                 durability: config.durability,
                 queue_capacity: config.queue_capacity,
                 detect: config.detect.clone(),
+                max_bytes: config.retention.max_bytes,
             },
             Arc::clone(&hub),
         )?);
@@ -142,20 +143,29 @@ async fn stall_timer(store: Arc<dyn Store>, every: Duration, stop: CancellationT
     }
 }
 
-/// How often retention runs; it also runs once at startup.
+/// How often retention runs (and once at startup). It also runs at once when writes start
+/// failing, since a full database is what it can fix.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 async fn retention_timer(store: Arc<dyn Store>, policy: Retention, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = tick.tick() => match store.retain(policy).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(sessions = n, "retention deleted old sessions"),
-                Err(e) => tracing::warn!(error = %e, "retention skipped"),
-            },
+            _ = tick.tick() => {
+                let due = last.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) || !store.health().writable;
+                if !due {
+                    continue;
+                }
+                last = Some(tokio::time::Instant::now());
+                match store.retain(policy).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "retention deleted old sessions"),
+                    Err(e) => tracing::warn!(error = %e, "retention skipped"),
+                }
+            }
         }
     }
 }

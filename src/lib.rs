@@ -10,6 +10,7 @@
 //! - [`dashboard`]: the embedded front end's files.
 //! - [`config`] and [`cli`]: one `Config` from flags, environment, file and defaults.
 //! - [`app`]: binds, opens the store, serves, and shuts down within a bound.
+//! - [`demo`]: `aop demo`, simulated agents for a first look at the dashboard.
 //! - [`bench`]: `aop bench`, the load generator behind `BENCHMARKS.md`.
 //! - [`metrics`]: counters for `/metrics`. [`probe`]: "is that an aop on the port?".
 

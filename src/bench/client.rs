@@ -39,32 +39,20 @@ pub(crate) struct Target {
 impl Target {
     /// Parses `http://host:port[/]`. Refuses hosts that are not loopback unless `allow_remote`:
     /// a benchmark aimed at the wrong machine by a typo would be a denial of service.
-    pub(crate) fn parse(
-        url: &str,
-        token: Option<&str>,
-        allow_remote: bool,
-    ) -> Result<Target, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("--url must start with http:// (got {url:?})"))?;
+    pub(crate) fn parse(url: &str, token: Option<&str>, allow_remote: bool) -> Result<Target, String> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("--url must start with http:// (got {url:?})"))?;
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
-            return Err(format!(
-                "--url must be http://host:port without a path (got {url:?})"
-            ));
+            return Err(format!("--url must be http://host:port without a path (got {url:?})"));
         }
         let with_port = if authority.ends_with(']') || !authority.contains(':') {
             format!("{authority}:80")
         } else {
             authority.to_owned()
         };
-        let addrs: Vec<SocketAddr> = with_port
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {authority:?}: {e}"))?
-            .collect();
-        let addr = *addrs
-            .first()
-            .ok_or_else(|| format!("{authority:?} resolves to no address"))?;
+        let addrs: Vec<SocketAddr> =
+            with_port.to_socket_addrs().map_err(|e| format!("cannot resolve {authority:?}: {e}"))?.collect();
+        let addr = *addrs.first().ok_or_else(|| format!("{authority:?} resolves to no address"))?;
         if !allow_remote && !addrs.iter().all(|a| a.ip().is_loopback()) {
             return Err(format!(
                 "{authority} is not a loopback address; aop bench only drives a collector on this machine unless --allow-remote is given"
@@ -107,8 +95,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> io::Result<Option<(Head, usize)>> {
         }
         return Ok(None);
     };
-    let text =
-        std::str::from_utf8(&buf[..end]).map_err(|_| invalid("response head is not UTF-8"))?;
+    let text = std::str::from_utf8(&buf[..end]).map_err(|_| invalid("response head is not UTF-8"))?;
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.splitn(3, ' ');
@@ -130,16 +117,9 @@ pub(crate) fn parse_head(buf: &[u8]) -> io::Result<Option<(Head, usize)>> {
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = Some(
-                value
-                    .parse::<u64>()
-                    .map_err(|_| invalid(format!("bad Content-Length: {value:?}")))?,
-            );
+            length = Some(value.parse::<u64>().map_err(|_| invalid(format!("bad Content-Length: {value:?}")))?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value
-                .rsplit(',')
-                .next()
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            chunked = value.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
         } else if name.eq_ignore_ascii_case("connection") {
             let v = value.to_ascii_lowercase();
             if v.contains("close") {
@@ -161,30 +141,55 @@ pub(crate) fn parse_head(buf: &[u8]) -> io::Result<Option<(Head, usize)>> {
         close = true;
         BodyKind::UntilClose
     };
-    Ok(Some((
-        Head {
-            status,
-            body,
-            close,
-            content_type,
-        },
-        end + 4,
-    )))
+    Ok(Some((Head { status, body, close, content_type }, end + 4)))
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where the first blank line of `pending` + `input` ends, as an offset into `input`.
+fn boundary(pending: &[u8], input: &[u8]) -> Option<usize> {
+    if pending.ends_with(b"\n") {
+        if input.starts_with(b"\n") {
+            return Some(1);
+        }
+        if input.starts_with(b"\r\n") {
+            return Some(2);
+        }
+    }
+    if pending.ends_with(b"\n\r") && input.starts_with(b"\n") {
+        return Some(1);
+    }
+    let mut i = 0;
+    while let Some(p) = input[i..].iter().position(|&b| b == b'\n') {
+        let j = i + p + 1;
+        if input[j..].starts_with(b"\n") {
+            return Some(j + 1);
+        }
+        if input[j..].starts_with(b"\r\n") {
+            return Some(j + 2);
+        }
+        i = j;
+    }
+    None
+}
+
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
     /// Reading the hex size; `ext` once past a `;` (extensions are ignored).
-    Size { size: u64, digits: u8, ext: bool },
+    Size {
+        size: u64,
+        digits: u8,
+        ext: bool,
+    },
     Data(u64),
     /// The CRLF after a chunk's data.
     DataEnd,
     /// After the last (empty) chunk: trailer lines until an empty one. `empty`: nothing on this line yet.
-    Trailer { empty: bool },
+    Trailer {
+        empty: bool,
+    },
     Done,
 }
 
@@ -196,13 +201,7 @@ pub(crate) struct ChunkedDecoder {
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        ChunkedDecoder {
-            state: ChunkState::Size {
-                size: 0,
-                digits: 0,
-                ext: false,
-            },
-        }
+        ChunkedDecoder { state: ChunkState::Size { size: 0, digits: 0, ext: false } }
     }
 }
 
@@ -225,19 +224,14 @@ impl ChunkedDecoder {
                             if *digits == 0 {
                                 return Err(invalid("chunk size line without a size"));
                             }
-                            self.state = if *size == 0 {
-                                ChunkState::Trailer { empty: true }
-                            } else {
-                                ChunkState::Data(*size)
-                            };
+                            self.state =
+                                if *size == 0 { ChunkState::Trailer { empty: true } } else { ChunkState::Data(*size) };
                         }
                         b'\r' => {}
                         _ if *ext => {}
                         b';' | b' ' | b'\t' => *ext = true,
                         _ => {
-                            let d = (b as char)
-                                .to_digit(16)
-                                .ok_or_else(|| invalid("bad chunk size"))?;
+                            let d = (b as char).to_digit(16).ok_or_else(|| invalid("bad chunk size"))?;
                             if *digits >= 15 {
                                 return Err(invalid("chunk size too large"));
                             }
@@ -260,13 +254,7 @@ impl ChunkedDecoder {
                     i += 1;
                     match b {
                         b'\r' => {}
-                        b'\n' => {
-                            self.state = ChunkState::Size {
-                                size: 0,
-                                digits: 0,
-                                ext: false,
-                            }
-                        }
+                        b'\n' => self.state = ChunkState::Size { size: 0, digits: 0, ext: false },
                         _ => return Err(invalid("chunk data not followed by CRLF")),
                     }
                 }
@@ -318,10 +306,7 @@ impl Conn {
     }
 
     /// `buffer`: initial read buffer; large for bulk reads, small for a thousand idle streams.
-    pub(crate) async fn connect_with_buffer(
-        target: &Arc<Target>,
-        buffer: usize,
-    ) -> io::Result<Conn> {
+    pub(crate) async fn connect_with_buffer(target: &Arc<Target>, buffer: usize) -> io::Result<Conn> {
         let stream = TcpStream::connect(target.addr).await?;
         stream.set_nodelay(true)?;
         Ok(Conn {
@@ -347,11 +332,7 @@ impl Conn {
     ) -> io::Result<()> {
         use std::io::Write;
         self.out.clear();
-        write!(
-            self.out,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n",
-            self.target.host
-        )?;
+        write!(self.out, "{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.target.host)?;
         if let Some(auth) = &self.target.auth {
             write!(self.out, "Authorization: {auth}\r\n")?;
         }
@@ -359,11 +340,7 @@ impl Conn {
             write!(self.out, "{name}: {value}\r\n")?;
         }
         if let Some(ct) = content_type {
-            write!(
-                self.out,
-                "Content-Type: {ct}\r\nContent-Length: {}\r\n",
-                body.len()
-            )?;
+            write!(self.out, "Content-Type: {ct}\r\nContent-Length: {}\r\n", body.len())?;
         }
         self.out.extend_from_slice(b"\r\n");
         if body.len() <= COALESCE_BODY {
@@ -393,10 +370,7 @@ impl Conn {
         let n = self.stream.read(&mut self.buf[self.end..]).await?;
         if n == 0 {
             self.closed = true;
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the collector closed the connection",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the collector closed the connection"));
         }
         self.end += n;
         Ok(n)
@@ -423,11 +397,7 @@ impl Conn {
     }
 
     /// Streams the body of `head` to `sink` without holding it whole (exports are large).
-    pub(crate) async fn read_body_with(
-        &mut self,
-        head: &Head,
-        sink: &mut impl FnMut(&[u8]),
-    ) -> io::Result<()> {
+    pub(crate) async fn read_body_with(&mut self, head: &Head, sink: &mut impl FnMut(&[u8])) -> io::Result<()> {
         match head.body {
             BodyKind::None => Ok(()),
             BodyKind::Length(n) => {
@@ -483,15 +453,10 @@ impl Conn {
         let head = self.read_head().await?;
         let mut collected = std::mem::take(&mut self.body);
         collected.clear();
-        let read = self
-            .read_body_with(&head, &mut |b| collected.extend_from_slice(b))
-            .await;
+        let read = self.read_body_with(&head, &mut |b| collected.extend_from_slice(b)).await;
         self.body = collected;
         read?;
-        Ok(Response {
-            head,
-            body: &self.body,
-        })
+        Ok(Response { head, body: &self.body })
     }
 
     pub(crate) async fn get(&mut self, path: &str) -> io::Result<Response<'_>> {
@@ -522,31 +487,45 @@ pub(crate) struct SseParser {
 
 impl SseParser {
     pub(crate) fn feed(&mut self, input: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
-        if self.pending.is_empty() {
-            let used = Self::frames(input, &mut self.joined, &mut self.comments, on_frame);
-            self.pending.extend_from_slice(&input[used..]);
-        } else {
-            self.pending.extend_from_slice(input);
-            let pending = std::mem::take(&mut self.pending);
-            let used = Self::frames(&pending, &mut self.joined, &mut self.comments, on_frame);
-            self.pending = pending;
-            self.pending.drain(..used);
+        let mut input = input;
+        if !self.pending.is_empty() {
+            // Complete the pending message with as little of `input` as it needs, so the rest
+            // can still be parsed in place.
+            let cut = boundary(&self.pending, input).unwrap_or(input.len());
+            self.pending.extend_from_slice(&input[..cut]);
+            input = &input[cut..];
+            self.parse_pending(on_frame);
+            if !self.pending.is_empty() {
+                if input.is_empty() {
+                    return;
+                }
+                // Unusual line ends fooled `boundary`: take the slow path.
+                self.pending.extend_from_slice(input);
+                self.parse_pending(on_frame);
+                return;
+            }
         }
+        let used = Self::frames(input, &mut self.joined, &mut self.comments, on_frame);
+        self.pending.extend_from_slice(&input[used..]);
+    }
+
+    fn parse_pending(&mut self, on_frame: &mut impl FnMut(Frame<'_>)) {
+        let mut pending = std::mem::take(&mut self.pending);
+        let used = Self::frames(&pending, &mut self.joined, &mut self.comments, on_frame);
+        pending.drain(..used);
+        self.pending = pending;
     }
 
     /// Parses every complete message in `buf`; returns the bytes they took.
-    fn frames(
-        buf: &[u8],
-        joined: &mut Vec<u8>,
-        comments: &mut u64,
-        on_frame: &mut impl FnMut(Frame<'_>),
-    ) -> usize {
+    fn frames(buf: &[u8], joined: &mut Vec<u8>, comments: &mut u64, on_frame: &mut impl FnMut(Frame<'_>)) -> usize {
         let mut at = 0;
         let mut msg_start = 0;
         let mut id = None;
         let mut event = None;
         let mut data: Option<&[u8]> = None;
         let mut multi = false;
+        // Counted when their message ends: a partial message is scanned again on the next feed.
+        let mut msg_comments = 0;
         while let Some(nl) = buf[at..].iter().position(|&b| b == b'\n') {
             let mut line = &buf[at..at + nl];
             at += nl + 1;
@@ -559,11 +538,13 @@ impl SseParser {
                     on_frame(Frame { id, event, data });
                 }
                 (id, event, data, multi) = (None, None, None, false);
+                *comments += msg_comments;
+                msg_comments = 0;
                 msg_start = at;
                 continue;
             }
             if line[0] == b':' {
-                *comments += 1;
+                msg_comments += 1;
                 continue;
             }
             let (name, value) = match line.iter().position(|&b| b == b':') {
@@ -618,7 +599,12 @@ mod tests {
     fn head_variants() {
         let cases: &[(&str, u16, BodyKind, bool)] = &[
             ("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", 200, BodyKind::Chunked, false),
-            ("HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 5\r\nconnection: close\r\n\r\n", 503, BodyKind::Length(5), true),
+            (
+                "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 5\r\nconnection: close\r\n\r\n",
+                503,
+                BodyKind::Length(5),
+                true,
+            ),
             ("HTTP/1.1 204 No Content\r\n\r\n", 204, BodyKind::None, false),
             ("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", 200, BodyKind::Length(0), true),
             ("HTTP/1.1 200 OK\r\n\r\n", 200, BodyKind::UntilClose, true),
@@ -646,15 +632,11 @@ mod tests {
         let mut dec = ChunkedDecoder::default();
         let mut out = Vec::new();
         let mut at = 0;
-        while at < input.len() && !dec.is_done() {
+        while !dec.is_done() {
+            assert!(at < input.len(), "body not finished");
             let end = (at + step).min(input.len());
-            let used = dec.feed(&input[at..end], &mut |b| out.extend_from_slice(b))?;
-            at += used;
-            if used < end - (at - used) {
-                break;
-            }
+            at += dec.feed(&input[at..end], &mut |b| out.extend_from_slice(b))?;
         }
-        assert!(dec.is_done(), "body not finished");
         Ok((out, input[at..].to_vec()))
     }
 
@@ -680,7 +662,9 @@ mod tests {
         assert!(dec.feed(b"\r\n", &mut |_| {}).is_err());
     }
 
-    fn sse(input: &[u8], step: usize) -> (Vec<(Option<String>, Option<String>, String)>, u64) {
+    type Parsed = (Option<String>, Option<String>, String);
+
+    fn sse(input: &[u8], step: usize) -> (Vec<Parsed>, u64) {
         let mut p = SseParser::default();
         let mut frames = Vec::new();
         let s = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());

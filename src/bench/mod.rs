@@ -1,15 +1,663 @@
 //! `aop bench`: a load generator that drives an already running collector over loopback.
+//!
+//! It starts nothing (except, for the start-up figure only, fresh collectors given by
+//! `--binary`), sends realistic AOP events, and prints one greppable line per figure on stdout;
+//! progress notes go to stderr. At the end it checks that every acknowledged event is stored.
+//! Targets are never checked here: the figures are for `BENCHMARKS.md`, where they sit next to
+//! their targets. Exit status: 0, or 1 when verification finds an acknowledged event missing,
+//! or 2 when the collector cannot be reached (or the arguments are wrong).
+//!
+//! # Layout
+//! - [`client`]: the HTTP/1.1 keep-alive client and the SSE parser (why hand-written: see there).
+//! - [`gen`]: realistic events and sessions, and the per-session ledger of acknowledged events.
+//! - [`stats`]: percentiles, the fan-out histogram, RSS and CPU from `/proc`.
+//! - [`ingest`]: workloads 1 and 2 (single-event POSTs, NDJSON batches).
+//! - [`fanout`]: workload 3 (subscribers on `/stream` under fixed-rate ingest).
+//! - [`reads`]: workload 4 (the large store and its reads).
+//! - [`resources`]: workload 5 (RSS, start-up time of a fresh collector).
+//!
+//! Every loop is bounded by a duration and a count; every request has a timeout.
+
+mod client;
+mod fanout;
+mod gen;
+mod ingest;
+mod reads;
+mod resources;
+mod stats;
+
+use client::{Conn, Target};
+use ingest::Shape;
+use serde::Deserialize;
+use stats::{mib, CpuMeter};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EXIT_VERIFY: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 2;
+/// Connections used to check, session by session, that acknowledged events are stored.
+const VERIFY_CONNECTIONS: usize = 8;
+
+/// What `aop bench` can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Everything below (start-up only when --binary and --db are given).
+    All,
+    /// Single-event POSTs at concurrency 1, 16 and 64.
+    Single,
+    /// NDJSON batches of 100 and 1000 events.
+    Batch,
+    /// Subscribers on /stream during fixed-rate ingest, then during saturating ingest.
+    Fanout,
+    /// Reads on a large store (loaded once, then reused).
+    Reads,
+    /// RSS idle and under load, storage per event, and start-up (with --binary and --db).
+    Resources,
+    /// Only the start-up figure: needs --binary and --db, not a running collector.
+    Startup,
+}
 
 /// Options of `aop bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// The collector to drive.
+    /// The collector to drive (loopback only, unless --allow-remote).
     #[arg(long, default_value = "http://127.0.0.1:4317")]
     pub url: String,
+    /// Access token, sent as `Authorization: Bearer …`.
+    #[arg(long, env = "AOP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Workloads to run, repeatable or comma-separated. [default: all]
+    #[arg(long = "workload", value_enum, value_delimiter = ',')]
+    pub workloads: Vec<Workload>,
+    /// Seconds per measurement. [default: 10; 1 with --smoke]
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Subscribers on /stream for the fan-out figures. [default: 1000; 10 with --smoke]
+    #[arg(long)]
+    pub subscribers: Option<usize>,
+    /// Events per second ingested during the fan-out figure. [default: 5000]
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Events in the large store of the reads figures. [default: 1000000; 20000 with --smoke]
+    #[arg(long = "large-events")]
+    pub large_events: Option<u64>,
+    /// Sessions in the large store (one holds a tenth of the events). [default: 10000; 200 with --smoke]
+    #[arg(long = "large-sessions")]
+    pub large_sessions: Option<u64>,
+    /// Most events sent by one measurement, whatever its duration. [default: 3000000; 500000 with --smoke]
+    #[arg(long = "max-events")]
+    pub max_events: Option<u64>,
+    /// Everything tiny (about 1 s per measurement, 10 subscribers, a 20k-event store): for CI.
+    #[arg(long)]
+    pub smoke: bool,
+    /// An aop binary to time from start to ready (with --db); it is started and stopped here.
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// The database for --binary: a copy or a stopped collector's, not one in use.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Allow a --url that is not a loopback address.
+    #[arg(long = "allow-remote")]
+    pub allow_remote: bool,
+    /// Threads of the load generator. One keeps it off the server's second core.
+    #[arg(long = "client-threads", default_value_t = 1)]
+    pub client_threads: usize,
+}
+
+/// The arguments with the defaults (plain or smoke) filled in.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    workloads: Vec<Workload>,
+    pub(crate) duration: Duration,
+    pub(crate) subscribers: usize,
+    pub(crate) rate: f64,
+    pub(crate) large_events: u64,
+    pub(crate) large_sessions: u64,
+    pub(crate) max_events: u64,
+    smoke: bool,
+    binary: Option<PathBuf>,
+    db: Option<PathBuf>,
+}
+
+impl Plan {
+    fn from(args: &BenchArgs) -> Result<Plan, String> {
+        let smoke = args.smoke;
+        let duration = args.duration.unwrap_or(if smoke { 1.0 } else { 10.0 });
+        if !(duration > 0.0 && duration <= 3600.0) {
+            return Err("--duration must be between 0 and 3600 seconds".into());
+        }
+        let pick = |v: Option<u64>, full: u64, tiny: u64| v.unwrap_or(if smoke { tiny } else { full });
+        let plan = Plan {
+            workloads: if args.workloads.is_empty() { vec![Workload::All] } else { args.workloads.clone() },
+            duration: Duration::from_secs_f64(duration),
+            subscribers: args.subscribers.unwrap_or(if smoke { 10 } else { 1000 }),
+            rate: args.rate.unwrap_or(5000.0),
+            large_events: pick(args.large_events, 1_000_000, 20_000),
+            large_sessions: pick(args.large_sessions, 10_000, 200),
+            max_events: pick(args.max_events, 3_000_000, 500_000).max(1),
+            smoke,
+            binary: args.binary.clone(),
+            db: args.db.clone(),
+        };
+        if plan.rate.is_nan() || plan.rate <= 0.0 {
+            return Err("--rate must be positive".into());
+        }
+        if plan.large_sessions == 0 || plan.large_events < 2 * plan.large_sessions {
+            return Err("--large-events must be at least twice --large-sessions".into());
+        }
+        if plan.binary.is_some() != plan.db.is_some() {
+            return Err("--binary and --db go together".into());
+        }
+        Ok(plan)
+    }
+
+    fn has(&self, w: Workload) -> bool {
+        self.workloads.contains(&w) || (self.workloads.contains(&Workload::All) && w != Workload::Startup)
+    }
+
+    fn only_startup(&self) -> bool {
+        self.workloads.iter().all(|w| *w == Workload::Startup)
+    }
+}
+
+/// Database growth over a known number of events, against their JSON size.
+#[derive(Debug, Clone)]
+pub(crate) struct Storage {
+    pub(crate) db_bytes: u64,
+    pub(crate) events: u64,
+    pub(crate) raw_bytes: u64,
+    pub(crate) how: String,
+}
+
+/// State shared by the workloads of one run.
+pub(crate) struct Ctx {
+    pub(crate) target: Arc<Target>,
+    /// In every session id of this run, so runs never collide with each other or older data.
+    pub(crate) run_id: String,
+    pub(crate) seed: u64,
+    pub(crate) plan: Plan,
+    /// The collector's pid, when it is an aop process on this machine (for RSS and CPU).
+    pub(crate) server_pid: Option<u32>,
+    /// `(session id, events acknowledged)` of every session this run wrote.
+    pub(crate) ledger: Vec<(String, u64)>,
+    /// Throughput of single c=64, the fan-out comparison's baseline.
+    pub(crate) single64: Option<f64>,
+    pub(crate) storage: Option<Storage>,
+}
+
+/// One figure: stdout, flushed at once so a long run can be followed (and grepped) live.
+pub(crate) fn figure(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Progress and caveats: stderr.
+pub(crate) fn note(line: &str) {
+    eprintln!("aop bench: {line}");
+}
+
+/// The `/health` fields the benchmark uses.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Health {
+    #[serde(default)]
+    version: String,
+    pid: Option<u32>,
+    #[serde(default)]
+    store: HealthStore,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HealthStore {
+    #[serde(default)]
+    bytes: u64,
+    #[serde(default)]
+    path: String,
+}
+
+pub(crate) struct HealthInfo {
+    pub(crate) version: String,
+    pub(crate) pid: Option<u32>,
+    pub(crate) store_bytes: u64,
+    pub(crate) store_path: String,
+}
+
+pub(crate) async fn health(target: &Arc<Target>) -> Result<HealthInfo, String> {
+    let attempt = async {
+        let mut c = Conn::connect(target).await.map_err(|e| e.to_string())?;
+        let r = c.get("/health").await.map_err(|e| e.to_string())?;
+        if r.head.status != 200 {
+            return Err(format!("/health answered {}", r.head.status));
+        }
+        let h: Health = serde_json::from_slice(r.body).map_err(|e| format!("/health is not aop's: {e}"))?;
+        Ok(HealthInfo { version: h.version, pid: h.pid, store_bytes: h.store.bytes, store_path: h.store.path })
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .map_err(|_| "/health did not answer within 10 s".to_owned())?
 }
 
 /// Runs the selected workloads and prints one line per figure.
-pub fn run(_args: BenchArgs) -> std::process::ExitCode {
-    eprintln!("aop bench: not implemented yet");
-    std::process::ExitCode::FAILURE
+pub fn run(args: BenchArgs) -> ExitCode {
+    let plan = match Plan::from(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            note(&e);
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let target = match Target::parse(&args.url, args.token.as_deref(), args.allow_remote) {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            note(&e);
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    // One thread by default: the collector gets the machine's other core.
+    let runtime = if args.client_threads > 1 {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(bench(plan, target)),
+        Err(e) => {
+            note(&format!("cannot start the runtime: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kb: u64 = m.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
+        })
+        .unwrap_or_else(|| "? GiB".into());
+    format!("{cpus} CPUs ({model}), {mem} RAM")
+}
+
+async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
+    let began = Instant::now();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let seed = nanos ^ (u64::from(std::process::id()) << 40);
+    // Base 36 of time and pid: short, and unique per run on one machine.
+    let run_id = base36((nanos / 1_000_000) ^ u64::from(std::process::id()));
+
+    if plan.only_startup() {
+        startup(&plan).await;
+        return ExitCode::SUCCESS;
+    }
+    let info = match health(&target).await {
+        Ok(h) => h,
+        Err(e) => {
+            note(&format!("cannot reach the collector at {}: {e}", target.url));
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    let server_pid = info.pid.filter(|&p| stats::is_aop(p));
+    if server_pid.is_none() {
+        note("the collector's pid (from /health) is not an aop process on this machine: RSS and server CPU are not reported");
+    }
+    figure(&format!(
+        "bench: run {run_id} against {} (aop {}, pid {}, store {} at {}), {} s per measurement{}, on {}",
+        target.url,
+        info.version,
+        info.pid.map_or("?".into(), |p| p.to_string()),
+        mib(info.store_bytes),
+        info.store_path,
+        plan.duration.as_secs_f64(),
+        if plan.smoke { " (smoke)" } else { "" },
+        machine()
+    ));
+    let mut ctx = Ctx { target, run_id, seed, plan, server_pid, ledger: Vec::new(), single64: None, storage: None };
+
+    if ctx.plan.has(Workload::Resources) {
+        match ctx.server_pid.and_then(stats::rss_bytes) {
+            Some(rss) => figure(&format!(
+                "resources idle RSS: {} (collector pid {}, before this run's load)",
+                mib(rss),
+                ctx.server_pid.unwrap_or_default()
+            )),
+            None => figure("resources idle RSS: not measured (collector pid not readable)"),
+        }
+    }
+    // Reads first: on a fresh database they then run on exactly the large store, and the ingest
+    // figures after them are taken on a store that already holds a million events.
+    if ctx.plan.has(Workload::Reads) {
+        if let Err(e) = reads::run(&mut ctx).await {
+            figure(&format!("reads: failed: {e}"));
+        }
+    }
+    let mut load_rss = None;
+    if ctx.plan.has(Workload::Single) {
+        let sampler = ctx.server_pid.map(|p| resources::RssSampler::start(p, Duration::from_millis(20)));
+        for c in [1, 16, 64] {
+            ingest_figure(&mut ctx, Shape::Single { concurrency: c }).await;
+        }
+        if let Some(s) = sampler {
+            load_rss = Some(s.stop().await);
+        }
+    }
+    if ctx.plan.has(Workload::Batch) {
+        for per_request in [100, 1000] {
+            ingest_figure(&mut ctx, Shape::Batch { per_request }).await;
+        }
+    }
+    if ctx.plan.has(Workload::Fanout) {
+        if let Err(e) = fanout::run(&mut ctx).await {
+            figure(&format!("fanout: failed: {e}"));
+        }
+    }
+    if ctx.plan.has(Workload::Resources) {
+        resources_figures(&mut ctx, load_rss).await;
+    }
+    if ctx.plan.has(Workload::Startup) || (ctx.plan.has(Workload::Resources) && ctx.plan.binary.is_some()) {
+        startup(&ctx.plan).await;
+    } else if ctx.plan.has(Workload::Resources) {
+        figure("resources start to ready: not measured (give --binary PATH and --db PATH of a database not in use)");
+    }
+    let code = verify(&ctx).await;
+    note(&format!("done in {:.1} s", began.elapsed().as_secs_f64()));
+    code
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut s = Vec::new();
+    while n > 0 || s.is_empty() {
+        s.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
+}
+
+async fn ingest_figure(ctx: &mut Ctx, shape: Shape) {
+    let tag = match shape {
+        Shape::Single { concurrency } => format!("s{concurrency}"),
+        Shape::Batch { per_request } => format!("b{per_request}"),
+    };
+    let bytes_before = health(&ctx.target).await.map(|h| h.store_bytes).ok();
+    let cpu = CpuMeter::start(ctx.server_pid);
+    let d = ctx.plan.duration;
+    match ingest::measure(ctx, shape, d, &tag).await {
+        Ok(f) => {
+            figure(&format!("{}: {}{}", shape.label(), f.line(), cpu.finish()));
+            if matches!(shape, Shape::Single { concurrency: 64 }) {
+                ctx.single64 = Some(f.events_per_s);
+            }
+            // Storage from this run's own ingest, when no large-store load measured it.
+            if ctx.storage.is_none() && matches!(shape, Shape::Batch { per_request: 1000 }) && f.errors == 0 {
+                if let (Some(before), Ok(after)) = (bytes_before, health(&ctx.target).await) {
+                    ctx.storage = Some(Storage {
+                        db_bytes: after.store_bytes.saturating_sub(before),
+                        events: f.acked_total,
+                        raw_bytes: f.raw_bytes,
+                        how: "measured over the batch 1000/req figure".into(),
+                    });
+                }
+            }
+        }
+        Err(e) => figure(&format!("{}: failed: {e}", shape.label())),
+    }
+}
+
+async fn resources_figures(ctx: &mut Ctx, load_rss: Option<resources::RssStats>) {
+    let Some(pid) = ctx.server_pid else {
+        figure("resources RSS: not measured (collector pid not readable)");
+        return;
+    };
+    let load_rss = match load_rss {
+        Some(r) => r,
+        None => {
+            // Workload 1 did not run: run its heaviest shape here to have a figure under load.
+            let sampler = resources::RssSampler::start(pid, Duration::from_millis(20));
+            ingest_figure(ctx, Shape::Single { concurrency: 64 }).await;
+            sampler.stop().await
+        }
+    };
+    figure(&format!(
+        "resources RSS under load (single-event ingest): peak {}, mean {}",
+        mib(load_rss.peak),
+        mib(load_rss.mean)
+    ));
+    match &ctx.storage {
+        Some(s) if s.events > 0 && s.raw_bytes > 0 => figure(&format!(
+            "resources storage: {:.2}x the raw JSON ({:.0} bytes/event in the database and WAL vs {:.0} bytes/event of JSON, {} events, {})",
+            s.db_bytes as f64 / s.raw_bytes as f64,
+            s.db_bytes as f64 / s.events as f64,
+            s.raw_bytes as f64 / s.events as f64,
+            s.events,
+            s.how
+        )),
+        _ => figure("resources storage: not measured (run the reads or batch workload too)"),
+    }
+    // Idle again: what the load left behind (caches, buffers).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Some(rss) = stats::rss_bytes(pid) {
+        figure(&format!("resources idle RSS after load: {} (1 s after the last request)", mib(rss)));
+    }
+}
+
+async fn startup(plan: &Plan) {
+    let (Some(binary), Some(db)) = (&plan.binary, &plan.db) else {
+        figure("resources start to ready: not measured (give --binary PATH and --db PATH)");
+        return;
+    };
+    let size = std::fs::metadata(db).map_or(0, |m| m.len());
+    let runs = if plan.smoke { 2 } else { 5 };
+    let mut ready = Vec::new();
+    let mut rss = Vec::new();
+    let mut stops = Vec::new();
+    for _ in 0..runs {
+        match resources::start_once(binary, db).await {
+            Ok(r) => {
+                ready.push(stats::micros(r.ready));
+                rss.extend(r.idle_rss);
+                stops.extend(r.stop.map(stats::micros));
+            }
+            Err(e) => {
+                figure(&format!("resources start to ready: failed: {e}"));
+                return;
+            }
+        }
+    }
+    let first = ready[0];
+    let ready = stats::Summary::of(&mut ready);
+    rss.sort_unstable();
+    let stop = stats::Summary::of(&mut stops);
+    figure(&format!(
+        "resources start to ready: median {} ms, first {} ms, max {} ms over {runs} starts on {} ({}); idle RSS after start {}; SIGTERM to exit median {} ms",
+        stats::ms(ready.p50),
+        stats::ms(u64::from(first)),
+        stats::ms(ready.max),
+        db.display(),
+        mib(size),
+        rss.get(rss.len() / 2).map_or("not measured".into(), |&r| mib(r)),
+        stats::ms(stop.p50),
+    ));
+}
+
+#[derive(Deserialize)]
+struct Detail {
+    session: DetailSession,
+}
+
+#[derive(Deserialize)]
+struct DetailSession {
+    event_count: u64,
+}
+
+/// Checks every session this run wrote: stored `event_count` against events acknowledged.
+async fn verify(ctx: &Ctx) -> ExitCode {
+    if ctx.ledger.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let ledger = Arc::new(ctx.ledger.clone());
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut tasks = Vec::new();
+    for _ in 0..VERIFY_CONNECTIONS {
+        let (target, ledger, next) = (Arc::clone(&ctx.target), Arc::clone(&ledger), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            // (stored, missing, extra, unverifiable, first problem)
+            let mut t = (0u64, 0u64, 0u64, 0u64, None::<String>);
+            let mut conn: Option<Conn> = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((id, acked)) = ledger.get(i) else { break };
+                if Instant::now() > deadline {
+                    t.3 += acked;
+                    continue;
+                }
+                match stored_count(&target, &mut conn, id).await {
+                    Ok(stored) => {
+                        t.0 += stored;
+                        if stored < *acked {
+                            t.1 += acked - stored;
+                            t.4.get_or_insert_with(|| format!("{id}: {acked} acknowledged, {stored} stored"));
+                        } else {
+                            t.2 += stored - acked;
+                        }
+                    }
+                    Err(e) => {
+                        t.3 += acked;
+                        t.4.get_or_insert_with(|| format!("{id}: {e}"));
+                    }
+                }
+            }
+            t
+        }));
+    }
+    let (mut stored, mut missing, mut extra, mut unverified, mut problem) = (0, 0, 0, 0, None);
+    for t in tasks {
+        if let Ok(r) = t.await {
+            stored += r.0;
+            missing += r.1;
+            extra += r.2;
+            unverified += r.3;
+            problem = problem.or(r.4);
+        }
+    }
+    let acked: u64 = ctx.ledger.iter().map(|(_, n)| n).sum();
+    let mut line = format!(
+        "verify: {acked} acknowledged, {stored} stored, {missing} missing ({} sessions checked)",
+        ctx.ledger.len()
+    );
+    if extra > 0 {
+        line.push_str(&format!(", {extra} stored without an ack (requests that failed after reaching the collector)"));
+    }
+    if unverified > 0 {
+        line.push_str(&format!(", {unverified} could not be checked"));
+    }
+    if let Some(p) = problem {
+        line.push_str(&format!(" [first problem: {p}]"));
+    }
+    figure(&line);
+    if unverified > 0 {
+        ExitCode::from(EXIT_UNREACHABLE)
+    } else if missing > 0 {
+        ExitCode::from(EXIT_VERIFY)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn stored_count(target: &Arc<Target>, conn: &mut Option<Conn>, id: &str) -> Result<u64, String> {
+    for attempt in 0..3 {
+        if conn.is_none() {
+            *conn = Some(Conn::connect(target).await.map_err(|e| e.to_string())?);
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let path = format!("/sessions/{id}?limit=1");
+        let answer = tokio::time::timeout(ingest::REQUEST_TIMEOUT, c.get(&path)).await;
+        let result = match answer {
+            Ok(Ok(r)) if r.head.status == 200 => serde_json::from_slice::<Detail>(r.body)
+                .map(|d| d.session.event_count)
+                .map_err(|e| format!("unreadable session: {e}")),
+            Ok(Ok(r)) if r.head.status == 404 => Ok(0),
+            Ok(Ok(r)) => Err(format!("HTTP {}", r.head.status)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        };
+        if c.closed || result.is_err() {
+            *conn = None;
+        }
+        match result {
+            Err(e) if attempt == 2 => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            ok => return ok,
+        }
+    }
+    Err("unreachable".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn plan(argv: &[&str]) -> Result<Plan, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied())).map_err(|e| e.to_string())?;
+        Plan::from(&cli.args)
+    }
+
+    #[test]
+    fn defaults_and_smoke() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.duration, Duration::from_secs(10));
+        assert_eq!((p.subscribers, p.large_events, p.large_sessions), (1000, 1_000_000, 10_000));
+        assert!(p.has(Workload::Fanout) && !p.has(Workload::Startup) && !p.only_startup());
+        let s = plan(&["--smoke"]).unwrap();
+        assert_eq!(s.duration, Duration::from_secs(1));
+        assert_eq!((s.subscribers, s.large_events, s.large_sessions), (10, 20_000, 200));
+        let s = plan(&["--smoke", "--duration", "2.5"]).unwrap();
+        assert_eq!(s.duration, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn workload_lists() {
+        let p = plan(&["--workload", "single,batch", "--workload", "reads"]).unwrap();
+        assert!(p.has(Workload::Single) && p.has(Workload::Batch) && p.has(Workload::Reads));
+        assert!(!p.has(Workload::Fanout) && !p.has(Workload::Resources));
+        let p = plan(&["--workload", "startup", "--binary", "x", "--db", "y"]).unwrap();
+        assert!(p.only_startup());
+        assert!(plan(&["--workload", "nope"]).is_err());
+        assert!(plan(&["--binary", "x"]).is_err());
+        assert!(plan(&["--duration", "0"]).is_err());
+        assert!(plan(&["--large-events", "10", "--large-sessions", "10"]).is_err());
+    }
+
+    #[test]
+    fn run_ids_are_short_and_valid_in_session_ids() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+        let id = base36(u64::MAX);
+        assert!(id.len() <= 13 && id.bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
 }

@@ -42,6 +42,8 @@ pub struct Options {
     /// Write jobs (requests) that may wait for the writer before ingest answers 503.
     pub queue_capacity: usize,
     pub detect: crate::detect::DetectConfig,
+    /// A hard cap on the database's size: past it, writes fail (503) instead of filling the disk.
+    pub max_bytes: Option<u64>,
 }
 
 /// State the writer shares with readers of health and metrics.
@@ -125,6 +127,11 @@ impl SqliteStore {
              PRAGMA cache_size = -8000; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(not_db)?;
+        if let Some(max) = opts.max_bytes {
+            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(not_db)?;
+            let pages = (max / page.max(512) as u64).max(64);
+            conn.execute_batch(&format!("PRAGMA max_page_count = {pages}")).map_err(not_db)?;
+        }
         match schema::migrate(&mut conn).map_err(not_db)? {
             schema::Checked::Ready => {}
             schema::Checked::Newer(found) => {
