@@ -62,9 +62,9 @@ pub struct StartArgs {
     /// Write requests that may wait for the writer before ingest answers 503. [default: 4096]
     #[arg(long, env = "AOP_QUEUE_CAPACITY")]
     pub queue_capacity: Option<usize>,
-    /// Messages a /stream subscriber may fall behind before it is cut off. [default: 8192]
-    #[arg(long, env = "AOP_STREAM_BUFFER")]
-    pub stream_buffer: Option<usize>,
+    /// How far (in bytes of messages, e.g. 32MB) a /stream subscriber may fall behind before it is cut off; at least 1MiB. [default: 32MiB]
+    #[arg(long, env = "AOP_STREAM_BUFFER", value_name = "SIZE")]
+    pub stream_buffer: Option<String>,
     /// Delete ended, unpinned sessions whose last event arrived more than DAYS ago. [default: keep]
     #[arg(long, env = "AOP_RETAIN", value_name = "DAYS")]
     pub retain: Option<f64>,
@@ -190,7 +190,9 @@ impl StartArgs {
         c.cors_origins =
             if self.cors_origins.is_empty() { file.cors_origins.unwrap_or_default() } else { self.cors_origins };
         c.queue_capacity = self.queue_capacity.or(file.queue_capacity).unwrap_or(c.queue_capacity);
-        c.stream_buffer = self.stream_buffer.or(file.stream_buffer).unwrap_or(c.stream_buffer);
+        if let Some(size) = self.stream_buffer.or(file.stream_buffer.as_ref().map(config::Size::text)) {
+            c.stream_buffer = usize::try_from(config::parse_size(&size)?).unwrap_or(usize::MAX);
+        }
         c.detect = detect;
         if let Some(days) = self.retain.or(file.retain) {
             if !(days.is_finite() && days > 0.0) {
@@ -198,7 +200,7 @@ impl StartArgs {
             }
             c.retention.max_age_ms = Some((days * 86_400_000.0) as i64);
         }
-        if let Some(size) = self.max_db_size.or(file.max_db_size.clone()) {
+        if let Some(size) = self.max_db_size.or(file.max_db_size.as_ref().map(config::Size::text)) {
             c.retention.max_bytes = Some(config::parse_size(&size)?);
         }
         c.check()?;

@@ -30,6 +30,7 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     pub cors_origins: Vec<String>,
     pub queue_capacity: usize,
+    /// Bytes of recent messages kept for stream subscribers that fall behind.
     pub stream_buffer: usize,
     pub detect: DetectConfig,
     pub retention: Retention,
@@ -48,7 +49,7 @@ impl Config {
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
             queue_capacity: 4096,
-            stream_buffer: 8192,
+            stream_buffer: 32 << 20,
             detect: DetectConfig::default(),
             retention: Retention::default(),
         }
@@ -81,9 +82,9 @@ pub struct FileConfig {
     pub allow_hosts: Option<Vec<String>>,
     pub cors_origins: Option<Vec<String>>,
     pub queue_capacity: Option<usize>,
-    pub stream_buffer: Option<usize>,
+    pub stream_buffer: Option<Size>,
     pub retain: Option<f64>,
-    pub max_db_size: Option<String>,
+    pub max_db_size: Option<Size>,
     pub stall_after: Option<f64>,
     pub stall_after_tool: Option<f64>,
     pub loop_repeats: Option<u32>,
@@ -95,6 +96,23 @@ pub struct FileConfig {
     pub cascade_run: Option<u32>,
     pub child_fail_window: Option<f64>,
     pub disable: Option<Vec<String>>,
+}
+
+/// A size in a config file: a number of bytes, or text such as `"2GB"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    pub fn text(&self) -> String {
+        match self {
+            Size::Bytes(n) => n.to_string(),
+            Size::Text(t) => t.clone(),
+        }
+    }
 }
 
 impl FileConfig {

@@ -241,6 +241,24 @@ pub(crate) async fn health(target: &Arc<Target>) -> Result<HealthInfo, String> {
         .map_err(|_| "/health did not answer within 10 s".to_owned())?
 }
 
+async fn authorized(target: &Arc<Target>) -> Result<(), String> {
+    let attempt = async {
+        let mut c = Conn::connect(target).await.map_err(|e| e.to_string())?;
+        let r = c.get("/sessions?limit=1").await.map_err(|e| e.to_string())?;
+        match r.head.status {
+            200 => Ok(()),
+            401 | 403 => Err(format!(
+                "the collector at {} refuses requests without its access token (HTTP {}): give --token or AOP_TOKEN",
+                target.url, r.head.status
+            )),
+            s => Err(format!("GET /sessions answered {s}")),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .map_err(|_| "GET /sessions did not answer within 10 s".to_owned())?
+}
+
 /// Runs the selected workloads and prints one line per figure.
 pub fn run(args: BenchArgs) -> ExitCode {
     let plan = match Plan::from(&args) {
@@ -290,7 +308,11 @@ fn machine() -> String {
             Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
         })
         .unwrap_or_else(|| "? GiB".into());
-    format!("{cpus} CPUs ({model}), {mem} RAM")
+    // Other work on the machine moves every figure; say how busy it was when the run began.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into());
+    format!("{cpus} CPUs ({model}), {mem} RAM, load average {load}")
 }
 
 async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
@@ -311,6 +333,11 @@ async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
             return ExitCode::from(EXIT_UNREACHABLE);
         }
     };
+    // /health needs no token; everything else may. Find out now rather than after a run of 401s.
+    if let Err(e) = authorized(&target).await {
+        note(&e);
+        return ExitCode::from(EXIT_UNREACHABLE);
+    }
     let server_pid = info.pid.filter(|&p| stats::is_aop(p));
     if server_pid.is_none() {
         note("the collector's pid (from /health) is not an aop process on this machine: RSS and server CPU are not reported");

@@ -56,15 +56,14 @@ pub(crate) async fn ingest(State(app): State<AppState>, headers: HeaderMap, body
 
 async fn handle(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let form = form(headers)?;
-    let too_large = || ApiError::TooLarge("request body is larger than the 16 MiB batch limit".into());
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         if len > MAX_BATCH_BYTES as u64 {
-            return Err(too_large());
+            return Err(ApiError::BodyTooLarge);
         }
     }
     let bytes = axum::body::to_bytes(body, MAX_BATCH_BYTES).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            too_large()
+            ApiError::BodyTooLarge
         } else {
             ApiError::BadRequest(format!("could not read the request body: {e}"))
         }

@@ -56,13 +56,18 @@ impl Security {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim);
-        // EventSource cannot send headers: the dashboard passes the token as `access_token`.
-        let from_query = req
-            .uri()
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")).map(|t| t.to_owned()));
-        let given = bearer.map(str::to_owned).or(from_query).unwrap_or_default();
-        given.as_bytes().ct_eq(want.as_bytes()).into()
+        if let Some(given) = bearer {
+            return given.as_bytes().ct_eq(want.as_bytes()).into();
+        }
+        // EventSource cannot send headers: the dashboard passes the token as `access_token`,
+        // percent-encoded (a hand-written URL may not be, so the raw value counts too).
+        let Some(raw) = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")))
+        else {
+            return false;
+        };
+        let raw_ok: bool = raw.as_bytes().ct_eq(want.as_bytes()).into();
+        let decoded_ok: bool = percent_decode(raw).ct_eq(want.as_bytes()).into();
+        raw_ok | decoded_ok
     }
 
     pub(crate) fn cors(&self) -> CorsLayer {
@@ -78,6 +83,26 @@ impl Security {
             .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, HeaderName::from_static("last-event-id")])
             .max_age(std::time::Duration::from_secs(600))
     }
+}
+
+/// `%XX` escapes and `+` (a space in a query string) decoded; malformed escapes kept as they are.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    out
 }
 
 /// `http://localhost:<port>`, `http://127.0.0.1:<port>` (and https, and `[::1]`).
@@ -136,6 +161,14 @@ mod tests {
         ] {
             assert_eq!(sec.host_allowed(host), ok, "{host}");
         }
+    }
+
+    #[test]
+    fn query_tokens_are_percent_decoded() {
+        assert_eq!(percent_decode("q%2B4Z%2Fw9%3D"), b"q+4Z/w9=");
+        assert_eq!(percent_decode("a+b%20c"), b"a b c");
+        assert_eq!(percent_decode("bad%zz%4"), b"bad%zz%4");
+        assert_eq!(percent_decode("%41"), b"A");
     }
 
     #[test]

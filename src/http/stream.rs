@@ -5,7 +5,7 @@
 //! an `id:`, so a plain `onmessage` sees only AOP events and the resume cursor stays an event id.
 
 use super::{AppState, Params};
-use crate::hub::{Message, MessageKind};
+use crate::hub::{Lagged, Message, MessageKind};
 use crate::store::FeedEvent;
 use axum::body::Body;
 use axum::extract::State;
@@ -15,7 +15,6 @@ use bytes::Bytes;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
 
 /// Comments keep proxies and clients from timing the connection out.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -57,7 +56,7 @@ impl Filter {
 enum Step {
     Stop,
     KeepAlive,
-    Message(Result<std::sync::Arc<Message>, RecvError>),
+    Messages(Result<Vec<std::sync::Arc<Message>>, Lagged>),
 }
 
 fn event_frame(id: i64, json: &str) -> Bytes {
@@ -89,6 +88,9 @@ pub(crate) async fn stream(State(app): State<AppState>, headers: HeaderMap, p: P
         .get("last-event-id")
         .and_then(|v| v.to_str().ok()?.trim().parse::<i64>().ok())
         .or_else(|| p.get("since").and_then(|s| s.parse().ok()));
+    // Where this subscriber's feed begins, should it be cut off before any event (read before
+    // subscribing: anything later is either live or in the backlog).
+    let start = since.unwrap_or_else(|| app.hub.last_event_id());
     // Subscribe before reading the backlog, so nothing committed in between is missed.
     let mut sub = app.hub.subscribe();
     let shutdown = app.shutdown.clone();
@@ -123,28 +125,31 @@ pub(crate) async fn stream(State(app): State<AppState>, headers: HeaderMap, p: P
             let step = tokio::select! {
                 _ = shutdown.cancelled() => Step::Stop,
                 _ = keep_alive.tick() => Step::KeepAlive,
-                msg = sub.rx.recv() => Step::Message(msg),
+                batch = sub.recv() => Step::Messages(batch),
             };
             match step {
-                Step::Stop | Step::Message(Err(RecvError::Closed)) => break,
+                Step::Stop => break,
                 Step::KeepAlive => yield Ok(Bytes::from_static(b": keep-alive\n\n")),
-                Step::Message(Ok(m)) => {
-                    if let Some(id) = m.id {
-                        if id <= last {
-                            continue; // already sent from the backlog
+                Step::Messages(Ok(batch)) => {
+                    for m in batch {
+                        if let Some(id) = m.id {
+                            if id <= last {
+                                continue; // already sent from the backlog
+                            }
+                            last = id;
                         }
-                        last = id;
-                    }
-                    let event_type = (m.kind == MessageKind::Event).then_some(m.event_type.as_str());
-                    if filter.matches(&m.session_id, &m.agent_id, event_type) {
-                        yield Ok(m.frame(encode));
+                        let event_type = (m.kind == MessageKind::Event).then_some(m.event_type.as_str());
+                        if filter.matches(&m.session_id, &m.agent_id, event_type) {
+                            yield Ok(m.frame(encode));
+                        }
                     }
                 }
-                Step::Message(Err(RecvError::Lagged(missed))) => {
+                Step::Messages(Err(Lagged(missed))) => {
                     app.metrics.stream_overflows.fetch_add(1, Ordering::Relaxed);
-                    let resume = if last == i64::MIN { "null".to_owned() } else { last.to_string() };
+                    // The `id:` line makes EventSource resume from here by itself.
+                    let resume = last.max(start);
                     let data = format!("{{\"reason\":\"this subscriber fell behind by {missed} messages and was disconnected; reconnect with Last-Event-ID\",\"last_event_id\":{resume}}}");
-                    yield Ok(named_frame("overflow", &data));
+                    yield Ok(Bytes::from(format!("id: {resume}\nevent: overflow\ndata: {data}\n\n")));
                     break;
                 }
             }

@@ -118,25 +118,35 @@ impl SqliteStore {
         let mut conn =
             Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(not_db)?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(not_db)?;
+        // Look before writing anything: even switching to WAL changes the file's header.
+        match schema::check(&conn).map_err(not_db)? {
+            schema::Checked::Ready => {}
+            schema::Checked::Newer(found) => {
+                return Err(StoreError::NewerSchema { path: shown, found, supported: schema::CURRENT })
+            }
+            schema::Checked::Foreign => {
+                return Err(StoreError::NotADatabase {
+                    path: shown,
+                    reason: "it is another application's SQLite database (it has tables, but no aop schema version)"
+                        .into(),
+                })
+            }
+        }
         let sync = match opts.durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
              PRAGMA cache_size = -8000; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(not_db)?;
+        schema::migrate(&mut conn).map_err(not_db)?;
         if let Some(max) = opts.max_bytes {
             let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(not_db)?;
             let pages = (max / page.max(512) as u64).max(64);
             conn.execute_batch(&format!("PRAGMA max_page_count = {pages}")).map_err(not_db)?;
-        }
-        match schema::migrate(&mut conn).map_err(not_db)? {
-            schema::Checked::Ready => {}
-            schema::Checked::Newer(found) => {
-                return Err(StoreError::NewerSchema { path: shown, found, supported: schema::CURRENT })
-            }
         }
         let integrity: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(not_db)?;
         if integrity != "ok" {

@@ -59,14 +59,31 @@ pub(super) const CURRENT: i64 = MIGRATIONS.len() as i64;
 
 pub(super) enum Checked {
     Ready,
+    /// Written by a newer aop: refuse rather than misread.
     Newer(i64),
+    /// Another application's SQLite database: refuse rather than add tables to it.
+    Foreign,
 }
 
-pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<Checked> {
+/// Whether this file is an aop database this build can use (or an empty one), before anything
+/// is written to it.
+pub(super) fn check(conn: &Connection) -> rusqlite::Result<Checked> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > CURRENT {
         return Ok(Checked::Newer(found));
     }
+    if found == 0 {
+        let objects: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if objects > 0 {
+            return Ok(Checked::Foreign);
+        }
+    }
+    Ok(Checked::Ready)
+}
+
+/// Brings a checked database up to [`CURRENT`].
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found == 0 {
         // Must precede the first table: it lets retention give pages back to the file system.
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
@@ -77,5 +94,5 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<Checked> {
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
         tx.commit()?;
     }
-    Ok(Checked::Ready)
+    Ok(())
 }

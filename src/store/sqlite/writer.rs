@@ -19,7 +19,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// Events per transaction: large enough to amortise the fsync, small enough to keep the ack of
-/// the first request in a group prompt.
+/// the first request in a group prompt. A larger batch is committed in several transactions, so
+/// no single commit publishes more than this many messages at once to the stream's ring.
 const MAX_GROUP_EVENTS: usize = 4096;
 /// Sessions kept in memory; beyond this the cache is emptied (states are re-read on demand).
 const MAX_CACHED_SESSIONS: usize = 20_000;
@@ -81,6 +82,8 @@ pub(super) struct Writer {
     /// Running sessions not yet alerted as stalled: sid → (id, heard_ms). Kept in memory so that
     /// no index on `heard_ms` has to be rewritten with every event.
     silent: HashMap<i64, (String, i64)>,
+    /// Events written in the open transaction.
+    txn_events: usize,
 }
 
 fn now_ms() -> i64 {
@@ -101,8 +104,16 @@ fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
 impl Writer {
     pub(super) fn new(conn: Connection, hub: Arc<Hub>, shared: Arc<Shared>, detect: DetectConfig) -> Self {
         conn.set_prepared_statement_cache_capacity(32);
-        let mut w =
-            Writer { conn, cache: HashMap::new(), hub, shared, detect, now_ms: now_ms(), silent: HashMap::new() };
+        let mut w = Writer {
+            conn,
+            cache: HashMap::new(),
+            hub,
+            shared,
+            detect,
+            now_ms: now_ms(),
+            silent: HashMap::new(),
+            txn_events: 0,
+        };
         if let Err(e) = w.load_silent() {
             tracing::error!(error = %e, "cannot read running sessions; stalls will not be detected for them");
         }
@@ -159,6 +170,7 @@ impl Writer {
         let (works, replies): (Vec<Work>, Vec<_>) = jobs.into_iter().unzip();
         let mut published = Vec::new();
         self.now_ms = now_ms();
+        self.txn_events = 0;
         let result = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
             let mut done = Vec::with_capacity(works.len());
             for work in works {
@@ -176,16 +188,9 @@ impl Writer {
         });
         match result {
             Ok(done) => {
-                self.shared.mark_writable();
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                self.committed(published);
                 if self.cache.len() > MAX_CACHED_SESSIONS {
                     self.cache.clear();
-                }
-                for msg in published {
-                    if msg.kind == MessageKind::Alert {
-                        self.shared.alerts.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.hub.publish(msg);
                 }
                 if done.iter().any(|d| matches!(d, Done::Retained(n) if *n > 0)) {
                     // Give the freed pages back to the file system, so the file shrinks.
@@ -212,6 +217,27 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// After a commit: the store is writable, and what was committed goes out to subscribers.
+    fn committed(&mut self, published: Vec<Message>) {
+        self.shared.mark_writable();
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        for msg in published {
+            if msg.kind == MessageKind::Alert {
+                self.shared.alerts.fetch_add(1, Ordering::Relaxed);
+            }
+            self.hub.publish(msg);
+        }
+    }
+
+    /// Commits what the open transaction holds and opens the next one, mid-group.
+    fn commit_and_continue(&mut self, published: &mut Vec<Message>) -> rusqlite::Result<()> {
+        self.flush_sessions()?;
+        self.conn.execute_batch("COMMIT")?;
+        self.committed(std::mem::take(published));
+        self.txn_events = 0;
+        self.conn.execute_batch("BEGIN IMMEDIATE")
     }
 
     /// The session's cached row, loaded or created.
@@ -327,6 +353,10 @@ impl Writer {
             outcomes.push(Outcome::Stored { id });
             let (session_id, agent_id, kind) = (ev.session_id.clone(), ev.agent_id.clone(), ev.kind.clone());
             published.push(Message::new(MessageKind::Event, Some(id), session_id, agent_id, kind, ev.into_raw()));
+            self.txn_events += 1;
+            if self.txn_events >= MAX_GROUP_EVENTS {
+                self.commit_and_continue(published)?;
+            }
         }
         Ok(outcomes)
     }

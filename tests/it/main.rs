@@ -1,0 +1,23 @@
+//! Integration tests of the `aop` collector: the real binary, over real HTTP, on a real SQLite
+//! file. Each test starts its own collector in a sandbox (see [`support`]), so tests run in
+//! parallel and never share state.
+//!
+//! Layout, one file per area of `COLLECTOR.md`:
+//! - [`ingest`]: `POST /events` — validation, limits, idempotency, batches, what is stored.
+//! - [`sessions`]: derivation, the list and its paging and filters, detail, children, export, delete.
+//! - [`stream`]: `GET /stream` — framing, order, resumption, filters, slow subscribers.
+//! - [`alerts`]: the detectors through the API — stored, listed, streamed, replayed, restarted.
+//! - [`security`]: the Host check, CORS, the access token, file permissions, what is never logged.
+//! - [`lifecycle`]: crashes and clean stops, restarts, refusals at start-up, the command line.
+//! - [`ops`]: `/health`, `/metrics`, the index, the dashboard's routes, unknown routes.
+
+mod support;
+
+mod alerts;
+mod browser;
+mod ingest;
+mod lifecycle;
+mod ops;
+mod security;
+mod sessions;
+mod stream;

@@ -1,0 +1,296 @@
+//! Who may talk to the collector: the Host check against DNS rebinding, CORS, the access token;
+//! and what never leaves it: tokens and payloads in its output, traces readable by other users.
+
+use crate::support::*;
+use reqwest::header::{AUTHORIZATION, HOST};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Every route, with a body where it takes one.
+fn endpoints() -> Vec<(Method, &'static str, Option<String>)> {
+    let ev = event("victim", 2, "cognition.thought", json!({"content": "injected"})).to_string();
+    vec![
+        (Method::GET, "/", None),
+        (Method::POST, "/events", Some(ev)),
+        (Method::GET, "/sessions", None),
+        (Method::GET, "/sessions/victim", None),
+        (Method::GET, "/sessions/victim/children", None),
+        (Method::GET, "/sessions/victim/export", None),
+        (Method::DELETE, "/sessions/victim", None),
+        (Method::GET, "/alerts", None),
+        (Method::GET, "/stream", None),
+        (Method::GET, "/health", None),
+        (Method::GET, "/metrics", None),
+        (Method::GET, "/dashboard/", None),
+        (Method::GET, "/dashboard", None),
+    ]
+}
+
+fn send(server: &TestServer, method: &Method, path: &str, body: &Option<String>) -> reqwest::RequestBuilder {
+    let req = server.request(method.clone(), path);
+    match body {
+        Some(b) => req.header("content-type", "application/json").body(b.clone()),
+        None => req,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_host_header_is_refused_on_every_endpoint() {
+    let server = TestServer::start().await;
+    let victim = event("victim", 1, "session.started", json!({"goal": "private"}));
+    server.ingest_one(&victim).await;
+    let port = server.port();
+    let foreign = [
+        "evil.example".to_owned(),
+        format!("evil.example:{port}"),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        format!("0.0.0.0:{port}"),
+        format!("192.168.1.1:{port}"),
+    ];
+
+    for host in &foreign {
+        for (method, path, body) in endpoints() {
+            let req = send(&server, &method, path, &body).header(HOST, host);
+            let (status, _, json) = TestServer::send_json(req).await;
+            let case = format!("{method} {path} with Host {host}");
+            assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{case}: {json}");
+            assert_eq!(json["ok"], false, "{case}");
+            assert!(json["error"].as_str().is_some_and(|e| e.contains("Host")), "{case}: {json}");
+        }
+    }
+    // Nothing was written or deleted through them.
+    assert_eq!(server.events("victim").await, vec![victim]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_names_and_allowed_hosts_are_accepted() {
+    let server = Launch::new().args(["--allow-host", "box.lan"]).start().await;
+    let port = server.port();
+    let cases = [
+        (format!("localhost:{port}"), StatusCode::OK),
+        ("localhost".to_owned(), StatusCode::OK),
+        (format!("LOCALHOST:{port}"), StatusCode::OK),
+        (format!("127.0.0.1:{port}"), StatusCode::OK),
+        ("127.0.0.1".to_owned(), StatusCode::OK),
+        (format!("[::1]:{port}"), StatusCode::OK),
+        (format!("box.lan:{port}"), StatusCode::OK),
+        (format!("BOX.LAN:{port}"), StatusCode::OK),
+        (format!("other.lan:{port}"), StatusCode::MISDIRECTED_REQUEST),
+        (format!("box.lan.evil.example:{port}"), StatusCode::MISDIRECTED_REQUEST),
+    ];
+    for (host, want) in cases {
+        let req = server.request(Method::GET, "/sessions").header(HOST, &host);
+        let (status, _, body) = TestServer::send_json(req).await;
+        assert_eq!(status, want, "Host {host}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_lets_local_pages_and_configured_origins_in_and_no_one_else() {
+    let server = Launch::new().args(["--cors-origin", "https://dash.example"]).start().await;
+    let cases = [
+        ("http://localhost:3000", true),
+        ("http://127.0.0.1:5173", true),
+        ("http://localhost", true),
+        ("https://dash.example", true),
+        ("http://dash.example", false),
+        ("http://evil.example", false),
+        ("http://localhost.evil.example", false),
+        ("http://127.0.0.1.nip.io", false),
+        ("null", false),
+    ];
+    for (origin, allowed) in cases {
+        for method in ["POST", "DELETE", "GET"] {
+            let resp = server
+                .request(Method::OPTIONS, "/events")
+                .header("origin", origin)
+                .header("access-control-request-method", method)
+                .header("access-control-request-headers", "content-type")
+                .send()
+                .await
+                .unwrap();
+            let allow_origin =
+                resp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned());
+            let allow_methods =
+                resp.headers().get("access-control-allow-methods").map(|v| v.to_str().unwrap().to_owned());
+            if allowed {
+                assert!(resp.status().is_success(), "preflight {method} from {origin}: {}", resp.status());
+                assert_eq!(allow_origin.as_deref(), Some(origin), "preflight {method} from {origin}");
+                assert!(allow_methods.is_some_and(|m| m.contains(method)), "preflight {method} from {origin}");
+            } else {
+                assert_eq!(allow_origin, None, "preflight {method} from {origin} was allowed");
+            }
+        }
+        // The actual request: served (the server cannot stop it), but the browser may not read it.
+        let resp = server.request(Method::GET, "/sessions").header("origin", origin).send().await.unwrap();
+        let allow_origin = resp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(allow_origin.as_deref(), allowed.then_some(origin), "GET from {origin}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_beyond_loopback_without_a_token_is_refused_at_start() {
+    let sandbox = std::sync::Arc::new(Sandbox::new());
+    let config = sandbox.path().join("open.toml");
+    std::fs::write(&config, "host = \"0.0.0.0\"\n").unwrap();
+    let cases: Vec<(&str, Launch)> = vec![
+        ("--host 0.0.0.0", Launch::in_sandbox(sandbox.clone()).args(["--host", "0.0.0.0"])),
+        ("--host ::", Launch::in_sandbox(sandbox.clone()).args(["--host", "::"])),
+        ("AOP_HOST=0.0.0.0", Launch::in_sandbox(sandbox.clone()).env("AOP_HOST", "0.0.0.0")),
+        ("host in the config file", Launch::in_sandbox(sandbox.clone()).args(["--config", config.to_str().unwrap()])),
+        ("an empty token", Launch::in_sandbox(sandbox.clone()).args(["--host", "0.0.0.0", "--token", ""])),
+    ];
+    for (case, launch) in cases {
+        let done = launch.run().await;
+        done.assert_code(2);
+        assert!(done.stderr.contains("--token"), "{case}: the refusal does not say what to do\n{}", done.output());
+        assert!(!done.stderr.contains("panicked"), "{case}\n{}", done.output());
+    }
+    assert!(!sandbox.db().exists(), "a refused start created the database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_every_endpoint_but_health_and_the_dashboard_needs_it() {
+    const TOKEN: &str = "s3cr3t-T0ken-4d1f";
+    let server = Launch::new().args(["--host", "0.0.0.0"]).token(TOKEN).start().await;
+    assert!(server.bound_addr().ip().is_unspecified(), "bound to {}", server.bound_addr());
+    server.ingest(&[event("guarded", 1, "session.started", json!({"goal": "g"}))]).await;
+
+    let bearer = format!("Bearer {TOKEN}");
+    let cases: Vec<(Method, String, Option<String>, StatusCode)> = vec![
+        (Method::GET, "/sessions".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/sessions".into(), Some("Bearer wrong".into()), StatusCode::UNAUTHORIZED),
+        (Method::GET, "/sessions".into(), Some(format!("{bearer}x")), StatusCode::UNAUTHORIZED),
+        (Method::GET, "/sessions".into(), Some(bearer[..bearer.len() - 1].to_owned()), StatusCode::UNAUTHORIZED),
+        (Method::GET, "/sessions".into(), Some(TOKEN.to_owned()), StatusCode::UNAUTHORIZED),
+        (Method::GET, "/sessions".into(), Some("Basic dXNlcjpzM2NyM3Q=".into()), StatusCode::UNAUTHORIZED),
+        (Method::GET, "/sessions".into(), Some(bearer.clone()), StatusCode::OK),
+        (Method::GET, format!("/sessions?access_token={TOKEN}"), None, StatusCode::OK),
+        (Method::GET, "/sessions?access_token=wrong".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/sessions?access_token=".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/sessions/guarded".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/sessions/guarded/export".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/sessions/guarded/children".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::DELETE, "/sessions/guarded".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/alerts".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/metrics".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/stream".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/stream".into(), Some("Bearer wrong".into()), StatusCode::UNAUTHORIZED),
+        (Method::GET, "/health".into(), None, StatusCode::OK),
+        (Method::GET, "/metrics".into(), Some(bearer.clone()), StatusCode::OK),
+    ];
+    for (method, path, auth, want) in &cases {
+        let mut req = server.request(method.clone(), path);
+        if let Some(a) = auth {
+            req = req.header(AUTHORIZATION, a);
+        }
+        let resp = req.send().await.unwrap();
+        let case = format!("{method} {path} with {auth:?}");
+        assert_eq!(resp.status(), *want, "{case}");
+        if *want == StatusCode::UNAUTHORIZED {
+            assert_eq!(resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap()), Some("Bearer"), "{case}");
+            let body: Value = resp.json().await.unwrap_or_else(|e| panic!("{case}: not JSON: {e}"));
+            assert_eq!(body["ok"], false, "{case}");
+            assert!(body["error"].is_string(), "{case}");
+        }
+    }
+
+    // Ingest is guarded too, and a refused event is not stored.
+    let ev = event("guarded", 2, "cognition.thought", json!({}));
+    let resp = server.request(Method::POST, "/events").body(ev.to_string()).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.session("guarded").await["event_count"], 1);
+    assert_eq!(server.post_event(&ev).await.0, StatusCode::OK);
+    // The dashboard's files load without it (the page then asks for the token).
+    let resp = server.request(Method::GET, "/dashboard/").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // EventSource cannot send headers: the stream takes the token from the query.
+    let mut stream = server.open_stream(&format!("/stream?access_token={TOKEN}"), &[]).await;
+    assert_eq!(stream.status, StatusCode::OK);
+    assert_eq!(stream.frame().await.comments, ["connected"]);
+    // The Host check comes first: the right token does not make a foreign host acceptable.
+    let resp = server
+        .request(Method::GET, "/sessions")
+        .header(AUTHORIZATION, &bearer)
+        .header(HOST, "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+
+    let health = server.health().await.to_string();
+    let output = format!("{}{}", server.stdout(), server.stderr());
+    assert!(!health.contains(TOKEN), "the token is in /health: {health}");
+    assert!(!output.contains(TOKEN), "the token is in the collector's output:\n{output}");
+}
+
+/// Browsers build the `access_token` query with `URLSearchParams`, which percent-encodes `+`, `/`
+/// and `=`: exactly the characters of a base64 token (`openssl rand -base64 24`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_percent_encoded_access_token_is_accepted() {
+    let server = Launch::new().token("q+4Z/w9=").start().await;
+    let resp = server.request(Method::GET, "/sessions?access_token=q%2B4Z%2Fw9%3D").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_the_environment_is_required_and_never_shown() {
+    const TOKEN: &str = "env-secret-91c2";
+    let server = Launch::new().env("AOP_TOKEN", TOKEN).authenticate_with(TOKEN).start().await;
+    assert_eq!(server.request(Method::GET, "/sessions").send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.get_ok("/sessions").await["sessions"], json!([]));
+    assert!(!format!("{}{}", server.stdout(), server.stderr()).contains(TOKEN), "{}", server.output());
+
+    let sandbox = Sandbox::new();
+    let argv = vec!["start".to_owned(), "--help".to_owned()];
+    let out = sandbox.command(&argv, &[("AOP_TOKEN".to_owned(), TOKEN.to_owned())]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--token"), "{text}");
+    assert!(!text.contains(TOKEN), "`aop start --help` shows the token from AOP_TOKEN:\n{text}");
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_readable_by_its_owner_only() {
+    let launch = Launch::new();
+    let dir = launch.sandbox().path().join("fresh");
+    let db = dir.join("nested").join("traces.db");
+    let server = launch.db(&db).start().await;
+    server.ingest(&[event("private", 1, "session.started", json!({"goal": "secret plans"}))]).await;
+
+    assert_eq!(mode(&db), 0o600, "database file");
+    assert_eq!(mode(&dir), 0o700, "new parent directory");
+    assert_eq!(mode(&dir.join("nested")), 0o700, "new parent directory");
+    for suffix in ["-wal", "-shm"] {
+        let side = db.with_file_name(format!("traces.db{suffix}"));
+        if side.exists() {
+            assert_eq!(mode(&side), 0o600, "{}", side.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_never_reach_the_log() {
+    const MARK: &str = "PAYLOAD-MARK-7f3a";
+    let server = TestServer::start().await;
+    let with_mark =
+        |seq: i64| event("quiet", seq, "operation.tool_end", json!({"tool": "t", "success": false, "error": MARK}));
+    server.ingest(&[with_mark(1)]).await;
+    server.post_event(&with_mark(1).with("payload", json!({"other": MARK}))).await; // 409
+    server.post_event(&with_mark(2).without("type")).await; // 400
+    server.post_event(&with_mark(3).with("payload", json!({"x": MARK.repeat(9000)}))).await; // 413
+    server.post_batch(&[with_mark(4), with_mark(5).with("sequence", json!(-1)), with_mark(2), with_mark(6)]).await;
+    server.post_body(Some("application/json"), format!("{{\"broken\": \"{MARK}")).await;
+    server.get(&format!("/sessions?q={MARK}")).await;
+
+    let output = format!("{}{}", server.stdout(), server.stderr());
+    assert!(!output.contains(MARK), "a payload reached the collector's output:\n{output}");
+}
