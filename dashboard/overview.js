@@ -210,7 +210,8 @@ export class Overview {
       const label = st ? `Status: ${st}` : 'Recent';
       items.push({ kind: 'head', key: 'h:recent', ver: `${label}${recent.length}${!!this.cursor}`, label, count: `${recent.length}${this.cursor ? '+' : ''}` });
       items.push(...recent);
-      items.push({ kind: 'foot', key: 'foot', ver: `${this.footVer}:${recent.length}` });
+      // The footer's empty state depends on whether any session is known at all.
+      items.push({ kind: 'foot', key: 'foot', ver: `${this.footVer}:${recent.length}:${store.rows.size > 0}` });
     }
     this.list.setItems(items);
   }
