@@ -6,7 +6,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::sqlite::{Options, SqliteStore};
 use crate::store::{Retention, Store, StoreError};
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,13 +87,7 @@ impl App {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
         let router = http::router(self.state.clone(), self.security);
-        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-            // Acks are small: do not let Nagle hold them back.
-            let _ = tcp.set_nodelay(true);
-        });
-        let stop = token.clone();
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
-        let mut serving = tokio::spawn(server.into_future());
+        let mut serving = tokio::spawn(serve(self.listener, router, token.clone()));
         tokio::spawn(stall_timer(self.state.store.clone(), self.stall_every, token.clone()));
         if self.retention != Retention::default() {
             tokio::spawn(retention_timer(self.state.store.clone(), self.retention, token.clone()));
@@ -103,18 +97,11 @@ impl App {
             shutdown.await;
             trigger.cancel();
         });
-        tokio::select! {
-            res = &mut serving => {
-                token.cancel();
-                res??;
-            }
-            () = token.cancelled() => {
-                tracing::info!("shutting down: draining requests and the write queue");
-                if tokio::time::timeout(DRAIN, &mut serving).await.is_err() {
-                    tracing::warn!("some connections did not finish in time; closing them");
-                    serving.abort();
-                }
-            }
+        token.cancelled().await;
+        tracing::info!("shutting down: draining requests and the write queue");
+        if tokio::time::timeout(DRAIN, &mut serving).await.is_err() {
+            tracing::warn!("some connections did not finish in time; closing them");
+            serving.abort();
         }
         drop(self.state);
         let store = self.store;
@@ -125,6 +112,44 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// How long a client may take to send a request's headers. hyper's default would leave a
+/// slowloris connection open forever; agents send a request in one go.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `stop`, then lets open ones finish. axum's own `serve` cannot bound
+/// the time to read headers, hence hyper directly.
+async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, _) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Acks are small: do not let Nagle hold them back.
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Stalls are judged on the collector's clock, so something must look while nothing arrives.

@@ -158,7 +158,7 @@ fn boundary(pending: &[u8], input: &[u8]) -> Option<usize> {
         return Some(1);
     }
     let mut i = 0;
-    while let Some(p) = input[i..].iter().position(|&b| b == b'\n') {
+    while let Some(p) = find_newline(&input[i..]) {
         let j = i + p + 1;
         if input[j..].starts_with(b"\n") {
             return Some(j + 1);
@@ -169,6 +169,25 @@ fn boundary(pending: &[u8], input: &[u8]) -> Option<usize> {
         i = j;
     }
     None
+}
+
+/// The first `\n` in `b`, eight bytes at a time: SSE parsing is mostly this search, once per
+/// line of every frame of every subscriber.
+pub(crate) fn find_newline(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(word) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or_default()) ^ (ONES * u64::from(b'\n'));
+        // A zero byte of `x` (a newline) sets its high bit here; bytes above one may too, but
+        // the lowest set bit is always the first newline.
+        let hit = x.wrapping_sub(ONES) & !x & HIGHS;
+        if hit != 0 {
+            return Some(i + (hit.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|&c| c == b'\n').map(|p| i + p)
 }
 
 pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -526,7 +545,7 @@ impl SseParser {
         let mut multi = false;
         // Counted when their message ends: a partial message is scanned again on the next feed.
         let mut msg_comments = 0;
-        while let Some(nl) = buf[at..].iter().position(|&b| b == b'\n') {
+        while let Some(nl) = find_newline(&buf[at..]) {
             let mut line = &buf[at..at + nl];
             at += nl + 1;
             if let Some(l) = line.strip_suffix(b"\r") {
@@ -693,6 +712,23 @@ mod tests {
                 "step {step}"
             );
         }
+    }
+
+    #[test]
+    fn newline_search() {
+        for len in 0..40 {
+            for at in 0..len {
+                let mut b = vec![b'a'; len];
+                b[at] = b'\n';
+                if at + 3 < len {
+                    b[at + 3] = b'\n';
+                }
+                assert_eq!(find_newline(&b), Some(at), "len {len} at {at}");
+            }
+            assert_eq!(find_newline(&vec![0x8a; len]), None);
+        }
+        assert_eq!(find_newline(b"\x0b\x0a"), Some(1));
+        assert_eq!(find_newline(b"\x09\x0b\x0b\x0b\x0b\x0b\x0b\x0b\x0a"), Some(8));
     }
 
     #[test]

@@ -104,7 +104,8 @@ fn bucket_value(i: usize) -> u64 {
 
 impl Histogram {
     pub(crate) fn record(&mut self, us: u64) {
-        self.counts[bucket(us)] = self.counts[bucket(us)].saturating_add(1);
+        let c = &mut self.counts[bucket(us)];
+        *c = c.saturating_add(1);
         self.count += 1;
         self.max = self.max.max(us);
     }

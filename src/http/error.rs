@@ -17,6 +17,9 @@ pub enum ApiError {
     /// reused, and the answer says so.
     #[error("request body is larger than the 16 MiB batch limit")]
     BodyTooLarge,
+    /// The body did not arrive in time: a stuck or hostile client must not hold a request open.
+    #[error("the request body did not arrive within 30 s")]
+    BodyTimeout,
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -37,6 +40,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) | ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -72,7 +76,7 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if matches!(self, ApiError::BodyTooLarge) {
+        if matches!(self, ApiError::BodyTooLarge | ApiError::BodyTimeout) {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {

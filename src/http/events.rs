@@ -15,6 +15,8 @@ use std::time::Instant;
 
 /// Largest batch body.
 pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Longest a body may take to arrive (16 MiB on loopback takes milliseconds).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 enum Form {
     Json,
@@ -61,7 +63,8 @@ async fn handle(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Respo
             return Err(ApiError::BodyTooLarge);
         }
     }
-    let bytes = axum::body::to_bytes(body, MAX_BATCH_BYTES).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BATCH_BYTES));
+    let bytes = read.await.map_err(|_| ApiError::BodyTimeout)?.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             ApiError::BodyTooLarge
         } else {
