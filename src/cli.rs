@@ -23,6 +23,8 @@ pub enum Command {
     Start(StartArgs),
     /// Run the anomaly detectors over an exported session (JSONL; `-` for stdin) and print the alerts.
     Detect(DetectFileArgs),
+    /// Run simulated agents against a collector, so the dashboard comes alive (one loop and one confidence drop on purpose).
+    Demo(crate::demo::DemoArgs),
     /// Drive a running collector with realistic load and print throughput, latency and resource figures.
     Bench(crate::bench::BenchArgs),
 }

@@ -48,14 +48,32 @@ struct Agent {
 }
 
 impl Agent {
-    async fn new(target: &Arc<Target>, agent: &str, session: String, parent: Option<String>, speed: f64) -> std::io::Result<Agent> {
+    async fn new(
+        target: &Arc<Target>,
+        agent: &str,
+        session: String,
+        parent: Option<String>,
+        speed: f64,
+    ) -> std::io::Result<Agent> {
         let conn = Conn::connect(target).await?;
-        Ok(Agent { conn, session, agent: agent.to_owned(), parent, seq: 0, speed, steps: 0, tokens: 0, cost: 0.0, calls: 0 })
+        Ok(Agent {
+            conn,
+            session,
+            agent: agent.to_owned(),
+            parent,
+            seq: 0,
+            speed,
+            steps: 0,
+            tokens: 0,
+            cost: 0.0,
+            calls: 0,
+        })
     }
 
     async fn emit(&mut self, kind: &str, payload: Value) -> std::io::Result<()> {
         self.seq += 1;
-        let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let now =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let event = json!({
             "spec": "aop/1.0",
             "session_id": self.session,
@@ -89,7 +107,13 @@ impl Agent {
     }
 
     /// A tool call: start, a pause for the tool's latency, end with its outcome and cost.
-    async fn tool(&mut self, tool: &str, input: Value, outcome: Result<&str, &str>, latency: f64) -> std::io::Result<()> {
+    async fn tool(
+        &mut self,
+        tool: &str,
+        input: Value,
+        outcome: Result<&str, &str>,
+        latency: f64,
+    ) -> std::io::Result<()> {
         self.calls += 1;
         let call_id = format!("call_{}_{}", self.seq + 1, self.calls);
         self.emit("operation.tool_start", json!({ "tool": tool, "input": input, "tool_call_id": call_id })).await?;
@@ -160,10 +184,17 @@ async fn researcher(target: Arc<Target>, n: usize, run: String, speed: f64) -> s
     )
     .await?;
     a.tool("web_search", json!({ "query": topic, "limit": 10 }), Ok("10 results, 4 look relevant"), 1.2).await?;
-    a.emit("operation.memory", json!({ "operation": "write", "key": "candidate_sources", "summary": "4 URLs" })).await?;
-    a.tool("fetch_page", json!({ "url": format!("https://example.org/{n}/overview") }), Ok("2,400 words on the topic"), 0.8)
+    a.emit("operation.memory", json!({ "operation": "write", "key": "candidate_sources", "summary": "4 URLs" }))
         .await?;
-    a.tool("fetch_page", json!({ "url": format!("https://example.org/{n}/paywalled") }), Err("HTTP 403: paywall"), 0.5).await?;
+    a.tool(
+        "fetch_page",
+        json!({ "url": format!("https://example.org/{n}/overview") }),
+        Ok("2,400 words on the topic"),
+        0.8,
+    )
+    .await?;
+    a.tool("fetch_page", json!({ "url": format!("https://example.org/{n}/paywalled") }), Err("HTTP 403: paywall"), 0.5)
+        .await?;
     a.heartbeat().await?;
     if n == 0 {
         // On purpose: the same search, the same empty result, again and again — a loop.
@@ -181,7 +212,8 @@ async fn researcher(target: Arc<Target>, n: usize, run: String, speed: f64) -> s
     let child = tokio::spawn(summarizer(Arc::clone(&target), child_session, session.clone(), speed, n));
     a.emit("operation.external_call", json!({ "service": "paper-index", "method": "GET", "endpoint": "/search", "status_code": 200, "latency_ms": 340 }))
         .await?;
-    a.emit("cognition.uncertainty", json!({ "content": "Two sources disagree on how the protocol versions events." })).await?;
+    a.emit("cognition.uncertainty", json!({ "content": "Two sources disagree on how the protocol versions events." }))
+        .await?;
     if n == 0 {
         // On purpose: confidence falls three thoughts in a row.
         a.thought("The sources contradict each other on the event schema.", "low").await?;
@@ -191,21 +223,36 @@ async fn researcher(target: Arc<Target>, n: usize, run: String, speed: f64) -> s
     a.heartbeat().await?;
     let child_ok = child.await.map_err(std::io::Error::other)??;
     a.thought(
-        if child_ok { "The summary is in; time to write the survey." } else { "The summariser failed; I will write from my notes." },
+        if child_ok {
+            "The summary is in; time to write the survey."
+        } else {
+            "The summariser failed; I will write from my notes."
+        },
         "medium",
     )
     .await?;
     a.tool("write_file", json!({ "path": format!("survey-{n}.md") }), Ok("survey written, 1,150 words"), 0.6).await?;
-    a.emit("cognition.goal", json!({ "goal": format!("Find 5 recent sources on {topic}"), "status": "completed" })).await?;
+    a.emit("cognition.goal", json!({ "goal": format!("Find 5 recent sources on {topic}"), "status": "completed" }))
+        .await?;
     a.end("completed", "Survey written from 4 sources").await?;
     Ok(session)
 }
 
 /// A child agent; the second researcher's child fails, so a failed child shows in the tree.
-async fn summarizer(target: Arc<Target>, session: String, parent: String, speed: f64, n: usize) -> std::io::Result<bool> {
+async fn summarizer(
+    target: Arc<Target>,
+    session: String,
+    parent: String,
+    speed: f64,
+    n: usize,
+) -> std::io::Result<bool> {
     let mut a = Agent::new(&target, "summarizer-agent", session, Some(parent), speed).await?;
     a.emit("session.started", json!({ "goal": "Summarise the fetched sources", "agent_version": "0.9.2" })).await?;
-    a.emit("cognition.thought", json!({ "reasoning": "Read each source and keep three key points.", "confidence": "high" })).await?;
+    a.emit(
+        "cognition.thought",
+        json!({ "reasoning": "Read each source and keep three key points.", "confidence": "high" }),
+    )
+    .await?;
     a.emit("operation.memory", json!({ "action": "read", "key": "candidate_sources" })).await?;
     a.tool("summarize", json!({ "source": 1, "max_words": 200 }), Ok("3 key points"), 1.0).await?;
     let fails = n % 2 == 1;
@@ -240,10 +287,19 @@ pub fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
         let speed = if args.speed.is_finite() && args.speed > 0.0 { args.speed } else { 1.0 };
-        let run = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
-        println!("aop demo: {} research agents reporting to {} — watch {}/dashboard/", args.agents.max(1), target.url, target.url);
-        let tasks: Vec<_> =
-            (0..args.agents.max(1)).map(|n| tokio::spawn(researcher(Arc::clone(&target), n, run.clone(), speed))).collect();
+        let run = format!(
+            "{:x}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        );
+        println!(
+            "aop demo: {} research agents reporting to {} — watch {}/dashboard/",
+            args.agents.max(1),
+            target.url,
+            target.url
+        );
+        let tasks: Vec<_> = (0..args.agents.max(1))
+            .map(|n| tokio::spawn(researcher(Arc::clone(&target), n, run.clone(), speed)))
+            .collect();
         let mut failed = false;
         for task in tasks {
             match task.await {

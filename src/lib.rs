@@ -19,6 +19,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 mod dashboard;
+pub mod demo;
 pub mod detect;
 pub mod http;
 pub mod hub;

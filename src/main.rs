@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Start(args) => start(args),
         Command::Bench(args) => aop::bench::run(args),
         Command::Detect(args) => detect(args),
+        Command::Demo(args) => aop::demo::run(args),
     }
 }
 

@@ -8,17 +8,17 @@
 //! or 2 when the collector cannot be reached (or the arguments are wrong).
 //!
 //! # Layout
-//! - [`client`]: the HTTP/1.1 keep-alive client and the SSE parser (why hand-written: see there).
-//! - [`gen`]: realistic events and sessions, and the per-session ledger of acknowledged events.
-//! - [`stats`]: percentiles, the fan-out histogram, RSS and CPU from `/proc`.
-//! - [`ingest`]: workloads 1 and 2 (single-event POSTs, NDJSON batches).
-//! - [`fanout`]: workload 3 (subscribers on `/stream` under fixed-rate ingest).
-//! - [`reads`]: workload 4 (the large store and its reads).
-//! - [`resources`]: workload 5 (RSS, start-up time of a fresh collector).
+//! - `client`: the HTTP/1.1 keep-alive client and the SSE parser (why hand-written: see there).
+//! - `gen`: realistic events and sessions, and the per-session ledger of acknowledged events.
+//! - `stats`: percentiles, the fan-out histogram, RSS and CPU from `/proc`.
+//! - `ingest`: workloads 1 and 2 (single-event POSTs, NDJSON batches).
+//! - `fanout`: workload 3 (subscribers on `/stream` under fixed-rate ingest).
+//! - `reads`: workload 4 (the large store and its reads).
+//! - `resources`: workload 5 (RSS, start-up time of a fresh collector).
 //!
 //! Every loop is bounded by a duration and a count; every request has a timeout.
 
-mod client;
+pub(crate) mod client;
 mod fanout;
 mod gen;
 mod ingest;
