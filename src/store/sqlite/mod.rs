@@ -191,6 +191,11 @@ impl SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Submits `work` and takes its answer out of the writer's reply.
+    async fn run<T>(&self, work: Work, answer: fn(Done) -> Option<T>) -> Result<T, StoreError> {
+        answer(self.submit(work).await?).ok_or_else(|| StoreError::Db("the writer answered another job".into()))
+    }
+
     /// Lets the writer finish the jobs already queued, then stops it. Bounded by the caller.
     pub fn shutdown_blocking(&self) {
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
@@ -212,48 +217,38 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn ingest(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Vec<Outcome>, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Work::Ingest(events)).await? {
-                Done::Ingest(o) => Ok(o),
-                _ => Err(StoreError::Db("writer answered the wrong job".into())),
-            }
-        })
+        Box::pin(self.run(Work::Ingest(events), |d| match d {
+            Done::Ingest(o) => Some(o),
+            _ => None,
+        }))
     }
 
     fn delete_session(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Work::Delete(id)).await? {
-                Done::Delete(found) => Ok(found),
-                _ => Err(StoreError::Db("writer answered the wrong job".into())),
-            }
-        })
+        Box::pin(self.run(Work::Delete(id), |d| match d {
+            Done::Delete(found) => Some(found),
+            _ => None,
+        }))
     }
 
     fn check_stalls(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Work::Stalls).await? {
-                Done::Stalls(n) => Ok(n),
-                _ => Err(StoreError::Db("writer answered the wrong job".into())),
-            }
-        })
+        Box::pin(self.run(Work::Stalls, |d| match d {
+            Done::Stalls(n) => Some(n),
+            _ => None,
+        }))
     }
 
     fn pin(&self, id: String, pinned: bool) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Work::Pin(id, pinned)).await? {
-                Done::Pin(found) => Ok(found),
-                _ => Err(StoreError::Db("writer answered the wrong job".into())),
-            }
-        })
+        Box::pin(self.run(Work::Pin(id, pinned), |d| match d {
+            Done::Pin(found) => Some(found),
+            _ => None,
+        }))
     }
 
     fn retain(&self, policy: Retention) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Work::Retain(policy)).await? {
-                Done::Retained(n) => Ok(n),
-                _ => Err(StoreError::Db("writer answered the wrong job".into())),
-            }
-        })
+        Box::pin(self.run(Work::Retain(policy), |d| match d {
+            Done::Retained(n) => Some(n),
+            _ => None,
+        }))
     }
 
     fn shutdown(&self) {
