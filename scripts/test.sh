@@ -32,6 +32,9 @@ if [ -z "$addr" ]; then
   echo "the collector did not start:"; cat "$work/out.log" "$work/err.log"; exit 1
 fi
 python3 "$shared/conformance/aop_conformance.py" --base "http://$addr"
+
+step "aop bench --smoke (keeps the harness working; prints figures, asserts none)"
+./target/release/aop bench --smoke --url "http://$addr" --binary ./target/release/aop --db "$work/startup.db"
 kill -TERM "$pid"
 wait "$pid"
 echo "collector exited cleanly after SIGTERM"

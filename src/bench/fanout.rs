@@ -412,8 +412,9 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
     let baseline = match ctx.single64 {
         Some(b) => b,
         None => {
+            let cpu = super::stats::CpuMeter::start(ctx.server_pid);
             let f = ingest::measure(ctx, Shape::Single { concurrency: SATURATING }, d, "fanbase").await?;
-            figure(&format!("fanout baseline single c={SATURATING} without subscribers: {}", f.line()));
+            figure(&format!("fanout baseline single c={SATURATING} without subscribers: {}{}", f.line(), cpu.finish()));
             f.events_per_s
         }
     };

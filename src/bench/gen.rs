@@ -203,7 +203,7 @@ impl SessionGen {
     }
 
     /// Writes the next event into `out` (replacing its content). Past the end, it writes
-    /// another `session.ended`-free event anyway; callers stop at [`SessionGen::is_done`].
+    /// more `session.ended` events; callers stop at [`SessionGen::is_done`].
     pub(crate) fn next(&mut self, clock: &mut Clock, out: &mut String) {
         let seq = self.next_seq;
         self.next_seq += 1;
