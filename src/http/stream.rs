@@ -131,6 +131,9 @@ pub(crate) async fn stream(State(app): State<AppState>, headers: HeaderMap, p: P
                 Step::Stop => break,
                 Step::KeepAlive => yield Ok(Bytes::from_static(b": keep-alive\n\n")),
                 Step::Messages(Ok(batch)) => {
+                    // Frames waiting together leave in one write: one syscall per wake-up, not per
+                    // frame, is what lets a thousand subscribers keep up.
+                    let mut frames: Vec<Bytes> = Vec::with_capacity(batch.len());
                     for m in batch {
                         if let Some(id) = m.id {
                             if id <= last {
@@ -140,8 +143,13 @@ pub(crate) async fn stream(State(app): State<AppState>, headers: HeaderMap, p: P
                         }
                         let event_type = (m.kind == MessageKind::Event).then_some(m.event_type.as_str());
                         if filter.matches(&m.session_id, &m.agent_id, event_type) {
-                            yield Ok(m.frame(encode));
+                            frames.push(m.frame(encode));
                         }
+                    }
+                    match frames.len() {
+                        0 => {}
+                        1 => yield Ok(frames.swap_remove(0)),
+                        _ => yield Ok(Bytes::from(frames.concat())),
                     }
                 }
                 Step::Messages(Err(Lagged(missed))) => {

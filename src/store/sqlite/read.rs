@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Idle read connections kept open; more are opened under load and closed after.
-const MAX_IDLE: usize = 8;
+const MAX_IDLE: usize = 4;
 /// Rows per round trip when streaming an export.
 const EXPORT_CHUNK: usize = 2000;
 
@@ -30,7 +30,7 @@ impl Readers {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16000;")?;
+        conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -4000;")?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)
     }

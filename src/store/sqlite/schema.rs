@@ -12,7 +12,8 @@ const MIGRATIONS: &[&str] = &[
     // event time); `stalled` marks a silence already alerted. `detect` is the detectors' state as
     // of event `detect_upto`; later events are replayed into it on load, so it need not be
     // rewritten with every event. Indexes are few on purpose: every index a session update
-    // touches is one more page written per event.
+    // touches is one more page written per event. `sessions_recent` carries status and agent so
+    // that filtered lists are answered from the index alone.
     // AUTOINCREMENT keeps event ids from ever being reused after deletions: they are the
     // stream's resume cursor.
     "
@@ -33,7 +34,7 @@ const MIGRATIONS: &[&str] = &[
         detect       TEXT,
         detect_upto  INTEGER NOT NULL DEFAULT 0
     );
-    CREATE INDEX sessions_recent ON sessions(last_seen_us DESC, id DESC);
+    CREATE INDEX sessions_recent ON sessions(last_seen_us DESC, id DESC, status, agent_id);
     CREATE INDEX sessions_parent ON sessions(parent_id) WHERE parent_id IS NOT NULL;
     CREATE TABLE events (
         id   INTEGER PRIMARY KEY AUTOINCREMENT,
