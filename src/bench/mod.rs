@@ -15,6 +15,7 @@
 //! - `fanout`: workload 3 (subscribers on `/stream` under fixed-rate ingest).
 //! - `reads`: workload 4 (the large store and its reads).
 //! - `resources`: workload 5 (RSS, start-up time of a fresh collector).
+//! - `soak`: a long mixed run sampling the collector's RSS and open files (not part of `all`).
 //!
 //! Every loop is bounded by a duration and a count; every request has a timeout.
 
@@ -24,6 +25,7 @@ mod gen;
 mod ingest;
 mod reads;
 mod resources;
+mod soak;
 mod stats;
 
 use client::{Conn, Target};
@@ -45,7 +47,7 @@ const VERIFY_CONNECTIONS: usize = 8;
 /// What `aop bench` can measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
-    /// Everything below (start-up only when --binary and --db are given).
+    /// Everything below but the soak (start-up only when --binary and --db are given).
     All,
     /// Single-event POSTs at concurrency 1, 16 and 64.
     Single,
@@ -59,6 +61,9 @@ pub enum Workload {
     Resources,
     /// Only the start-up figure: needs --binary and --db, not a running collector.
     Startup,
+    /// Ingest, streams coming and going, reads and deletes at a steady pace for --duration
+    /// (default 600 s), sampling the collector's RSS and open files. Not part of `all`.
+    Soak,
 }
 
 /// Options of `aop bench`.
@@ -73,7 +78,7 @@ pub struct BenchArgs {
     /// Workloads to run, repeatable or comma-separated. [default: all]
     #[arg(long = "workload", value_enum, value_delimiter = ',')]
     pub workloads: Vec<Workload>,
-    /// Seconds per measurement. [default: 10; 1 with --smoke]
+    /// Seconds per measurement; for the soak, its whole length. [default: 10, soak 600; 1, soak 5 with --smoke]
     #[arg(long)]
     pub duration: Option<f64>,
     /// Subscribers on /stream for the fan-out figures. [default: 1000; 10 with --smoke]
@@ -113,6 +118,8 @@ pub struct BenchArgs {
 pub(crate) struct Plan {
     workloads: Vec<Workload>,
     pub(crate) duration: Duration,
+    /// The whole length of the soak.
+    pub(crate) soak_duration: Duration,
     pub(crate) subscribers: usize,
     pub(crate) rate: f64,
     pub(crate) large_events: u64,
@@ -134,6 +141,7 @@ impl Plan {
         let plan = Plan {
             workloads: if args.workloads.is_empty() { vec![Workload::All] } else { args.workloads.clone() },
             duration: Duration::from_secs_f64(duration),
+            soak_duration: Duration::from_secs_f64(args.duration.unwrap_or(if smoke { 5.0 } else { 600.0 })),
             subscribers: args.subscribers.unwrap_or(if smoke { 10 } else { 1000 }),
             rate: args.rate.unwrap_or(5000.0),
             large_events: pick(args.large_events, 1_000_000, 20_000),
@@ -156,7 +164,8 @@ impl Plan {
     }
 
     fn has(&self, w: Workload) -> bool {
-        self.workloads.contains(&w) || (self.workloads.contains(&Workload::All) && w != Workload::Startup)
+        self.workloads.contains(&w)
+            || (self.workloads.contains(&Workload::All) && !matches!(w, Workload::Startup | Workload::Soak))
     }
 
     fn only_startup(&self) -> bool {
@@ -343,13 +352,17 @@ async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
         note("the collector's pid (from /health) is not an aop process on this machine: RSS and server CPU are not reported");
     }
     figure(&format!(
-        "bench: run {run_id} against {} (aop {}, pid {}, store {} at {}), {} s per measurement{}, on {}",
+        "bench: run {run_id} against {} (aop {}, pid {}, store {} at {}), {}{}, on {}",
         target.url,
         info.version,
         info.pid.map_or("?".into(), |p| p.to_string()),
         mib(info.store_bytes),
         info.store_path,
-        plan.duration.as_secs_f64(),
+        if plan.workloads == [Workload::Soak] {
+            format!("a soak of {} s", plan.soak_duration.as_secs_f64())
+        } else {
+            format!("{} s per measurement", plan.duration.as_secs_f64())
+        },
         if plan.smoke { " (smoke)" } else { "" },
         machine()
     ));
@@ -399,6 +412,12 @@ async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
         startup(&ctx.plan).await;
     } else if ctx.plan.has(Workload::Resources) {
         figure("resources start to ready: not measured (give --binary PATH and --db PATH of a database not in use)");
+    }
+    // Last: the sessions it leaves running would raise stall alerts in the middle of other figures.
+    if ctx.plan.has(Workload::Soak) {
+        if let Err(e) = soak::run(&mut ctx).await {
+            figure(&format!("soak: failed: {e}"));
+        }
     }
     let code = verify(&ctx).await;
     note(&format!("done in {:.1} s", began.elapsed().as_secs_f64()));
@@ -664,6 +683,18 @@ mod tests {
         assert_eq!((s.subscribers, s.large_events, s.large_sessions), (10, 20_000, 200));
         let s = plan(&["--smoke", "--duration", "2.5"]).unwrap();
         assert_eq!(s.duration, Duration::from_millis(2500));
+        assert_eq!(s.soak_duration, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn soak_is_asked_for_by_name_only() {
+        let p = plan(&[]).unwrap();
+        assert!(!p.has(Workload::Soak));
+        assert_eq!(p.soak_duration, Duration::from_secs(600));
+        assert_eq!(plan(&["--smoke"]).unwrap().soak_duration, Duration::from_secs(5));
+        let p = plan(&["--workload", "soak", "--duration", "600"]).unwrap();
+        assert!(p.has(Workload::Soak) && !p.has(Workload::Single) && !p.only_startup());
+        assert_eq!((p.duration, p.soak_duration), (Duration::from_secs(600), Duration::from_secs(600)));
     }
 
     #[test]

@@ -118,7 +118,9 @@ fn local_origin(origin: &str) -> bool {
 }
 
 pub(crate) async fn guard(State(sec): State<Arc<Security>>, req: Request, next: Next) -> Response {
-    if let Some(host) = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
+    if let Some(host) = req.headers().get(header::HOST) {
+        // A Host that is not visible ASCII is no name of ours: refuse it rather than skip the check.
+        let host = host.to_str().unwrap_or("\u{fffd}");
         if !sec.host_allowed(host) {
             return ApiError::ForbiddenHost(format!(
                 "Host {host:?} is not a name of this collector; add it with --allow-host if you meant it (this check stops DNS rebinding)"

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
 /// Events per detail page unless `limit` says otherwise, and the most it may say.
 const DETAIL_DEFAULT_LIMIT: usize = 1000;
@@ -74,7 +74,11 @@ pub(crate) async fn children(State(app): State<AppState>, Path(id): Path<String>
 }
 
 pub(crate) async fn export(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let stream = app.store.export(id.clone()).await?.ok_or_else(|| unknown(&id))?;
+    let mut stream = app.store.export(id.clone()).await?.ok_or_else(|| unknown(&id))?;
+    // A failure in the first chunk can still be a proper error status; later ones can only cut
+    // the body short (the client sees an incomplete response, never a truncated "success").
+    let first = stream.next().await.transpose()?;
+    let stream = futures_util::stream::iter(first.map(Ok)).chain(stream);
     // Session ids are restricted to [A-Za-z0-9_.:@-] on ingest; filter anyway so no header can be injected.
     let safe: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || "_.:@-".contains(*c)).collect();
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"session-{safe}.jsonl\""))

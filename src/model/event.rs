@@ -112,6 +112,11 @@ impl Event {
             return Err(EventError::TooLarge(text.len()));
         }
         let (raw, depth) = minify(text);
+        // Whitespace can only be dropped from valid JSON: in `1 2` or `t rue` it is what makes
+        // the text invalid, and dropping it would accept (and alter) what the client sent.
+        if raw.len() != text.len() {
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| EventError::NotJson(e.to_string()))?;
+        }
         if depth > MAX_DEPTH {
             return Err(EventError::invalid(
                 "payload",
@@ -443,6 +448,14 @@ mod tests {
         assert_eq!(e.payload_json(), r#"{"text":"two  spaces\n","n":1.50}"#);
         assert_eq!(e.sequence, 1);
         assert_eq!(Event::parse(GOOD).unwrap().raw(), GOOD);
+    }
+
+    #[test]
+    fn whitespace_inside_a_token_is_invalid_json() {
+        for bad in ["1 2", "t rue", "nu ll", "1e 5", "- 1"] {
+            let text = GOOD.replace("\"sequence\":1", &format!("\"sequence\":{bad}"));
+            assert!(matches!(Event::parse(&text), Err(EventError::NotJson(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -8,16 +8,22 @@
 //! - [`stream`]: `GET /stream` — framing, order, resumption, filters, slow subscribers.
 //! - [`alerts`]: the detectors through the API — stored, listed, streamed, replayed, restarted.
 //! - [`security`]: the Host check, CORS, the access token, file permissions, what is never logged.
+//! - [`hostile`]: slow, endless and idle clients, bodies and headers built to hurt, and the
+//!   validator's properties (in-process and over HTTP).
 //! - [`lifecycle`]: crashes and clean stops, restarts, refusals at start-up, the command line.
 //! - [`ops`]: `/health`, `/metrics`, the index, the dashboard's routes, unknown routes.
+//! - [`reliability`]: SIGKILL at random moments, SIGTERM under load, overload, stalled
+//!   subscribers, a full disk, retention, damaged databases.
 
 mod support;
 
 mod alerts;
 mod browser;
+mod hostile;
 mod ingest;
 mod lifecycle;
 mod ops;
+mod reliability;
 mod security;
 mod sessions;
 mod stream;

@@ -160,6 +160,11 @@ impl SqliteStore {
                 })
             }
         }
+        let fresh: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(not_db)?;
+        if fresh == 0 {
+            // Before anything writes page 1 (switching to WAL does): later it would be ignored.
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;").map_err(not_db)?;
+        }
         let sync = match opts.durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
@@ -170,18 +175,22 @@ impl SqliteStore {
         ))
         .map_err(not_db)?;
         schema::migrate(&mut conn).map_err(not_db)?;
-        if let Some(max) = opts.max_bytes {
-            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(not_db)?;
-            let pages = (max / page.max(512) as u64).max(64);
-            conn.execute_batch(&format!("PRAGMA max_page_count = {pages}")).map_err(not_db)?;
-        }
+        let max_pages = match opts.max_bytes {
+            Some(max) => {
+                let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(not_db)?;
+                let pages = (max / page.max(512) as u64).max(64);
+                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(not_db)?;
+                Some(pages)
+            }
+            None => None,
+        };
         // No `quick_check` here: it reads the whole file (seconds on a large store). A damaged
         // header or schema has failed above already; damage deeper in fails the query that
         // reads it, with an error, never a panic.
 
         let shared = Arc::new(Shared { writable: AtomicBool::new(true), ..Default::default() });
         let (tx, rx) = sync_channel(opts.queue_capacity.max(1));
-        let writer = Writer::new(conn, hub, Arc::clone(&shared), opts.detect);
+        let writer = Writer::new(conn, hub, Arc::clone(&shared), opts.detect, max_pages);
         let handle = std::thread::Builder::new()
             .name("aop-writer".into())
             .spawn(move || writer.run(rx))

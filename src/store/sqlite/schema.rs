@@ -85,10 +85,6 @@ pub(super) fn check(conn: &Connection) -> rusqlite::Result<Checked> {
 /// Brings a checked database up to [`CURRENT`].
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if found == 0 {
-        // Must precede the first table: it lets retention give pages back to the file system.
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
-    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

@@ -84,6 +84,8 @@ pub(super) struct Writer {
     silent: HashMap<i64, (String, i64)>,
     /// Events written in the open transaction.
     txn_events: usize,
+    /// The hard cap (`--max-db-size`) in pages.
+    max_pages: Option<u64>,
 }
 
 fn now_ms() -> i64 {
@@ -102,7 +104,13 @@ fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, hub: Arc<Hub>, shared: Arc<Shared>, detect: DetectConfig) -> Self {
+    pub(super) fn new(
+        conn: Connection,
+        hub: Arc<Hub>,
+        shared: Arc<Shared>,
+        detect: DetectConfig,
+        max_pages: Option<u64>,
+    ) -> Self {
         conn.set_prepared_statement_cache_capacity(32);
         let mut w = Writer {
             conn,
@@ -113,6 +121,7 @@ impl Writer {
             now_ms: now_ms(),
             silent: HashMap::new(),
             txn_events: 0,
+            max_pages,
         };
         if let Err(e) = w.load_silent() {
             tracing::error!(error = %e, "cannot read running sessions; stalls will not be detected for them");
@@ -194,9 +203,7 @@ impl Writer {
                 }
                 if done.iter().any(|d| matches!(d, Done::Retained(n) if *n > 0)) {
                     // Give the freed pages back to the file system, so the file shrinks.
-                    if let Err(e) =
-                        self.conn.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
-                    {
+                    if let Err(e) = self.shrink() {
                         tracing::warn!(error = %e, "could not shrink the database after retention");
                     }
                 }
@@ -217,6 +224,22 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Gives the pages retention freed back to the file system, then restores the size cap (SQLite
+    /// cannot set it below the file's size, so a file that started over it is capped only now).
+    fn shrink(&mut self) -> rusqlite::Result<()> {
+        // Each row of `incremental_vacuum` frees one page: it must be stepped to the end.
+        let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum")?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
+        drop(rows);
+        drop(stmt);
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        if let Some(pages) = self.max_pages {
+            self.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        }
+        Ok(())
     }
 
     /// After a commit: the store is writable, and what was committed goes out to subscribers.
@@ -534,27 +557,30 @@ impl Writer {
             }
         }
         if let Some(max) = policy.max_bytes {
+            // The cap also stops writes: once it has, free room down to 90% of it, or a store full
+            // of ended sessions would stay at the edge, refusing events, and never shrink.
+            let full = !self.shared.writable.load(Ordering::Relaxed);
+            let target = if full { max / 10 * 9 } else { max };
             while deleted < RETAIN_BATCH * 5 {
                 let used: i64 = self.conn.query_row(
-                    "SELECT (p.page_count - f.freelist_count) * s.page_size FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s",
+                    "SELECT (p.page_count - f.freelist_count) * s.page_size \
+                     FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s",
                     [],
                     |r| r.get(0),
                 )?;
-                if used as u64 <= max {
+                if used as u64 <= target {
                     break;
                 }
-                let ids = oldest(&self.conn, i64::MAX, 20)?;
-                if ids.is_empty() {
+                // One at a time: the oldest ended session, then measure again.
+                let Some(id) = oldest(&self.conn, i64::MAX, 1)?.pop() else {
                     tracing::warn!(
                         used,
                         max,
                         "database over --max-db-size, but only running or pinned sessions are left"
                     );
                     break;
-                }
-                for id in ids {
-                    deleted += usize::from(self.delete(&id, published)?);
-                }
+                };
+                deleted += usize::from(self.delete(&id, published)?);
             }
         }
         Ok(deleted)

@@ -1,11 +1,13 @@
 //! What the tests stand on: the real `aop` binary in a sandbox ([`server`]), AOP event builders
-//! ([`events`]), a Server-Sent Events reader ([`sse`]) and a few raw-socket helpers ([`raw`]).
+//! ([`events`]), a Server-Sent Events reader ([`sse`]), a few raw-socket helpers ([`raw`]) and
+//! readings of what a process holds ([`resources`]).
 //!
 //! Tests never read the machine's `~/.aop`: every process gets a fresh temporary `HOME` and a
 //! scrubbed environment (no `AOP_*`, no `RUST_LOG`).
 
 pub(crate) mod events;
 pub(crate) mod raw;
+pub(crate) mod resources;
 pub(crate) mod server;
 pub(crate) mod sse;
 

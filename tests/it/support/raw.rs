@@ -126,3 +126,44 @@ pub(crate) async fn send(conn: &mut TcpStream, head: &str, body: &[u8]) {
     req.extend_from_slice(body);
     let _ = conn.write_all(&req).await;
 }
+
+/// Like [`one_answer`], from any reader (the read half of a connection that is still being
+/// written to, say).
+pub(crate) async fn one_answer_from<R: tokio::io::AsyncRead + Unpin>(conn: &mut R) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..at]).into_owned();
+                let len = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+                if buf.len() >= at + 4 + len {
+                    return Some((head, buf[at + 4..at + 4 + len].to_vec()));
+                }
+            }
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read).await.ok().flatten()
+}
+
+/// The value of header `name` (case-insensitive) in a raw answer's head.
+pub(crate) fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// Sends raw bytes (a request written by hand, invalid ones included) on a fresh connection and
+/// returns everything answered until the server closes it (or [`PATIENCE`] passes).
+pub(crate) async fn exchange_bytes(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    let _ = conn.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, conn.read_to_end(&mut out)).await;
+    out
+}
