@@ -72,9 +72,11 @@ export class Live {
       if (es !== this.es) return;
       try { this.emit('deleted', JSON.parse(m.data).session_id); } catch { /* malformed: skip */ }
     });
-    es.addEventListener('overflow', () => {
-      // The collector cut us off because we fell behind; resume from the last id right away.
+    es.addEventListener('overflow', (m) => {
+      // The collector cut us off because we fell behind; resume from the last id right away
+      // (the overflow message carries it, even when no event reached us yet).
       if (es !== this.es) return;
+      if (m.lastEventId) this.lastId = m.lastEventId;
       this.hadError = true;
       this.reconnectSoon(0);
     });
