@@ -494,6 +494,7 @@ impl Writer {
              heard_ms = CASE WHEN ?11 THEN ?12 ELSE heard_ms END, stalled = CASE WHEN ?11 THEN 0 ELSE stalled END \
              WHERE sid = ?1",
         )?;
+        let mut ended = Vec::new();
         for c in self.cache.values_mut().filter(|c| c.dirty) {
             let s = &c.state;
             let state = serde_json::to_string(s).map_err(to_sql_err)?;
@@ -527,6 +528,14 @@ impl Writer {
             }
             c.dirty = false;
             c.heard = false;
+            if !s.is_running() {
+                ended.push(s.id.clone());
+            }
+        }
+        // Ended sessions seldom hear more: keep the cache to live ones, or it grows with every
+        // session until the wholesale clear (the detector state is saved at the end).
+        for id in ended {
+            self.cache.remove(&id);
         }
         Ok(())
     }

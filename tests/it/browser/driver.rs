@@ -118,34 +118,45 @@ impl Browser {
             }
         };
         forget_screenshots(name);
-        let profile = tempfile::Builder::new().prefix("aop-chromium-").tempdir().expect("a profile directory");
         let http = Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(90))
             .build()
             .expect("an HTTP client for chromedriver");
 
-        let port = free_port();
-        let driver = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", chromedriver.display()));
-        let driver_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let driver_url = format!("http://{driver_addr}");
-        let mut browser = Browser {
-            name: name.to_owned(),
-            http,
-            driver_url,
-            driver_addr,
-            session: String::new(),
-            driver,
-            _profile: profile,
+        // A free port may be taken by a parallel test before chromedriver binds it: then it
+        // exits at once, and another port is tried.
+        let mut attempts = 0;
+        let mut browser = loop {
+            attempts += 1;
+            let port = free_port();
+            let driver = Command::new(&chromedriver)
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", chromedriver.display()));
+            let driver_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let mut browser = Browser {
+                name: name.to_owned(),
+                http: http.clone(),
+                driver_url: format!("http://{driver_addr}"),
+                driver_addr,
+                session: String::new(),
+                driver,
+                _profile: tempfile::Builder::new().prefix("aop-chromium-").tempdir().expect("a profile directory"),
+            };
+            match browser.wait_driver_ready().await {
+                Ok(()) => break browser,
+                Err(status) if attempts < 5 => {
+                    let _ =
+                        writeln!(std::io::stderr(), "chromedriver exited at start-up ({status}); trying another port");
+                }
+                Err(status) => panic!("chromedriver exited at start-up with {status}, {attempts} times"),
+            }
         };
-        browser.wait_driver_ready().await;
 
         let args = [
             "--headless=new".to_owned(),
@@ -175,18 +186,19 @@ impl Browser {
         Some(browser)
     }
 
-    async fn wait_driver_ready(&mut self) {
+    /// Waits until chromedriver answers; `Err` with its exit status if it exited instead.
+    async fn wait_driver_ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Ok(r) = self.http.get(format!("{}/status", self.driver_url)).send().await {
                 if let Ok(v) = r.json::<Value>().await {
                     if v["value"]["ready"] == true {
-                        return;
+                        return Ok(());
                     }
                 }
             }
             if let Ok(Some(status)) = self.driver.try_wait() {
-                panic!("chromedriver exited at start-up with {status}");
+                return Err(status);
             }
             assert!(
                 Instant::now() < deadline,
