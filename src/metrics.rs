@@ -43,63 +43,58 @@ impl Metrics {
     }
 
     pub fn render(&self, g: &Gauges) -> String {
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let simple: [(&str, &str, &str, u64); 13] = [
+            ("aop_events_ingested_total", "counter", "Events stored.", load(&self.events_accepted)),
+            (
+                "aop_events_duplicate_total",
+                "counter",
+                "Retried events acknowledged without storing them again.",
+                load(&self.events_duplicate),
+            ),
+            ("aop_events_rejected_total", "counter", "Events refused by validation.", load(&self.events_rejected)),
+            (
+                "aop_events_conflict_total",
+                "counter",
+                "Events refused because their sequence was taken by different content.",
+                load(&self.events_conflict),
+            ),
+            (
+                "aop_overload_rejections_total",
+                "counter",
+                "Requests answered 503 because the write queue was full or the store unavailable.",
+                load(&self.overload_rejections),
+            ),
+            ("aop_ingest_requests_total", "counter", "POST /events requests.", load(&self.requests_ingest)),
+            (
+                "aop_stream_overflows_total",
+                "counter",
+                "Subscribers cut off for falling behind.",
+                load(&self.stream_overflows),
+            ),
+            ("aop_store_commits_total", "counter", "Write transactions committed.", g.commits),
+            ("aop_alerts_total", "counter", "Alerts raised.", g.alerts),
+            ("aop_stream_subscribers", "gauge", "Open /stream connections.", g.subscribers as u64),
+            ("aop_write_queue_depth", "gauge", "Write jobs waiting for the writer.", g.queue_depth as u64),
+            ("aop_store_bytes", "gauge", "Size of the database files on disk.", g.store_bytes),
+            ("aop_store_writable", "gauge", "1 when the store accepts writes.", u64::from(g.store_writable)),
+        ];
         let mut out = String::with_capacity(4096);
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
-        };
-        counter(&mut out, "aop_events_ingested_total", "Events stored.", &self.events_accepted);
-        counter(
-            &mut out,
-            "aop_events_duplicate_total",
-            "Retried events acknowledged without storing them again.",
-            &self.events_duplicate,
-        );
-        counter(&mut out, "aop_events_rejected_total", "Events refused by validation.", &self.events_rejected);
-        counter(
-            &mut out,
-            "aop_events_conflict_total",
-            "Events refused because their sequence was taken by different content.",
-            &self.events_conflict,
-        );
-        counter(
-            &mut out,
-            "aop_overload_rejections_total",
-            "Requests answered 503 because the write queue was full or the store unavailable.",
-            &self.overload_rejections,
-        );
-        counter(&mut out, "aop_ingest_requests_total", "POST /events requests.", &self.requests_ingest);
-        counter(
-            &mut out,
-            "aop_stream_overflows_total",
-            "Subscribers cut off for falling behind.",
-            &self.stream_overflows,
-        );
+        for (name, kind, help, v) in simple {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
 
         let name = "aop_ingest_latency_seconds";
         let _ = writeln!(out, "# HELP {name} Time from request to durable acknowledgement.\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (b, n) in BUCKETS.iter().zip(&self.latency_buckets) {
-            cumulative += n.load(Ordering::Relaxed);
+            cumulative += load(n);
             let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
         }
-        let count = self.latency_count.load(Ordering::Relaxed);
+        let count = load(&self.latency_count);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_sum {}", load(&self.latency_sum_us) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {count}");
-
-        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(&mut out, "aop_stream_subscribers", "Open /stream connections.", g.subscribers as u64);
-        gauge(&mut out, "aop_write_queue_depth", "Write jobs waiting for the writer.", g.queue_depth as u64);
-        gauge(&mut out, "aop_store_bytes", "Size of the database files on disk.", g.store_bytes);
-        gauge(&mut out, "aop_store_writable", "1 when the store accepts writes.", u64::from(g.store_writable));
-        for (name, help, v) in [
-            ("aop_store_commits_total", "Write transactions committed.", g.commits),
-            ("aop_alerts_total", "Alerts raised.", g.alerts),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        }
         out
     }
 }
