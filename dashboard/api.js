@@ -1,10 +1,8 @@
 // The collector's public HTTP API, and the access token.
 //
 // Same origin by default. For development only, `?api=http://127.0.0.1:PORT` points the dashboard at
-// another collector (accepted for loopback origins only, so a crafted link cannot send the token
-// elsewhere).
-
-const TOKEN_KEY = 'aop.token';
+// another collector (accepted for loopback origins only). A token is kept for the collector it was
+// entered for and sent to that origin only: a crafted `?api=` link gets no token it was not given.
 
 function apiBase() {
   const raw = new URLSearchParams(location.search).get('api');
@@ -22,6 +20,10 @@ function apiBase() {
 
 export const API_BASE = apiBase();
 
+// The origin every request goes to; the token's storage key names it.
+const API_ORIGIN = new URL(API_BASE || location.origin).origin;
+const TOKEN_KEY = `aop.token@${API_ORIGIN}`;
+
 export class ApiError extends Error {
   constructor(status, message) {
     super(message);
@@ -31,6 +33,11 @@ export class ApiError extends Error {
 
 export function getToken() {
   try { return sessionStorage.getItem(TOKEN_KEY) || null; } catch { return null; }
+}
+
+/** The token for `url`, or null unless `url` is on the origin the token was entered for. */
+function tokenFor(url) {
+  return new URL(url, location.href).origin === API_ORIGIN ? getToken() : null;
 }
 
 function setToken(t) {
@@ -48,7 +55,7 @@ export function apiUrl(path, params, withToken = false) {
       if (v !== null && v !== undefined && v !== '') u.searchParams.set(k, String(v));
     }
   }
-  const t = getToken();
+  const t = tokenFor(u);
   if (withToken && t) u.searchParams.set('access_token', t);
   return u.toString();
 }
@@ -99,9 +106,13 @@ export async function api(path, { method = 'GET', params, raw = false, signal } 
   let rejected = false;
   for (let attempt = 0; attempt < 10; attempt++) {
     const headers = { Accept: 'application/json' };
-    const t = getToken();
+    const url = apiUrl(path, params);
+    const t = tokenFor(url);
     if (t) headers.Authorization = `Bearer ${t}`;
-    const res = await fetch(apiUrl(path, params), { method, headers, signal, cache: 'no-store' });
+    // The collector takes a write only with a JSON type (what a foreign page cannot send).
+    const sent = method === 'POST' ? '{}' : undefined;
+    if (sent) headers['Content-Type'] = 'application/json';
+    const res = await fetch(url, { method, headers, body: sent, signal, cache: 'no-store' });
     if (res.status === 401) {
       if (t) { setToken(null); rejected = true; }
       await askToken(rejected);

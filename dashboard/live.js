@@ -80,6 +80,13 @@ export class Live {
       this.hadError = true;
       this.reconnectSoon(0);
     });
+    es.addEventListener('reset', () => {
+      // The collector's history is not the one this page was built from (it restarted on another
+      // database): what the page shows is stale, so start over from what it holds now.
+      if (es !== this.es) return;
+      es.close();
+      location.reload();
+    });
     es.onerror = () => {
       if (es !== this.es) return;
       es.close();

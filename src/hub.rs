@@ -130,7 +130,13 @@ impl Hub {
         self.subscribers.load(Ordering::Relaxed)
     }
 
-    /// The latest event id published so far (0 before any).
+    /// Starts the order after `id`, the newest position the store already holds, so a new
+    /// subscriber's feed and a resume point are right before the first publish.
+    pub fn advance_to(&self, id: i64) {
+        self.last_event_id.fetch_max(id, Ordering::Relaxed);
+    }
+
+    /// The latest event id published so far, or the store's newest at start (0 when empty).
     pub fn last_event_id(&self) -> i64 {
         self.last_event_id.load(Ordering::Relaxed)
     }

@@ -28,8 +28,14 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     ForbiddenHost(String),
+    /// A state-changing request from a web page whose origin may not write.
+    #[error("{0}")]
+    ForbiddenOrigin(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A bounded resource other than the store is exhausted: retry shortly.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -45,8 +51,11 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) if is_overload(e) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(StoreError::BadCursor) => StatusCode::BAD_REQUEST,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -61,7 +70,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = match &self {
-            ApiError::Store(e) if !is_overload(e) => {
+            ApiError::Store(e) if !is_overload(e) && !matches!(e, StoreError::BadCursor) => {
                 // 5xx bodies stay opaque; the cause goes to the log.
                 tracing::error!(error = %e, "store failure");
                 "internal error; see the collector's log".to_owned()

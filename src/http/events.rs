@@ -18,15 +18,19 @@ pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Longest a body may take to arrive (16 MiB on loopback takes milliseconds).
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-enum Form {
+pub(crate) enum Form {
     Json,
     Ndjson,
 }
 
-fn form(headers: &HeaderMap) -> Result<Form, ApiError> {
+/// The body's form from its content type. Every request with a body must name a JSON type: a
+/// missing type is what a foreign page's `no-cors` fetch or beacon sends (see `security`).
+pub(crate) fn form(headers: &HeaderMap) -> Result<Form, ApiError> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
-        // curl without -H and some minimal SDKs send none; the body decides.
-        return Ok(Form::Json);
+        return Err(ApiError::UnsupportedMediaType(
+            "the request has no content type: send Content-Type: application/json (one event or an array) or application/x-ndjson"
+                .into(),
+        ));
     };
     let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
     let essence = ct.split(';').next().unwrap_or("").trim();

@@ -36,7 +36,13 @@ pub struct AppState {
     pub started: Instant,
     /// Shown by `/health` so the dashboard can tell a stalled session from a quiet one.
     pub stall_after_secs: f64,
+    /// One permit per export in progress ([`MAX_EXPORTS`]).
+    pub exports: Arc<tokio::sync::Semaphore>,
 }
+
+/// Exports served at once. Each holds about one chunk and the server's write buffer (well under
+/// a MiB) while its client is slow, so this bounds what slow exports can hold in all.
+pub const MAX_EXPORTS: usize = 32;
 
 pub fn router(state: AppState, security: Security) -> Router {
     let security = Arc::new(security);

@@ -1,17 +1,21 @@
 //! `/health`, `/metrics` and the index at `/`.
 
+use super::security::Trusted;
 use super::AppState;
 use crate::metrics::Gauges;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
 use axum::Json;
 use serde_json::json;
 
-pub(crate) async fn health(State(app): State<AppState>) -> Response {
+/// `/health` answers everyone (load balancers, the dashboard before it has a token); where the
+/// files are and which process serves them is for callers holding the token.
+pub(crate) async fn health(State(app): State<AppState>, trusted: Option<Extension<Trusted>>) -> Response {
     let store = app.store.health();
     let status = if store.writable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({
+    let mut body = json!({
         "ok": store.writable,
         "version": env!("CARGO_PKG_VERSION"),
         "subscribers": app.hub.subscriber_count(),
@@ -20,6 +24,14 @@ pub(crate) async fn health(State(app): State<AppState>) -> Response {
         "stall_after_secs": app.stall_after_secs,
         "store": store,
     });
+    if !trusted.is_some_and(|Extension(Trusted(t))| t) {
+        if let Some(o) = body.as_object_mut() {
+            o.remove("pid");
+        }
+        if let Some(o) = body["store"].as_object_mut() {
+            o.remove("path");
+        }
+    }
     (status, Json(body)).into_response()
 }
 
@@ -51,7 +63,7 @@ pub(crate) async fn index(headers: HeaderMap) -> Response {
         "endpoints": {
             "POST /events": "ingest one event (JSON object) or a batch (JSON array or application/x-ndjson)",
             "GET /sessions": "sessions, most recent activity first (limit, cursor, status, agent_id, parent_session_id, q)",
-            "GET /sessions/{id}": "a session with its events (after, limit) and alerts",
+            "GET /sessions/{id}": "a session with its events (after, limit) and alerts (alerts_after)",
             "GET /sessions/{id}/children": "direct child sessions",
             "GET /sessions/{id}/export": "the session's events as JSON lines",
             "DELETE /sessions/{id}": "delete a session, its events and alerts",

@@ -1,4 +1,7 @@
-//! Who may talk to the collector: the Host check (DNS rebinding), the access token, and CORS.
+//! Who may talk to the collector: the Host check (DNS rebinding), the Origin check (cross-site
+//! writes), the access token, and CORS; plus the headers that keep the dashboard out of other
+//! sites' frames. The other half of the cross-site defence is in the handlers that take a body:
+//! they require a JSON type, which a page cannot send to another origin without a preflight.
 
 use super::ApiError;
 use axum::extract::{Request, State};
@@ -50,12 +53,14 @@ impl Security {
 
     fn token_ok(&self, req: &Request) -> bool {
         let Some(want) = &self.token else { return true };
+        // RFC 9110: the scheme is case-insensitive (`BEARER x` is as good as `Bearer x`).
         let bearer = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         if let Some(given) = bearer {
             return given.as_bytes().ct_eq(want.as_bytes()).into();
         }
@@ -70,14 +75,26 @@ impl Security {
         raw_ok | decoded_ok
     }
 
-    pub(crate) fn cors(&self) -> CorsLayer {
-        let extra = self.cors_origins.clone();
+    /// Origins CORS lets read answers: loopback pages and configured ones.
+    fn cors_allows(&self, origin: &str) -> bool {
+        self.cors_origins.iter().any(|o| o == origin) || local_origin(origin)
+    }
+
+    /// Whether a request carrying `Origin` may change state: a CORS-allowed origin, or the
+    /// collector's own (the dashboard served under an `--allow-host` name).
+    fn origin_may_write(&self, origin: &str, host: &str) -> bool {
+        if self.cors_allows(origin) {
+            return true;
+        }
+        let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
+    }
+
+    pub(crate) fn cors(self: &Arc<Self>) -> CorsLayer {
+        let me = Arc::clone(self);
         CorsLayer::new()
             .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-                let Ok(origin) = origin.to_str() else {
-                    return false;
-                };
-                extra.iter().any(|o| o == origin) || local_origin(origin)
+                origin.to_str().is_ok_and(|o| me.cors_allows(o))
             }))
             .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
             .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, HeaderName::from_static("last-event-id")])
@@ -117,24 +134,73 @@ fn local_origin(origin: &str) -> bool {
     host == "localhost" || host == "127.0.0.1" || host == "::1"
 }
 
-pub(crate) async fn guard(State(sec): State<Arc<Security>>, req: Request, next: Next) -> Response {
-    if let Some(host) = req.headers().get(header::HOST) {
+/// Whether the caller proved it holds the token (always true when none is configured): read by
+/// handlers that show more to trusted callers, such as `/health`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Trusted(pub(crate) bool);
+
+/// The one `Host` of a request: exactly one header, or the URI's authority where the protocol
+/// carries it there (HTTP/2). Two headers, or none, is a malformed request.
+fn the_host(req: &Request) -> Result<String, ApiError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
         // A Host that is not visible ASCII is no name of ours: refuse it rather than skip the check.
-        let host = host.to_str().unwrap_or("\u{fffd}");
-        if !sec.host_allowed(host) {
-            return ApiError::ForbiddenHost(format!(
-                "Host {host:?} is not a name of this collector; add it with --allow-host if you meant it (this check stops DNS rebinding)"
-            ))
-            .into_response();
+        (Some(h), None) => Ok(h.to_str().unwrap_or("\u{fffd}").to_owned()),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest("the request has more than one Host header".into())),
+        (None, _) => req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .ok_or_else(|| ApiError::BadRequest("the request has no Host header".into())),
+    }
+}
+
+/// Methods that only read: everything else changes state and gets the cross-site checks.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+pub(crate) async fn guard(State(sec): State<Arc<Security>>, req: Request, next: Next) -> Response {
+    let mut resp = match check(&sec, req, next).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    };
+    // Another page must not frame the dashboard (and its Delete button) to click through it.
+    let h = resp.headers_mut();
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+async fn check(sec: &Security, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let host = the_host(&req)?;
+    if !sec.host_allowed(&host) {
+        return Err(ApiError::ForbiddenHost(format!(
+            "Host {host:?} is not a name of this collector; add it with --allow-host if you meant it (this check stops DNS rebinding)"
+        )));
+    }
+    if !is_safe(req.method()) {
+        // Any page the user visits can send a write (a no-cors fetch, a beacon, a form) even
+        // though it cannot read the answer: refuse foreign origins before anything is stored.
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("\u{fffd}");
+            if !sec.origin_may_write(origin, &host) {
+                return Err(ApiError::ForbiddenOrigin(format!(
+                    "requests from origin {origin:?} may not change this collector; add it with --cors-origin if you meant it"
+                )));
+            }
         }
     }
     let path = req.uri().path();
     let public =
         path == "/health" || path == "/dashboard" || path.starts_with("/dashboard/") || req.method() == Method::OPTIONS;
-    if !public && !sec.token_ok(&req) {
-        return ApiError::Unauthorized.into_response();
+    let trusted = sec.token_ok(&req);
+    if !public && !trusted {
+        return Err(ApiError::Unauthorized);
     }
-    next.run(req).await
+    req.extensions_mut().insert(Trusted(trusted));
+    Ok(next.run(req).await)
 }
 
 #[cfg(test)]
@@ -171,6 +237,23 @@ mod tests {
         assert_eq!(percent_decode("a+b%20c"), b"a b c");
         assert_eq!(percent_decode("bad%zz%4"), b"bad%zz%4");
         assert_eq!(percent_decode("%41"), b"A");
+    }
+
+    #[test]
+    fn origins_that_may_write() {
+        let sec = Security { cors_origins: vec!["https://dash.example".into()], ..Default::default() };
+        for (origin, host, ok) in [
+            ("http://localhost:3000", "localhost:4317", true),
+            ("https://dash.example", "localhost:4317", true),
+            ("http://box.lan:4317", "box.lan:4317", true),
+            ("http://BOX.lan:4317", "box.LAN:4317", true),
+            ("http://box.lan:4318", "box.lan:4317", false),
+            ("http://evil.example", "localhost:4317", false),
+            ("null", "localhost:4317", false),
+            ("file://", "localhost:4317", false),
+        ] {
+            assert_eq!(sec.origin_may_write(origin, host), ok, "{origin} to {host}");
+        }
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! `/sessions` and `/alerts`: lists, detail, children, export and deletion.
 
 use super::{ApiError, AppState, Params};
-use crate::store::{AlertQuery, SessionQuery, StoredEvent};
+use crate::store::{AlertQuery, DetailQuery, SessionQuery, StoredEvent};
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{StreamExt, TryStreamExt};
+use std::sync::Arc;
 
 /// Events per detail page unless `limit` says otherwise, and the most it may say.
 const DETAIL_DEFAULT_LIMIT: usize = 1000;
 const DETAIL_MAX_LIMIT: usize = 10_000;
+/// Alerts per detail page (`alerts_after` pages on; a session rarely has more than a handful).
+const DETAIL_ALERTS: usize = 10_000;
 
 fn json_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
@@ -34,9 +37,13 @@ pub(crate) async fn detail(
     Path(id): Path<String>,
     p: Params,
 ) -> Result<Response, ApiError> {
-    let after = p.int("after")?;
-    let limit = p.limit(DETAIL_DEFAULT_LIMIT, DETAIL_MAX_LIMIT)?;
-    let d = app.store.session_detail(id.clone(), after, limit).await?.ok_or_else(|| unknown(&id))?;
+    let q = DetailQuery {
+        after: p.int("after")?,
+        limit: p.limit(DETAIL_DEFAULT_LIMIT, DETAIL_MAX_LIMIT)?,
+        alerts_after: p.int("alerts_after")?,
+        alerts_limit: DETAIL_ALERTS,
+    };
+    let d = app.store.session_detail(id.clone(), q).await?.ok_or_else(|| unknown(&id))?;
     // Events and alerts are stored as JSON text: splice them in rather than re-serialise.
     let mut out = String::with_capacity(256 + d.events.iter().map(|e| e.json.len() + 1).sum::<usize>());
     out.push_str("{\"session\":");
@@ -49,7 +56,8 @@ pub(crate) async fn detail(
         Some(StoredEvent { sequence, .. }) if d.more => sequence.to_string(),
         _ => "null".to_owned(),
     };
-    out.push_str(&format!(",\"next_after\":{next_after}}}"));
+    let next_alerts_after = d.next_alerts_after.map_or_else(|| "null".to_owned(), |id| id.to_string());
+    out.push_str(&format!(",\"next_after\":{next_after},\"next_alerts_after\":{next_alerts_after}}}"));
     Ok(json_response(out))
 }
 
@@ -74,6 +82,9 @@ pub(crate) async fn children(State(app): State<AppState>, Path(id): Path<String>
 }
 
 pub(crate) async fn export(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let permit = Arc::clone(&app.exports).try_acquire_owned().map_err(|_| {
+        ApiError::Unavailable(format!("{} exports are already in progress; retry shortly", super::MAX_EXPORTS))
+    })?;
     let mut stream = app.store.export(id.clone()).await?.ok_or_else(|| unknown(&id))?;
     // A failure in the first chunk can still be a proper error status; later ones can only cut
     // the body short (the client sees an incomplete response, never a truncated "success").
@@ -83,7 +94,10 @@ pub(crate) async fn export(State(app): State<AppState>, Path(id): Path<String>) 
     let safe: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || "_.:@-".contains(*c)).collect();
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"session-{safe}.jsonl\""))
         .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
-    let body = Body::from_stream(stream.map_err(std::io::Error::other));
+    // The permit goes when the body does: when it is sent, cut off, or the client leaves.
+    let body = Body::from_stream(stream.map_err(std::io::Error::other).inspect(move |_| {
+        let _held = &permit;
+    }));
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson")),
@@ -102,8 +116,14 @@ pub(crate) async fn delete(State(app): State<AppState>, Path(id): Path<String>) 
     }
 }
 
-/// `POST /sessions/:id/pin`: retention never deletes a pinned session.
-pub(crate) async fn pin(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// `POST /sessions/:id/pin`: retention never deletes a pinned session. Like every POST it needs a
+/// JSON content type (the body is ignored): an HTML form on another site cannot send one.
+pub(crate) async fn pin(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    super::events::form(&headers)?;
     set_pin(app, id, true).await
 }
 

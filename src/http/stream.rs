@@ -84,18 +84,31 @@ fn encode(m: &Message) -> Bytes {
 pub(crate) async fn stream(State(app): State<AppState>, headers: HeaderMap, p: Params) -> Response {
     let filter = Filter::from(&p);
     // The header is what EventSource sends when it reconnects by itself: newer than the URL's `since`.
-    let since = headers
+    let mut since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok()?.trim().parse::<i64>().ok())
         .or_else(|| p.get("since").and_then(|s| s.parse().ok()));
     // Where this subscriber's feed begins, should it be cut off before any event (read before
     // subscribing: anything later is either live or in the backlog).
-    let start = since.unwrap_or_else(|| app.hub.last_event_id());
+    let live_start = app.hub.last_event_id();
     // Subscribe before reading the backlog, so nothing committed in between is missed.
     let mut sub = app.hub.subscribe();
+    // A position past the newest one was given out by another database (the collector restarted
+    // on a fresh file, say): waiting for it would deliver nothing, ever. Start at the newest and
+    // say so, with an `id:` the client resumes from.
+    let newest = app.hub.last_event_id();
+    let reset = since.filter(|&s| s > newest).map(|asked| {
+        since = Some(newest);
+        let data = format!("{{\"reason\":\"position {asked} is beyond this collector's newest event ({newest}): its history is not the one you were following; reload it\",\"last_event_id\":{newest}}}");
+        Bytes::from(format!("id: {newest}\nevent: reset\ndata: {data}\n\n"))
+    });
+    let start = since.unwrap_or(live_start);
     let shutdown = app.shutdown.clone();
     let body = async_stream::stream! {
         yield Ok::<Bytes, Infallible>(Bytes::from_static(b": connected\n\n"));
+        if let Some(frame) = reset {
+            yield Ok(frame);
+        }
         let mut last = since.unwrap_or(i64::MIN);
         if let Some(mut after) = since {
             loop {

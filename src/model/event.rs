@@ -264,6 +264,10 @@ fn check_session_id(field: &'static str, id: &str) -> Result<(), EventError> {
     if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '@' | '-'))) {
         return Err(EventError::invalid(field, format!("may only contain A-Z a-z 0-9 _ . : @ -, found {c:?}")));
     }
+    if id == "." || id == ".." {
+        // A URL path resolves these away: `/sessions/../export` would name another resource.
+        return Err(EventError::invalid(field, format!("must not be {id:?} (a dot segment in a URL)")));
+    }
     Ok(())
 }
 
@@ -373,6 +377,9 @@ mod tests {
             ("session_id", &long_id, "`session_id` must be 1 to 128"),
             ("session_id", &max_id, ""),
             ("session_id", "\"../etc/passwd\"", "`session_id` may only contain"),
+            ("session_id", "\".\"", "`session_id` must not be \".\""),
+            ("session_id", "\"..\"", "`session_id` must not be \"..\""),
+            ("session_id", "\"...\"", ""),
             ("session_id", "\"a b\"", "`session_id` may only contain"),
             ("session_id", "\"sess_x.y:z@w-1\"", ""),
             ("session_id", "7", "`session_id` must be a string, got a number"),

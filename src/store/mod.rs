@@ -48,6 +48,12 @@ pub enum StoreError {
     Open { path: String, reason: String },
     #[error("database error: {0}")]
     Db(String),
+    /// The session was deleted while it was being read.
+    #[error("session {0:?} was deleted while it was being read")]
+    Gone(String),
+    /// A page cursor this store did not give out (or mangled on the way back).
+    #[error("query parameter `cursor` is not a cursor this collector gave out; start again without it")]
+    BadCursor,
 }
 
 /// What retention may delete: ended, unpinned sessions older than `max_age_ms` (collector
@@ -109,6 +115,16 @@ pub struct AlertPage {
     pub next_cursor: Option<String>,
 }
 
+/// Which part of a session's detail to read: events after `after` (by sequence), at most
+/// `limit`; alerts after `alerts_after` (by alert id), at most `alerts_limit`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DetailQuery {
+    pub after: Option<i64>,
+    pub limit: usize,
+    pub alerts_after: Option<i64>,
+    pub alerts_limit: usize,
+}
+
 /// One session's detail page.
 #[derive(Debug, Clone)]
 pub struct SessionDetail {
@@ -118,6 +134,8 @@ pub struct SessionDetail {
     pub more: bool,
     /// Alert objects as JSON text, oldest first.
     pub alerts: Vec<String>,
+    /// The id of the last alert returned, when more alerts follow it.
+    pub next_alerts_after: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,13 +161,8 @@ pub trait Store: Send + Sync + 'static {
     fn delete_session(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>>;
     fn list_sessions(&self, q: SessionQuery) -> BoxFuture<'_, Result<SessionPage, StoreError>>;
     fn children(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<SessionRow>>, StoreError>>;
-    /// The session with events after `after` (by sequence), at most `limit` of them.
-    fn session_detail(
-        &self,
-        id: String,
-        after: Option<i64>,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Option<SessionDetail>, StoreError>>;
+    /// The session with one page of its events and one of its alerts.
+    fn session_detail(&self, id: String, q: DetailQuery) -> BoxFuture<'_, Result<Option<SessionDetail>, StoreError>>;
     /// The session's events as JSON lines, read in chunks (constant memory); `None` if unknown.
     fn export(&self, id: String) -> BoxFuture<'_, Result<Option<ExportStream>, StoreError>>;
     /// Events stored after global position `after`, oldest first, for stream resumption.

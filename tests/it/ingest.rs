@@ -299,7 +299,8 @@ async fn inside_a_batch_an_oversize_event_fails_alone() {
 async fn only_json_content_types_are_accepted() {
     let server = TestServer::start().await;
     let cases: &[(Option<&str>, StatusCode)] = &[
-        (None, StatusCode::OK),
+        // No type is what a foreign page's no-cors fetch or sendBeacon sends: refused too.
+        (None, StatusCode::UNSUPPORTED_MEDIA_TYPE),
         (Some("application/json"), StatusCode::OK),
         (Some("application/json; charset=utf-8"), StatusCode::OK),
         (Some("Application/JSON;charset=UTF-8"), StatusCode::OK),
@@ -663,4 +664,22 @@ fn no_body_breaks_ingest_and_every_acknowledged_event_is_served_back() {
         .unwrap();
 
     assert_eq!(rt.block_on(server.health())["ok"], true);
+}
+
+/// `.` and `..` are dot segments: a browser resolves `/sessions/../export` to `/export`, so such a
+/// session could be neither exported nor deleted from the dashboard. They are refused at ingest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segment_session_ids_are_refused() {
+    let server = TestServer::start().await;
+    for id in [".", ".."] {
+        for field in ["session_id", "parent_session_id"] {
+            let mut ev = event("fine", 1, "session.started", json!({}));
+            ev[field] = json!(id);
+            let got = server.post_event(&ev).await;
+            assert_error(&format!("{field} {id:?}"), &got, StatusCode::BAD_REQUEST, field);
+        }
+    }
+    assert_eq!(server.sessions("").await, Vec::<Value>::new());
+    server.ingest_one(&event("...", 1, "session.started", json!({}))).await;
+    assert_eq!(server.session("...").await["id"], "...");
 }

@@ -771,7 +771,13 @@ async fn a_database_full_of_ended_sessions_makes_room_by_itself() {
     server.ingest_one(&event("keep_pinned", 0, "session.started", json!({}))).await;
     server.ingest_one(&event("keep_pinned", 1, "session.ended", json!({"outcome": "completed"}))).await;
     assert_eq!(
-        TestServer::send_json(server.request(reqwest::Method::POST, "/sessions/keep_pinned/pin")).await.2,
+        TestServer::send_json(
+            server
+                .request(reqwest::Method::POST, "/sessions/keep_pinned/pin")
+                .header("content-type", "application/json")
+        )
+        .await
+        .2,
         json!({"ok": true, "pinned": true})
     );
     server.ingest_one(&event("keep_running", 0, "session.started", json!({}))).await;
@@ -837,7 +843,8 @@ fn session_of(id: &str, n: i64, running: bool) -> Vec<Value> {
 
 async fn pin(server: &TestServer, id: &str, pinned: bool) {
     let method = if pinned { reqwest::Method::POST } else { reqwest::Method::DELETE };
-    let (status, _, body) = TestServer::send_json(server.request(method, &format!("/sessions/{id}/pin"))).await;
+    let req = server.request(method, &format!("/sessions/{id}/pin")).header("content-type", "application/json");
+    let (status, _, body) = TestServer::send_json(req).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"ok": true, "pinned": pinned})), "pin {id}: {pinned}");
 }
 
@@ -861,7 +868,9 @@ async fn retain_deletes_old_ended_sessions_but_never_running_or_pinned_ones_and_
     pin(&server, "old_unpinned", false).await;
     assert_eq!(server.session("old_pinned").await["pinned"], true);
     assert_eq!(server.session("old_unpinned").await["pinned"], false);
-    let (status, _, _) = TestServer::send_json(server.request(reqwest::Method::POST, "/sessions/nobody/pin")).await;
+    let nobody =
+        server.request(reqwest::Method::POST, "/sessions/nobody/pin").header("content-type", "application/json");
+    let (status, _, _) = TestServer::send_json(nobody).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let kept_running = server.events("old_running").await;
     let kept_pinned = server.events("old_pinned").await;

@@ -294,3 +294,179 @@ async fn payloads_never_reach_the_log() {
     let output = format!("{}{}", server.stdout(), server.stderr());
     assert!(!output.contains(MARK), "a payload reached the collector's output:\n{output}");
 }
+
+/// A page on any origin can send writes it cannot read the answer of (a `no-cors` fetch, a
+/// beacon, a form): a foreign `Origin` is refused before anything is stored, whatever the method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_origin_cannot_change_anything() {
+    let server = Launch::new().args(["--cors-origin", "https://dash.example", "--allow-host", "box.lan"]).start().await;
+    let victim = event("victim", 1, "session.started", json!({"goal": "private"}));
+    server.ingest_one(&victim).await;
+    let intruder = event("intruder", 1, "session.started", json!({"goal": "planted"})).to_string();
+    let port = server.port();
+
+    for origin in ["http://evil.example", "https://evil.example:8443", "null", "http://localhost.evil.example"] {
+        let writes = [
+            (Method::POST, "/events", Some(intruder.clone())),
+            (Method::DELETE, "/sessions/victim", None),
+            (Method::POST, "/sessions/victim/pin", Some("{}".to_owned())),
+            (Method::DELETE, "/sessions/victim/pin", None),
+        ];
+        for (method, path, body) in writes {
+            let req = send(&server, &method, path, &body).header("origin", origin);
+            let (status, _, json) = TestServer::send_json(req).await;
+            let case = format!("{method} {path} from {origin}");
+            assert_eq!(status, StatusCode::FORBIDDEN, "{case}: {json}");
+            assert!(json["error"].as_str().is_some_and(|e| e.contains("origin")), "{case}: {json}");
+        }
+        // Reads are answered (the browser keeps their answers from the page).
+        let req = server.request(Method::GET, "/sessions").header("origin", origin);
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::OK, "GET from {origin}");
+    }
+    assert_eq!(server.events("victim").await, vec![victim.clone()]);
+    assert_eq!(server.session("victim").await["pinned"], false);
+    assert_eq!(server.get_json("/sessions/intruder").await.0, StatusCode::NOT_FOUND);
+
+    // Loopback pages, configured origins and the collector's own origin may write.
+    for (i, origin) in
+        ["http://localhost:3000", "http://127.0.0.1:5173", "https://dash.example", &format!("http://box.lan:{port}")]
+            .into_iter()
+            .enumerate()
+    {
+        let ev = event("victim", 2 + i as i64, "cognition.thought", json!({"content": origin}));
+        let mut req = send(&server, &Method::POST, "/events", &Some(ev.to_string())).header("origin", origin);
+        if origin.contains("box.lan") {
+            req = req.header(HOST, format!("box.lan:{port}"));
+        }
+        let (status, _, json) = TestServer::send_json(req).await;
+        assert_eq!(status, StatusCode::OK, "POST from {origin}: {json}");
+    }
+    assert_eq!(server.session("victim").await["event_count"], 5);
+}
+
+/// What a cross-site write without a preflight can carry: no content type, `text/plain`, a form.
+/// Each is refused with 415 on every route that writes, even with no `Origin` at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_a_json_content_type() {
+    let server = TestServer::start().await;
+    server.ingest_one(&event("victim", 1, "session.started", json!({"goal": "g"}))).await;
+    let ev = event("planted", 1, "session.started", json!({})).to_string();
+    for content_type in [None, Some("text/plain;charset=UTF-8"), Some("application/x-www-form-urlencoded")] {
+        for path in ["/events", "/sessions/victim/pin"] {
+            let mut req = server.request(Method::POST, path).body(ev.clone());
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            let (status, _, json) = TestServer::send_json(req).await;
+            let case = format!("POST {path} with content type {content_type:?}");
+            assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{case}: {json}");
+            assert!(json["error"].as_str().is_some_and(|e| e.contains("content type")), "{case}: {json}");
+        }
+    }
+    assert_eq!(server.get_json("/sessions/planted").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(server.session("victim").await["pinned"], false);
+    // With a JSON type, the pin goes through.
+    let req = server.request(Method::POST, "/sessions/victim/pin").header("content-type", "application/json");
+    assert_eq!(TestServer::send_json(req).await.0, StatusCode::OK);
+    assert_eq!(server.session("victim").await["pinned"], true);
+}
+
+/// Another page must not be able to frame the dashboard (and click its Delete button through it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_page_may_frame_the_collector() {
+    let server = TestServer::start().await;
+    for path in ["/dashboard/", "/dashboard/app.js", "/sessions", "/health", "/no-such-route"] {
+        let resp = server.request(Method::GET, path).send().await.unwrap();
+        let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(header("x-frame-options").as_deref(), Some("DENY"), "GET {path}");
+        assert!(header("content-security-policy").is_some_and(|c| c.contains("frame-ancestors 'none'")), "GET {path}");
+        assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"), "GET {path}");
+    }
+}
+
+/// One `Host` is the rule: two (a name we accept, then a foreign one) or none is malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_needs_exactly_one_host_header() {
+    let server = TestServer::start().await;
+    let port = server.port();
+    let cases = [
+        (format!("GET /sessions HTTP/1.1\nHost: localhost:{port}\nHost: evil.example"), 400),
+        (format!("GET /sessions HTTP/1.1\nHost: evil.example\nHost: localhost:{port}"), 400),
+        ("GET /sessions HTTP/1.1".to_owned(), 400),
+        ("GET /sessions HTTP/1.0".to_owned(), 400),
+        (format!("GET /sessions HTTP/1.1\nHost: localhost:{port}"), 200),
+    ];
+    for (head, want) in cases {
+        let answer = crate::support::raw::exchange(server.addr(), &head, b"").await;
+        assert_eq!(crate::support::raw::status_of(&answer), want, "{head:?}\n{answer}");
+        if want == 400 {
+            assert!(answer.contains("Host"), "the refusal does not name the header: {answer}");
+        }
+    }
+}
+
+/// RFC 9110: the authentication scheme is case-insensitive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    const TOKEN: &str = "case-T0ken";
+    let server = Launch::new().token(TOKEN).start().await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let req = server.request(Method::GET, "/sessions").header(AUTHORIZATION, format!("{scheme} {TOKEN}"));
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::OK, "{scheme}");
+    }
+    for wrong in [format!("Bearer{TOKEN}"), format!("Bearerx {TOKEN}"), format!("Basic {TOKEN}")] {
+        let req = server.request(Method::GET, "/sessions").header(AUTHORIZATION, &wrong);
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "{wrong}");
+    }
+}
+
+/// `/health` answers anyone; where the data lives and which process serves it, only callers with
+/// the token learn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_shows_the_path_and_pid_only_to_token_holders() {
+    const TOKEN: &str = "health-T0ken";
+    let server = Launch::new().token(TOKEN).start().await;
+    let db = server.db_path().display().to_string();
+    let anonymous = server.health().await;
+    assert_eq!(anonymous["ok"], true);
+    assert!(anonymous.get("pid").is_none(), "{anonymous}");
+    assert!(anonymous["store"].get("path").is_none(), "{anonymous}");
+    assert!(!anonymous.to_string().contains(&db), "{anonymous}");
+    let trusted = server.get_ok("/health").await;
+    assert_eq!(trusted["pid"], server.pid().as_raw());
+    assert_eq!(trusted["store"]["path"], db);
+
+    // Without a token configured, everyone is trusted, as before.
+    let open = TestServer::start().await;
+    let health = open.health().await;
+    assert_eq!(health["pid"], open.pid().as_raw());
+    assert_eq!(health["store"]["path"], open.db_path().display().to_string());
+}
+
+/// A database that others could read (an older aop, a copy, a restore) is made private at start,
+/// with its WAL and shared-memory files, and the log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_others_could_read_is_made_private() {
+    let mut server = TestServer::start().await;
+    server.ingest_one(&event("private", 1, "session.started", json!({"goal": "secret"}))).await;
+    server.sigkill().await; // leaves the WAL and shared-memory files behind
+    let db = server.db_path();
+    let sides: Vec<_> = ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| db.with_file_name(format!("events.db{s}")))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(sides.len() >= 2, "expected the WAL beside the database after SIGKILL: {sides:?}");
+    for p in &sides {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    server.start_again().await;
+    for p in &sides {
+        if p.exists() {
+            assert_eq!(mode(p), 0o600, "{}", p.display());
+        }
+    }
+    assert_eq!(mode(&db), 0o600);
+    assert!(server.stderr().contains("owner only"), "no warning in the log:\n{}", server.output());
+    assert_eq!(server.session("private").await["goal"], "secret");
+}

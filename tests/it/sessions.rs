@@ -370,11 +370,18 @@ async fn malformed_paging_parameters_are_a_400() {
         "/sessions?limit=ten",
         "/sessions/one?limit=0",
         "/sessions/one?after=later",
+        "/sessions/one?alerts_after=x",
         "/alerts?limit=0",
+        // A cursor the collector never gave out is not silently the first page.
+        "/sessions?cursor=garbage",
+        "/sessions?cursor=x~one",
+        "/sessions?limit=1&cursor=~one",
+        "/alerts?cursor=garbage",
     ] {
         let (status, body) = server.get_json(path).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
-        assert!(body["error"].as_str().is_some_and(|e| e.contains("limit") || e.contains("after")), "{path}: {body}");
+        let names = ["limit", "after", "cursor"];
+        assert!(body["error"].as_str().is_some_and(|e| names.iter().any(|n| e.contains(n))), "{path}: {body}");
     }
 }
 
@@ -621,4 +628,122 @@ async fn unknown_sessions_are_404_with_a_json_error() {
         assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{method} {path}: {body}");
     }
     assert_eq!(server.session_ids("").await, ["known"]);
+}
+
+/// Exports that nobody reads: each holds about one chunk and the server's write buffer, whatever
+/// its events' sizes (the chunks are bounded in bytes), and only so many run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_nobody_reads_hold_little_memory_and_are_capped() {
+    let server = TestServer::start().await;
+    // 600 events of ~60 KiB: 36 MiB, all of which a row-counted chunk would have held at once.
+    let filler = "x".repeat(60 * 1024);
+    let evs: Vec<Value> =
+        (1..=600).map(|i| event("heavy", i, "cognition.thought", json!({"content": filler, "n": i}))).collect();
+    for chunk in evs.chunks(100) {
+        server.import(chunk).await;
+    }
+    // One export read to the end first, so the readers' page caches are warm before measuring.
+    let whole = server.get("/sessions/heavy/export").await.bytes().await.expect("the export");
+    assert_eq!(whole.iter().filter(|b| **b == b'\n').count(), 600);
+
+    let before = server.rss_bytes();
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(crate::support::raw::sluggish_get(server.addr(), "/sessions/heavy/export").await);
+    }
+    // Give the server every chance to buffer what it would; take the highest reading.
+    let mut peak = before;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        peak = peak.max(server.rss_bytes());
+    }
+    let grown = peak.saturating_sub(before);
+    println!("8 stalled exports of a 36 MiB session: RSS grew by {} KiB", grown >> 10);
+    assert!(grown < 48 << 20, "8 stalled exports of a 36 MiB session grew the collector by {} MiB", grown >> 20);
+
+    // The cap: 32 at once, the next is told to come back, and a slot frees when a client leaves.
+    for _ in 8..32 {
+        stalled.push(crate::support::raw::sluggish_get(server.addr(), "/sessions/heavy/export").await);
+    }
+    // The server takes the stalled requests in its own time: ask until it refuses (each 200 on the
+    // way is dropped unread, which frees its slot again).
+    let refused = eventually("the export past the cap to be refused", || async {
+        let resp = server.get("/sessions/heavy/export").await;
+        (resp.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(resp)
+    })
+    .await;
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.expect("a JSON error");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("exports")), "{body}");
+    drop(stalled);
+    eventually("an export slot to free up", || async {
+        let resp = server.get("/sessions/heavy/export").await;
+        (resp.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+}
+
+/// A session deleted while it is exported: the body breaks off (no final chunk), so a client can
+/// tell the file is incomplete instead of keeping 22,000 of 60,000 lines as if that were all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_cut_off_by_a_deletion_looks_cut_off() {
+    let server = TestServer::start().await;
+    let text = "t".repeat(400);
+    let evs: Vec<Value> =
+        (1..=60_000).map(|i| event("doomed", i, "cognition.thought", json!({"content": text, "n": i}))).collect();
+    for chunk in evs.chunks(10_000) {
+        server.import(chunk).await;
+    }
+    let resp = server.get("/sessions/doomed/export").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.expect("a first chunk").expect("a first chunk");
+    assert!(!first.is_empty());
+    assert_eq!(server.delete("/sessions/doomed").await.0, StatusCode::OK);
+
+    let mut lines = first.iter().filter(|b| **b == b'\n').count();
+    let mut broke = None;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => lines += c.iter().filter(|b| **b == b'\n').count(),
+            Err(e) => {
+                broke = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(lines < 60_000, "the whole session was exported before the deletion; make it bigger");
+    assert!(broke.is_some(), "the export ended like a complete one after {lines} of 60000 lines");
+}
+
+/// More alerts than one detail page holds: the page says where the next begins
+/// (`next_alerts_after`) and `alerts_after` reads it; no alert is lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detail_pages_alerts_past_ten_thousand() {
+    let server = TestServer::start().await;
+    // Three low-confidence thoughts, then a confident one: one confidence_drop alert per four events.
+    let want = 10_005;
+    let evs: Vec<Value> = (1..=want * 4)
+        .map(|i| {
+            let confidence = if i % 4 == 0 { "high" } else { "low" };
+            event("doubtful", i, "cognition.thought", json!({"content": "hmm", "confidence": confidence}))
+        })
+        .collect();
+    for chunk in evs.chunks(10_000) {
+        server.import(chunk).await;
+    }
+    let first = server.get_ok("/sessions/doubtful?limit=1").await;
+    assert_eq!(first["session"]["alert_count"], want);
+    let page1 = first["alerts"].as_array().expect("alerts").clone();
+    assert_eq!(page1.len(), 10_000);
+    let last_id = page1.last().unwrap()["id"].as_i64().unwrap();
+    assert_eq!(first["next_alerts_after"], last_id, "the page does not say that more alerts follow");
+
+    let second = server.get_ok(&format!("/sessions/doubtful?limit=1&alerts_after={last_id}")).await;
+    let page2 = second["alerts"].as_array().expect("alerts").clone();
+    assert_eq!(page2.len(), 5);
+    assert_eq!(second["next_alerts_after"], Value::Null);
+    let ids: Vec<i64> = page1.iter().chain(&page2).map(|a| a["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "alerts out of order or repeated across pages");
+    assert!(page1.iter().chain(&page2).all(|a| a["type"] == "confidence_drop" && a["session_id"] == "doubtful"));
 }

@@ -351,3 +351,39 @@ async fn an_idle_stream_gets_a_keep_alive_comment_within_15_seconds() {
         other => panic!("no keep-alive within 20 s: {other:?}"),
     }
 }
+
+/// A resume position past the newest event (the collector restarted on a fresh database under an
+/// open dashboard) is clamped to the newest and said so with `event: reset`, whose `id:` is where
+/// the client now stands; then the live feed flows. Without it, nothing would ever arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_position_past_the_newest_event_is_reset_not_waited_for() {
+    let mut server = TestServer::start().await;
+    server.ingest(&[thought("a", 1), thought("a", 2), thought("a", 3)]).await;
+    let mut all = server.stream("/stream?since=0").await;
+    let mut newest = all.events(3).await[2].id();
+
+    // After a restart too: the newest position is the store's, not "nothing published yet".
+    server.restart().await;
+    for resume in [vec![], vec![("Last-Event-ID", "100000")]] {
+        let path = if resume.is_empty() { "/stream?since=100000" } else { "/stream" };
+        let mut stream = server.stream_with(path, &resume).await;
+        let reset = stream.message().await;
+        assert_eq!(reset.event.as_deref(), Some("reset"), "{reset:?}");
+        assert_eq!(reset.id(), newest, "{reset:?}");
+        assert_eq!(reset.json()["last_event_id"], newest);
+        assert!(reset.json()["reason"].as_str().is_some_and(|r| r.contains("100000")), "{reset:?}");
+        let n = server.sessions("").await.len(); // any read; then a new event must arrive
+        assert_eq!(n, 1);
+        let seq = 4 + resume.len() as i64;
+        server.ingest_one(&thought("a", seq)).await;
+        let next = stream.message().await;
+        assert!(next.is_event(), "{next:?}");
+        assert_eq!(next.key(), ("a".to_owned(), seq));
+        newest = next.id();
+    }
+    // A position the store has reached is a plain resume: no reset.
+    let mut plain = server.stream(&format!("/stream?since={}", newest - 1)).await;
+    let first = plain.message().await;
+    assert!(first.is_event(), "{first:?}");
+    assert_eq!(first.id(), newest);
+}

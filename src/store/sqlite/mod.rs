@@ -105,6 +105,31 @@ fn checkpoint_loop(path: &Path, shared: &Shared) {
     }
 }
 
+/// Traces may hold user data: a database (and its WAL and shared-memory files) that others may
+/// read, made so by an older aop, a copy or a restore, is made the owner's alone. SQLite gives
+/// new WAL and shared-memory files the database file's mode, so this keeps them private too.
+fn owner_only(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = Path::new(&file);
+        let Ok(meta) = std::fs::metadata(file) else { continue };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => {
+                tracing::warn!(file = %file.display(), was = format!("{mode:o}"), "others could read the database file; made it readable by its owner only")
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.display(), mode = format!("{mode:o}"), error = %e, "others can read the database file and its mode could not be changed")
+            }
+        }
+    }
+}
+
 /// Maps SQLite's errors to what a caller can act on.
 pub(super) fn classify(e: &rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
@@ -135,6 +160,7 @@ impl SqliteStore {
         if lock.try_lock().is_err() {
             return Err(StoreError::Locked { path: shown });
         }
+        owner_only(&path);
 
         let not_db = |e: rusqlite::Error| match e.sqlite_error_code() {
             Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
@@ -187,6 +213,12 @@ impl SqliteStore {
         // No `quick_check` here: it reads the whole file (seconds on a large store). A damaged
         // header or schema has failed above already; damage deeper in fails the query that
         // reads it, with an error, never a panic.
+
+        // The newest position ever given out (AUTOINCREMENT keeps it past deletions).
+        let head: i64 = conn
+            .query_row("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)", [], |r| r.get(0))
+            .map_err(not_db)?;
+        hub.advance_to(head);
 
         let shared = Arc::new(Shared { writable: AtomicBool::new(true), ..Default::default() });
         let (tx, rx) = sync_channel(opts.queue_capacity.max(1));
@@ -305,6 +337,9 @@ impl Store for SqliteStore {
     }
 
     fn list_sessions(&self, q: SessionQuery) -> BoxFuture<'_, Result<SessionPage, StoreError>> {
+        if q.cursor.as_deref().is_some_and(|c| read::decode_cursor(c).is_none()) {
+            return Box::pin(std::future::ready(Err(StoreError::BadCursor)));
+        }
         Box::pin(self.readers.run(move |c| read::list_sessions(c, &q)))
     }
 
@@ -312,13 +347,8 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(move |c| read::children(c, &id)))
     }
 
-    fn session_detail(
-        &self,
-        id: String,
-        after: Option<i64>,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Option<SessionDetail>, StoreError>> {
-        Box::pin(self.readers.run(move |c| read::session_detail(c, &id, after, limit)))
+    fn session_detail(&self, id: String, q: DetailQuery) -> BoxFuture<'_, Result<Option<SessionDetail>, StoreError>> {
+        Box::pin(self.readers.run(move |c| read::session_detail(c, &id, q)))
     }
 
     fn export(&self, id: String) -> BoxFuture<'_, Result<Option<ExportStream>, StoreError>> {
@@ -330,6 +360,9 @@ impl Store for SqliteStore {
     }
 
     fn alerts(&self, q: AlertQuery) -> BoxFuture<'_, Result<AlertPage, StoreError>> {
+        if q.cursor.as_deref().is_some_and(|c| c.parse::<i64>().is_err()) {
+            return Box::pin(std::future::ready(Err(StoreError::BadCursor)));
+        }
         Box::pin(self.readers.run(move |c| read::alerts(c, &q)))
     }
 

@@ -2,7 +2,8 @@
 
 use crate::model::{SessionRow, SessionState};
 use crate::store::{
-    AlertPage, AlertQuery, ExportStream, FeedEvent, SessionDetail, SessionPage, SessionQuery, StoreError, StoredEvent,
+    AlertPage, AlertQuery, DetailQuery, ExportStream, FeedEvent, SessionDetail, SessionPage, SessionQuery, StoreError,
+    StoredEvent,
 };
 use bytes::Bytes;
 use rusqlite::types::Value;
@@ -12,8 +13,10 @@ use std::sync::{Arc, Mutex};
 
 /// Idle read connections kept open; more are opened under load and closed after.
 const MAX_IDLE: usize = 4;
-/// Rows per round trip when streaming an export.
-const EXPORT_CHUNK: usize = 2000;
+/// An export chunk ends at this many rows or this many bytes, whichever comes first: big events
+/// must not make a chunk (and a stalled export's memory) big.
+const EXPORT_CHUNK_ROWS: usize = 2000;
+const EXPORT_CHUNK_BYTES: usize = 256 * 1024;
 
 pub(super) struct Readers {
     path: PathBuf,
@@ -80,7 +83,7 @@ fn encode_cursor(us: i64, id: &str) -> String {
     format!("{us}~{id}")
 }
 
-fn decode_cursor(c: &str) -> Option<(i64, String)> {
+pub(super) fn decode_cursor(c: &str) -> Option<(i64, String)> {
     let (us, id) = c.split_once('~')?;
     Some((us.parse().ok()?, id.to_owned()))
 }
@@ -158,20 +161,16 @@ fn session_sid(c: &Connection, id: &str) -> rusqlite::Result<Option<i64>> {
         .optional()
 }
 
-pub(super) fn session_detail(
-    c: &Connection,
-    id: &str,
-    after: Option<i64>,
-    limit: usize,
-) -> rusqlite::Result<Option<SessionDetail>> {
+pub(super) fn session_detail(c: &Connection, id: &str, q: DetailQuery) -> rusqlite::Result<Option<SessionDetail>> {
     // One read transaction, so the row, its events and its alerts agree with each other.
     c.execute_batch("BEGIN")?;
-    let out = detail_in_tx(c, id, after, limit);
+    let out = detail_in_tx(c, id, q);
     c.execute_batch("COMMIT")?;
     out
 }
 
-fn detail_in_tx(c: &Connection, id: &str, after: Option<i64>, limit: usize) -> rusqlite::Result<Option<SessionDetail>> {
+fn detail_in_tx(c: &Connection, id: &str, q: DetailQuery) -> rusqlite::Result<Option<SessionDetail>> {
+    let DetailQuery { after, limit, alerts_after, alerts_limit } = q;
     let found = c
         .prepare_cached(&format!("SELECT {ROW_COLUMNS}, s.sid FROM sessions s WHERE s.id = ?1 AND s.event_count > 0"))?
         .query_row([id], |r| Ok((row_from(r)?.0, r.get::<_, i64>(6)?)))
@@ -188,11 +187,20 @@ fn detail_in_tx(c: &Connection, id: &str, after: Option<i64>, limit: usize) -> r
         .collect::<Result<_, _>>()?;
     let more = events.len() > limit;
     events.truncate(limit);
-    let alerts = c
-        .prepare_cached("SELECT id, body FROM alerts WHERE sid = ?1 ORDER BY id LIMIT 10000")?
-        .query_map([sid], alert_json)?
+    let mut alerts: Vec<(i64, String)> = c
+        .prepare_cached("SELECT id, body FROM alerts WHERE sid = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?
+        .query_map(params![sid, alerts_after.unwrap_or(-1), alerts_limit as i64 + 1], |r| {
+            Ok((r.get(0)?, alert_json(r)?))
+        })?
         .collect::<Result<_, _>>()?;
-    Ok(Some(SessionDetail { session, events, more, alerts }))
+    let next_alerts_after = if alerts.len() > alerts_limit {
+        alerts.truncate(alerts_limit);
+        alerts.last().map(|(id, _)| *id)
+    } else {
+        None
+    };
+    let alerts = alerts.into_iter().map(|(_, a)| a).collect();
+    Ok(Some(SessionDetail { session, events, more, alerts, next_alerts_after }))
 }
 
 /// Alerts are stored without their id (unknown before the insert); it is put back in front.
@@ -257,52 +265,79 @@ pub(super) fn events_since(c: &Connection, after: i64, limit: usize) -> rusqlite
     Ok(out)
 }
 
-/// Streams a session's events as JSON lines, one chunk of rows at a time from a blocking task,
-/// through a small channel: memory stays constant and a slow client slows only its own export.
+/// Streams a session's events as JSON lines, reading the next chunk only when the client has
+/// taken the last one: a chunk is at most [`EXPORT_CHUNK_BYTES`] (plus one event), so an export
+/// holds one chunk and the server's write buffer whatever its events' sizes, a client that stops
+/// reading stops the reads, and no thread waits on it. A session deleted while it is exported
+/// ends the stream with an error, never a short success.
 pub(super) async fn export(readers: Arc<Readers>, id: String) -> Result<Option<ExportStream>, StoreError> {
     let sid = {
         let id = id.clone();
         readers.run(move |c| session_sid(c, &id)).await?
     };
     let Some(sid) = sid else { return Ok(None) };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, StoreError>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut after = -1i64;
-        loop {
-            let chunk = readers.with(|c| {
-                let mut stmt =
-                    c.prepare_cached("SELECT seq, body FROM events WHERE sid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
-                let mut buf = Vec::with_capacity(EXPORT_CHUNK * 512);
-                let mut last = None;
-                let mut rows = stmt.query(params![sid, after, EXPORT_CHUNK as i64])?;
-                let mut n = 0;
-                while let Some(r) = rows.next()? {
-                    last = Some(r.get::<_, i64>(0)?);
-                    buf.extend_from_slice(r.get_ref(1)?.as_bytes().map_err(rusqlite::Error::from)?);
-                    buf.push(b'\n');
-                    n += 1;
-                }
-                Ok((Bytes::from(buf), last, n))
-            });
-            match chunk {
-                Ok((bytes, last, n)) => {
-                    if n > 0 && tx.blocking_send(Ok(bytes)).is_err() {
-                        return; // the client went away
-                    }
-                    match last {
-                        Some(seq) if n == EXPORT_CHUNK => after = seq,
-                        _ => return,
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
+    let stream = futures_util::stream::unfold(Some(-1i64), move |after| {
+        let (readers, id) = (Arc::clone(&readers), id.clone());
+        async move {
+            let after = after?;
+            let chunk = match readers.run(move |c| export_chunk(c, sid, after)).await {
+                Ok(chunk) => chunk,
+                Err(e) => return Some((Err(e), None)),
+            };
+            match chunk.next {
+                ChunkEnd::Deleted => Some((Err(StoreError::Gone(id)), None)),
+                _ if chunk.bytes.is_empty() => None,
+                ChunkEnd::More(seq) => Some((Ok(Bytes::from(chunk.bytes)), Some(seq))),
+                ChunkEnd::Done => Some((Ok(Bytes::from(chunk.bytes)), None)),
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     Ok(Some(Box::pin(stream)))
+}
+
+struct ExportChunk {
+    bytes: Vec<u8>,
+    next: ChunkEnd,
+}
+
+enum ChunkEnd {
+    /// More may follow the event with this sequence.
+    More(i64),
+    Done,
+    /// The session disappeared between two chunks.
+    Deleted,
+}
+
+/// One chunk of an export, with the session's existence checked in the same read transaction (a
+/// deletion removes the row and its events together, so an empty read is either the end or that).
+fn export_chunk(c: &Connection, sid: i64, after: i64) -> rusqlite::Result<ExportChunk> {
+    c.execute_batch("BEGIN")?;
+    let out = export_chunk_in_tx(c, sid, after);
+    c.execute_batch("COMMIT")?;
+    out
+}
+
+fn export_chunk_in_tx(c: &Connection, sid: i64, after: i64) -> rusqlite::Result<ExportChunk> {
+    let exists = c.prepare_cached("SELECT 1 FROM sessions WHERE sid = ?1")?.exists([sid])?;
+    if !exists {
+        return Ok(ExportChunk { bytes: Vec::new(), next: ChunkEnd::Deleted });
+    }
+    let mut stmt =
+        c.prepare_cached("SELECT seq, body FROM events WHERE sid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
+    let mut bytes = Vec::with_capacity(EXPORT_CHUNK_BYTES + 64 * 1024);
+    let mut rows = stmt.query(params![sid, after, EXPORT_CHUNK_ROWS as i64])?;
+    let (mut n, mut last) = (0, after);
+    while let Some(r) = rows.next()? {
+        last = r.get::<_, i64>(0)?;
+        bytes.extend_from_slice(r.get_ref(1)?.as_bytes().map_err(rusqlite::Error::from)?);
+        bytes.push(b'\n');
+        n += 1;
+        if bytes.len() >= EXPORT_CHUNK_BYTES {
+            return Ok(ExportChunk { bytes, next: ChunkEnd::More(last) });
+        }
+    }
+    let next = if n == EXPORT_CHUNK_ROWS { ChunkEnd::More(last) } else { ChunkEnd::Done };
+    Ok(ExportChunk { bytes, next })
 }
 
 #[cfg(test)]
