@@ -10,6 +10,7 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use tokio::io::AsyncReadExt;
 
 /// The same events under another session id.
 fn as_session(events: &[Value], session: &str) -> Vec<Value> {
@@ -665,13 +666,14 @@ async fn exports_nobody_reads_hold_little_memory_and_are_capped() {
     for _ in 8..32 {
         stalled.push(crate::support::raw::sluggish_get(server.addr(), "/sessions/heavy/export").await);
     }
-    // The server takes the stalled requests in its own time: ask until it refuses (each 200 on the
-    // way is dropped unread, which frees its slot again).
-    let refused = eventually("the export past the cap to be refused", || async {
-        let resp = server.get("/sessions/heavy/export").await;
-        (resp.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(resp)
-    })
-    .await;
+    for conn in &mut stalled {
+        // Each holds its slot once answered: wait for every answer before asking once more.
+        let mut status = [0u8; 12];
+        conn.read_exact(&mut status).await.expect("an answer");
+        assert_eq!(&status, b"HTTP/1.1 200", "a stalled export was not served");
+    }
+    let refused = server.get("/sessions/heavy/export").await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(refused.headers().contains_key("retry-after"));
     let body: Value = refused.json().await.expect("a JSON error");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("exports")), "{body}");
