@@ -1,9 +1,14 @@
-//! The command line: `aop start` (and, later, the other subcommands).
+//! The command line: `aop start`, `aop detect`, `aop demo` and `aop bench`, and how `aop start`'s
+//! settings are layered from flags, environment, the config file and defaults.
 
-use crate::config::{self, Config, FileConfig, OpenBrowser};
+use crate::config::{self, Config, OpenBrowser};
 use crate::detect::DetectConfig;
 use crate::store::sqlite::Durability;
-use clap::{Args, Parser, Subcommand};
+use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -29,31 +34,40 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
-#[derive(Debug, Args)]
+/// `aop start`'s settings, each defined once, here: clap reads the flag and its `AOP_*` variable,
+/// the field's name is its key in the TOML config file, and its default is the one `--help`
+/// shows. Layering (flags, then environment, then file, then defaults) is [`layered`]'s job.
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct StartArgs {
-    /// Port to listen on; 0 picks a free one. [default: 4317]
-    #[arg(long, env = "AOP_PORT")]
-    pub port: Option<u16>,
-    /// Address to bind. Anything but loopback requires --token. [default: 127.0.0.1]
-    #[arg(long, env = "AOP_HOST")]
-    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, env = "AOP_PORT", default_value_t = config::DEFAULT_PORT)]
+    pub port: u16,
+    /// Address to bind (an IP address or localhost). Anything but loopback requires --token.
+    #[arg(long, env = "AOP_HOST", default_value = "127.0.0.1")]
+    pub host: String,
     /// SQLite database file. [default: ~/.aop/events.db]
     #[arg(long, env = "AOP_DB")]
     pub db: Option<PathBuf>,
     /// Access token: when set, every endpoint but /health needs `Authorization: Bearer <token>`.
     #[arg(long, env = "AOP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// full: fsync every commit (survives power loss); normal: survives a crash of aop only, faster. [default: full]
-    #[arg(long, env = "AOP_DURABILITY", value_enum)]
-    pub durability: Option<Durability>,
+    /// full: fsync every commit (survives power loss); normal: survives a crash of aop only, faster.
+    #[arg(long, env = "AOP_DURABILITY", default_value_t = Durability::Full)]
+    pub durability: Durability,
     /// Open the dashboard in a browser (only when interactive and a browser exists) [default]
-    #[arg(long, overrides_with = "no_open")]
-    pub open: bool,
+    #[arg(long = "open", overrides_with = "no_open")]
+    #[serde(skip)]
+    pub open_flag: bool,
     /// Never open a browser.
-    #[arg(long = "no-open", overrides_with = "open")]
+    #[arg(long = "no-open", overrides_with = "open_flag")]
+    #[serde(skip)]
     pub no_open: bool,
+    /// The config file's way to say --open (true) or --no-open (false).
+    #[arg(skip)]
+    pub open: Option<bool>,
     /// TOML config file with the same keys as these flags. [default: ~/.aop/config.toml if it exists]
     #[arg(long, env = "AOP_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Extra Host header names to accept (besides localhost and loopback addresses); repeatable.
     #[arg(long = "allow-host", env = "AOP_ALLOW_HOSTS", value_delimiter = ',')]
@@ -61,19 +75,20 @@ pub struct StartArgs {
     /// Extra CORS origins to allow (besides http://localhost:* and http://127.0.0.1:*); repeatable.
     #[arg(long = "cors-origin", env = "AOP_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
-    /// Write requests that may wait for the writer before ingest answers 503. [default: 4096]
-    #[arg(long, env = "AOP_QUEUE_CAPACITY")]
-    pub queue_capacity: Option<usize>,
-    /// How far (in bytes of messages, e.g. 32MB) a /stream subscriber may fall behind before it is cut off; at least 1MiB. [default: 32MiB]
-    #[arg(long, env = "AOP_STREAM_BUFFER", value_name = "SIZE")]
-    pub stream_buffer: Option<String>,
+    /// Write requests that may wait for the writer before ingest answers 503.
+    #[arg(long, env = "AOP_QUEUE_CAPACITY", default_value_t = config::DEFAULT_QUEUE_CAPACITY)]
+    pub queue_capacity: usize,
+    /// How far (in bytes of messages, e.g. 32MB) a /stream subscriber may fall behind before it is cut off; at least 1MiB.
+    #[arg(long, env = "AOP_STREAM_BUFFER", value_name = "SIZE", default_value_t = Size(config::DEFAULT_STREAM_BUFFER))]
+    pub stream_buffer: Size,
     /// Delete ended, unpinned sessions whose last event arrived more than DAYS ago. [default: keep]
     #[arg(long, env = "AOP_RETAIN", value_name = "DAYS")]
     pub retain: Option<f64>,
     /// Delete the oldest ended, unpinned sessions while the database is larger than SIZE (e.g. 2GB). [default: no limit]
     #[arg(long, env = "AOP_MAX_DB_SIZE", value_name = "SIZE")]
-    pub max_db_size: Option<String>,
+    pub max_db_size: Option<Size>,
     #[command(flatten)]
+    #[serde(flatten)]
     pub detect: DetectArgs,
 }
 
@@ -88,62 +103,62 @@ pub struct DetectFileArgs {
     pub detect: DetectArgs,
 }
 
-/// Detector thresholds, shared by `aop start` and `aop detect`.
-#[derive(Debug, Args, Default)]
+/// Detector thresholds, shared by `aop start` and `aop detect`; the defaults are
+/// [`DetectConfig::default`]'s.
+#[derive(Debug, Args, Serialize, Deserialize)]
 #[command(next_help_heading = "Detectors")]
 pub struct DetectArgs {
-    /// Seconds of silence (collector clock) after which a running session is stalled. [default: 90]
-    #[arg(long, env = "AOP_STALL_AFTER")]
-    pub stall_after: Option<f64>,
-    /// The same while one of its tool calls is open. [default: 300]
-    #[arg(long, env = "AOP_STALL_AFTER_TOOL")]
-    pub stall_after_tool: Option<f64>,
-    /// Identical tool calls (same input, same result) that make a loop. [default: 4]
-    #[arg(long, env = "AOP_LOOP_REPEATS")]
-    pub loop_repeats: Option<u32>,
-    /// Seconds of event time within which those calls must fall. [default: 60]
-    #[arg(long, env = "AOP_LOOP_WINDOW")]
-    pub loop_window: Option<f64>,
-    /// A cost or token increment this many times the median of the previous ones is a spike. [default: 5]
-    #[arg(long, env = "AOP_SPIKE_FACTOR")]
-    pub spike_factor: Option<f64>,
-    /// Previous increments needed before spikes are judged. [default: 5]
-    #[arg(long, env = "AOP_SPIKE_MIN_SAMPLES")]
-    pub spike_min_samples: Option<usize>,
+    /// Seconds of silence (collector clock) after which a running session is stalled.
+    #[arg(long, env = "AOP_STALL_AFTER", default_value_t = DetectConfig::default().stall_after_secs)]
+    pub stall_after: f64,
+    /// The same while one of its tool calls is open.
+    #[arg(long, env = "AOP_STALL_AFTER_TOOL", default_value_t = DetectConfig::default().stall_after_tool_secs)]
+    pub stall_after_tool: f64,
+    /// Identical tool calls (same input, same result) that make a loop.
+    #[arg(long, env = "AOP_LOOP_REPEATS", default_value_t = DetectConfig::default().loop_repeats)]
+    pub loop_repeats: u32,
+    /// Seconds of event time within which those calls must fall.
+    #[arg(long, env = "AOP_LOOP_WINDOW", default_value_t = DetectConfig::default().loop_window_secs)]
+    pub loop_window: f64,
+    /// A cost or token increment this many times the median of the previous ones is a spike.
+    #[arg(long, env = "AOP_SPIKE_FACTOR", default_value_t = DetectConfig::default().spike_factor)]
+    pub spike_factor: f64,
+    /// Previous increments needed before spikes are judged.
+    #[arg(long, env = "AOP_SPIKE_MIN_SAMPLES", default_value_t = DetectConfig::default().spike_min_samples)]
+    pub spike_min_samples: usize,
     /// A session whose total cost passes this many USD raises a critical alert. [default: off]
     #[arg(long, env = "AOP_COST_BUDGET_USD")]
     pub cost_budget_usd: Option<f64>,
-    /// Consecutive low-confidence thoughts that make a confidence drop. [default: 3]
-    #[arg(long, env = "AOP_CONFIDENCE_RUN")]
-    pub confidence_run: Option<u32>,
-    /// Consecutive failed tool calls that make an error cascade. [default: 3]
-    #[arg(long, env = "AOP_CASCADE_RUN")]
-    pub cascade_run: Option<u32>,
-    /// Seconds within which 2 failed children make an error cascade on their parent. [default: 60]
-    #[arg(long, env = "AOP_CHILD_FAIL_WINDOW")]
-    pub child_fail_window: Option<f64>,
+    /// Consecutive low-confidence thoughts that make a confidence drop.
+    #[arg(long, env = "AOP_CONFIDENCE_RUN", default_value_t = DetectConfig::default().confidence_run)]
+    pub confidence_run: u32,
+    /// Consecutive failed tool calls that make an error cascade.
+    #[arg(long, env = "AOP_CASCADE_RUN", default_value_t = DetectConfig::default().cascade_run)]
+    pub cascade_run: u32,
+    /// Seconds within which 2 failed children make an error cascade on their parent.
+    #[arg(long, env = "AOP_CHILD_FAIL_WINDOW", default_value_t = DetectConfig::default().child_fail_window_secs)]
+    pub child_fail_window: f64,
     /// Switch detectors off: loop, stall, cost_spike, confidence_drop, error_cascade (repeatable or comma-separated).
     #[arg(long, env = "AOP_DISABLE", value_delimiter = ',')]
     pub disable: Vec<String>,
 }
 
 impl DetectArgs {
-    /// Flags over file over defaults.
-    pub fn resolve(self, file: &FileConfig) -> anyhow::Result<DetectConfig> {
-        let mut d = DetectConfig::default();
-        d.stall_after_secs = self.stall_after.or(file.stall_after).unwrap_or(d.stall_after_secs);
-        d.stall_after_tool_secs = self.stall_after_tool.or(file.stall_after_tool).unwrap_or(d.stall_after_tool_secs);
-        d.loop_repeats = self.loop_repeats.or(file.loop_repeats).unwrap_or(d.loop_repeats);
-        d.loop_window_secs = self.loop_window.or(file.loop_window).unwrap_or(d.loop_window_secs);
-        d.spike_factor = self.spike_factor.or(file.spike_factor).unwrap_or(d.spike_factor);
-        d.spike_min_samples = self.spike_min_samples.or(file.spike_min_samples).unwrap_or(d.spike_min_samples);
-        d.cost_budget_usd = self.cost_budget_usd.or(file.cost_budget_usd);
-        d.confidence_run = self.confidence_run.or(file.confidence_run).unwrap_or(d.confidence_run);
-        d.cascade_run = self.cascade_run.or(file.cascade_run).unwrap_or(d.cascade_run);
-        d.child_fail_window_secs =
-            self.child_fail_window.or(file.child_fail_window).unwrap_or(d.child_fail_window_secs);
-        let disable = if self.disable.is_empty() { file.disable.clone().unwrap_or_default() } else { self.disable };
-        config::disable_detectors(&mut d, &disable)?;
+    pub fn resolve(self) -> anyhow::Result<DetectConfig> {
+        let mut d = DetectConfig {
+            stall_after_secs: self.stall_after,
+            stall_after_tool_secs: self.stall_after_tool,
+            loop_repeats: self.loop_repeats,
+            loop_window_secs: self.loop_window,
+            spike_factor: self.spike_factor,
+            spike_min_samples: self.spike_min_samples,
+            cost_budget_usd: self.cost_budget_usd,
+            confidence_run: self.confidence_run,
+            cascade_run: self.cascade_run,
+            child_fail_window_secs: self.child_fail_window,
+            ..DetectConfig::default()
+        };
+        config::disable_detectors(&mut d, &self.disable)?;
         for (name, v) in [
             ("stall-after", d.stall_after_secs),
             ("stall-after-tool", d.stall_after_tool_secs),
@@ -157,55 +172,165 @@ impl DetectArgs {
     }
 }
 
-impl StartArgs {
-    /// Flags and environment (already merged by clap) over the config file over defaults.
-    pub fn resolve(self) -> anyhow::Result<Config> {
-        let file = match &self.config {
-            Some(path) => FileConfig::load(path)?,
-            None => {
-                let default = config::aop_home("config.toml");
-                if default.exists() {
-                    FileConfig::load(&default)?
-                } else {
-                    FileConfig::default()
-                }
-            }
-        };
-        let detect = self.detect.resolve(&file)?;
-        let mut c = Config::with_db(self.db.or(file.db).unwrap_or_else(|| config::aop_home("events.db")));
-        c.port = self.port.or(file.port).unwrap_or(config::DEFAULT_PORT);
-        if let Some(h) = self.host.or(file.host) {
-            c.host = config::parse_host(&h)?;
+/// A size in bytes, written `2GB`, `500MiB`, `1.5G` or `1048576` on the command line, and also as
+/// a plain number in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SizeText", into = "u64")]
+pub struct Size(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeText {
+    Bytes(u64),
+    Text(String),
+}
+
+impl TryFrom<SizeText> for Size {
+    type Error = String;
+
+    fn try_from(v: SizeText) -> Result<Self, String> {
+        match v {
+            SizeText::Bytes(n) => Ok(Size(n)),
+            SizeText::Text(t) => t.parse(),
         }
-        c.token = self.token.or(file.token).filter(|t| !t.is_empty());
-        c.durability = self.durability.or(file.durability).unwrap_or(Durability::Full);
-        let open = if self.no_open {
+    }
+}
+
+impl From<Size> for u64 {
+    fn from(s: Size) -> u64 {
+        s.0
+    }
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        config::parse_size(s).map(Size).map_err(|e| e.to_string())
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            n if n >= 1 << 20 && n % (1 << 20) == 0 => write!(f, "{}MiB", n >> 20),
+            n => write!(f, "{n}"),
+        }
+    }
+}
+
+/// `given` (from clap, defaults filled in) with the config file's values put in wherever neither a
+/// flag nor the environment set one. The settings' serde form is the file's vocabulary, so a key
+/// that is not one of the settings is an error naming it, not a silent default.
+fn layered<T: Serialize + DeserializeOwned>(given: T, matches: &ArgMatches, file: toml::Table) -> anyhow::Result<T> {
+    let mut merged = serde_json::to_value(&given)?;
+    let settings = merged.as_object_mut().context("settings are a table")?;
+    for (key, value) in file {
+        if !settings.contains_key(&key) {
+            let known: Vec<&str> = settings.keys().map(String::as_str).collect();
+            anyhow::bail!("unknown key {key:?}; the keys are {}", known.join(", "));
+        }
+        let from_user = matches!(
+            matches.try_get_raw(&key).ok().flatten().and(matches.value_source(&key)),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if !from_user {
+            settings.insert(key, serde_json::to_value(value)?);
+        }
+    }
+    Ok(serde_json::from_value(merged)?)
+}
+
+impl StartArgs {
+    /// Flags and environment (merged by clap; `matches` says which were given) over the config
+    /// file over defaults.
+    pub fn resolve(self, matches: &ArgMatches) -> anyhow::Result<Config> {
+        let path = match &self.config {
+            Some(path) => Some(path.clone()),
+            None => Some(config::aop_home("config.toml")).filter(|p| p.exists()),
+        };
+        let (open_flag, no_open) = (self.open_flag, self.no_open);
+        let s = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                let file: toml::Table =
+                    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+                layered(self, matches, file).with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => self,
+        };
+        let mut c = Config::with_db(s.db.unwrap_or_else(|| config::aop_home("events.db")));
+        c.port = s.port;
+        c.host = config::parse_host(&s.host)?;
+        c.token = s.token.filter(|t| !t.is_empty());
+        c.durability = s.durability;
+        let open = if no_open {
             false
-        } else if self.open {
+        } else if open_flag {
             true
         } else {
-            file.open.unwrap_or(true)
+            s.open.unwrap_or(true)
         };
         c.open = if open { OpenBrowser::Auto } else { OpenBrowser::Never };
-        c.allowed_hosts =
-            if self.allow_hosts.is_empty() { file.allow_hosts.unwrap_or_default() } else { self.allow_hosts };
-        c.cors_origins =
-            if self.cors_origins.is_empty() { file.cors_origins.unwrap_or_default() } else { self.cors_origins };
-        c.queue_capacity = self.queue_capacity.or(file.queue_capacity).unwrap_or(c.queue_capacity);
-        if let Some(size) = self.stream_buffer.or(file.stream_buffer.as_ref().map(config::Size::text)) {
-            c.stream_buffer = usize::try_from(config::parse_size(&size)?).unwrap_or(usize::MAX);
-        }
-        c.detect = detect;
-        if let Some(days) = self.retain.or(file.retain) {
+        c.allowed_hosts = s.allow_hosts;
+        c.cors_origins = s.cors_origins;
+        c.queue_capacity = s.queue_capacity;
+        c.stream_buffer = usize::try_from(s.stream_buffer.0).unwrap_or(usize::MAX);
+        c.detect = s.detect.resolve()?;
+        if let Some(days) = s.retain {
             if !(days.is_finite() && days > 0.0) {
                 anyhow::bail!("--retain must be a positive number of days, got {days}");
             }
             c.retention.max_age_ms = Some((days * 86_400_000.0) as i64);
         }
-        if let Some(size) = self.max_db_size.or(file.max_db_size.as_ref().map(config::Size::text)) {
-            c.retention.max_bytes = Some(config::parse_size(&size)?);
-        }
+        c.retention.max_bytes = s.max_db_size.map(|m| m.0);
         c.check()?;
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    fn start(args: &[&str], file: &str) -> anyhow::Result<Config> {
+        let matches = Cli::command().try_get_matches_from(["aop", "start"].iter().chain(args))?;
+        let (_, sub) = matches.subcommand().expect("a subcommand");
+        let mut s = StartArgs::from_arg_matches(sub)?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, file)?;
+        s.config = Some(path);
+        s.resolve(sub)
+    }
+
+    #[test]
+    fn the_file_fills_what_flags_left_to_defaults() {
+        let c = start(
+            &["--queue-capacity", "7"],
+            "queue_capacity = 9\nport = 5000\nstream_buffer = \"2MiB\"\nloop_repeats = 6\nopen = false",
+        )
+        .unwrap();
+        assert_eq!(c.queue_capacity, 7, "a flag beats the file");
+        assert_eq!(c.port, 5000, "the file beats a default");
+        assert_eq!(c.stream_buffer, 2 << 20);
+        assert_eq!(c.detect.loop_repeats, 6, "detector settings come from the file too");
+        assert_eq!(c.open, OpenBrowser::Never);
+        assert_eq!(c.durability, Durability::Full, "untouched: the default");
+        let c = start(&["--open"], "open = false\nmax_db_size = 4096\ndurability = \"normal\"").unwrap();
+        assert_eq!(c.open, OpenBrowser::Auto);
+        assert_eq!(c.retention.max_bytes, Some(4096));
+        assert_eq!(c.durability, Durability::Normal);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let e = start(&[], "prot = 5000").unwrap_err();
+        assert!(format!("{e:#}").contains("prot"), "{e:#}");
+        assert!(start(&[], "port = \"many\"").is_err());
+        assert!(start(&[], "stream_buffer = \"2XB\"").is_err());
+        assert!(start(&["--stall-after", "0"], "").is_err());
     }
 }

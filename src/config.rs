@@ -1,15 +1,16 @@
-//! One `Config`, layered: flags, then `AOP_*` environment variables (both through clap), then the
-//! TOML config file, then defaults.
+//! The collector's resolved configuration, as `aop start` runs with it (its settings and their
+//! layering are in [`crate::cli`]), and the parsers settings share.
 
 use crate::detect::DetectConfig;
 use crate::store::sqlite::Durability;
 use crate::store::Retention;
 use anyhow::{bail, Context};
-use serde::Deserialize;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub const DEFAULT_PORT: u16 = 4317;
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+pub const DEFAULT_STREAM_BUFFER: u64 = 32 << 20;
 
 /// Whether `aop start` opens the dashboard in a browser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +49,8 @@ impl Config {
             open: OpenBrowser::Auto,
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
-            queue_capacity: 4096,
-            stream_buffer: 32 << 20,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            stream_buffer: DEFAULT_STREAM_BUFFER as usize,
             detect: DetectConfig::default(),
             retention: Retention::default(),
         }
@@ -65,61 +66,6 @@ impl Config {
             );
         }
         Ok(())
-    }
-}
-
-/// The config file's keys: the same names as the flags (with `_` for `-`). Unknown keys are an
-/// error, so a typo does not silently fall back to a default.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub port: Option<u16>,
-    pub host: Option<String>,
-    pub db: Option<PathBuf>,
-    pub token: Option<String>,
-    pub durability: Option<Durability>,
-    pub open: Option<bool>,
-    pub allow_hosts: Option<Vec<String>>,
-    pub cors_origins: Option<Vec<String>>,
-    pub queue_capacity: Option<usize>,
-    pub stream_buffer: Option<Size>,
-    pub retain: Option<f64>,
-    pub max_db_size: Option<Size>,
-    pub stall_after: Option<f64>,
-    pub stall_after_tool: Option<f64>,
-    pub loop_repeats: Option<u32>,
-    pub loop_window: Option<f64>,
-    pub spike_factor: Option<f64>,
-    pub spike_min_samples: Option<usize>,
-    pub cost_budget_usd: Option<f64>,
-    pub confidence_run: Option<u32>,
-    pub cascade_run: Option<u32>,
-    pub child_fail_window: Option<f64>,
-    pub disable: Option<Vec<String>>,
-}
-
-/// A size in a config file: a number of bytes, or text such as `"2GB"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Size {
-    Bytes(u64),
-    Text(String),
-}
-
-impl Size {
-    pub fn text(&self) -> String {
-        match self {
-            Size::Bytes(n) => n.to_string(),
-            Size::Text(t) => t.clone(),
-        }
-    }
-}
-
-impl FileConfig {
-    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 }
 
@@ -205,14 +151,5 @@ mod tests {
         for bad in ["", "GB", "-1GB", "2XB", "0"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn file_keys_are_checked() {
-        let ok: FileConfig =
-            toml::from_str("port = 5000\ndurability = \"normal\"\nallow_hosts = [\"box.lan\"]").unwrap();
-        assert_eq!(ok.port, Some(5000));
-        assert_eq!(ok.durability, Some(Durability::Normal));
-        assert!(toml::from_str::<FileConfig>("prot = 5000").is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! come alive: a multi-agent research task with thoughts, decisions, tool calls (some failing),
 //! a child agent per researcher, heartbeats, and, on purpose, one loop and one confidence drop.
 
-use crate::bench::client::{Conn, Target};
+use crate::client::{Conn, Target};
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use std::sync::Arc;

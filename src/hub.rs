@@ -55,6 +55,22 @@ impl Message {
         Message { kind, id, session_id, agent_id, event_type, data, frame: OnceLock::new() }
     }
 
+    /// A committed event at position `id`.
+    pub fn event(id: i64, session_id: String, agent_id: String, event_type: String, json: String) -> Self {
+        Message::new(MessageKind::Event, Some(id), session_id, agent_id, event_type, json)
+    }
+
+    /// A stored alert (`json` with its id); `alert_type` is what the stream's type filter sees.
+    pub fn alert(session_id: String, agent_id: String, alert_type: String, json: String) -> Self {
+        Message::new(MessageKind::Alert, None, session_id, agent_id, alert_type, json)
+    }
+
+    /// A deleted session.
+    pub fn session_deleted(session_id: String) -> Self {
+        let data = serde_json::json!({ "session_id": session_id }).to_string();
+        Message::new(MessageKind::SessionDeleted, None, session_id, String::new(), String::new(), data)
+    }
+
     /// The wire frame, built once by `encode` and shared by every subscriber.
     pub fn frame(&self, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
         self.frame.get_or_init(|| encode(self)).clone()

@@ -5,7 +5,7 @@ use aop::app::{App, StartError};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use aop::cli::{Cli, Command, DetectFileArgs, StartArgs};
 use aop::config::{Config, OpenBrowser};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -16,10 +16,14 @@ const EXIT_PORT_IN_USE: u8 = 3;
 const EXIT_DATABASE: u8 = 4;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging();
     match cli.command {
-        Command::Start(args) => start(args),
+        Command::Start(args) => {
+            let start_matches = matches.subcommand_matches("start").cloned().unwrap_or_default();
+            start(args, &start_matches)
+        }
         Command::Bench(args) => aop::bench::run(args),
         Command::Detect(args) => detect(args),
         Command::Demo(args) => aop::demo::run(args),
@@ -37,8 +41,8 @@ fn init_logging() {
         .init();
 }
 
-fn start(args: StartArgs) -> ExitCode {
-    let config = match args.resolve() {
+fn start(args: StartArgs, matches: &clap::ArgMatches) -> ExitCode {
+    let config = match args.resolve(matches) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("aop: {e:#}");
@@ -156,7 +160,7 @@ fn on_path(program: &str) -> bool {
 /// `aop detect FILE`: the live detectors, offline, over an export.
 fn detect(args: DetectFileArgs) -> ExitCode {
     use std::io::BufRead;
-    let cfg = match args.detect.resolve(&aop::config::FileConfig::default()) {
+    let cfg = match args.detect.resolve() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("aop: {e:#}");
@@ -182,15 +186,7 @@ fn detect(args: DetectFileArgs) -> ExitCode {
     }
     for (session, alert) in &report.alerts {
         if args.json {
-            let line = serde_json::json!({
-                "session_id": session,
-                "type": alert.kind.as_str(),
-                "severity": alert.severity.as_str(),
-                "message": alert.message,
-                "sequence": alert.sequence,
-                "details": alert.details,
-            });
-            println!("{line}");
+            println!("{}", alert.to_json(session, None, None));
         } else {
             let at = alert.sequence.map_or_else(|| "-".to_owned(), |s| format!("#{s}"));
             println!("{session}  {at}  {}  {}: {}", alert.severity.as_str(), alert.kind.as_str(), alert.message);

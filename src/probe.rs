@@ -1,24 +1,23 @@
 //! Asks whatever listens on a port whether it is an aop collector, without signalling it.
 
+use crate::client::{Conn, Target};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The version an aop collector at `host:port` reports on `/health`, or `None` if what answers
 /// there (if anything) is not one. Bounded to about a second.
 pub async fn aop_version_at(host: &str, port: u16) -> Option<String> {
-    let host = if host == "0.0.0.0" || host == "::" { "127.0.0.1" } else { host };
+    let host = match host {
+        "0.0.0.0" | "::" => "127.0.0.1".to_owned(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_owned(),
+    };
     let ask = async {
-        let mut conn = TcpStream::connect((host, port)).await.ok()?;
-        let req = format!(
-            "GET /health HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\nAccept: application/json\r\n\r\n"
-        );
-        conn.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        conn.take(64 * 1024).read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        let (_, body) = text.split_once("\r\n\r\n")?;
-        let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+        // Whatever the bind address, the collector accepts its own literal as Host.
+        let target = Arc::new(Target::parse(&format!("http://{host}:{port}"), None, true).ok()?);
+        let mut conn = Conn::connect(&target).await.ok()?;
+        let answer = conn.get("/health").await.ok()?;
+        let v: serde_json::Value = serde_json::from_slice(answer.body).ok()?;
         v.get("subscribers")?;
         v.get("version")?.as_str().map(str::to_owned)
     };

@@ -10,11 +10,11 @@
 //! A subscriber that is sent `event: overflow` is cut off by the collector and not reconnected:
 //! what it did not receive counts as missed.
 
-use super::client::{find, ChunkedDecoder, Conn, SseParser};
 use super::gen::{Clock, SessionGen, Time};
 use super::ingest::{self, Posted, Shape};
 use super::stats::{micros, Histogram, Summary};
 use super::{figure, note, Ctx};
+use crate::client::{find, ChunkedDecoder, Conn, SseParser};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -237,7 +237,7 @@ struct FixedRateOut {
 /// scheduled time `t0 + i / rate` (or at once when behind: the schedule does not slip).
 #[allow(clippy::too_many_arguments)]
 async fn fixed_rate(
-    ctx_target: Arc<super::client::Target>,
+    ctx_target: Arc<crate::client::Target>,
     conn: Conn,
     shared: Arc<Shared>,
     c: u64,

@@ -6,10 +6,10 @@
 //! broken connection) is counted as an error and the event is dropped, as the AOP SDKs do
 //! (fire-and-forget); its sequence number simply stays unused.
 
-use super::client::{Conn, Target};
 use super::gen::Source;
 use super::stats::{micros, Summary};
 use super::Ctx;
+use crate::client::{Conn, Target};
 use serde::Deserialize;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

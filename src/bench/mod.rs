@@ -19,7 +19,6 @@
 //!
 //! Every loop is bounded by a duration and a count; every request has a timeout.
 
-pub(crate) mod client;
 mod fanout;
 mod gen;
 mod ingest;
@@ -28,7 +27,7 @@ mod resources;
 mod soak;
 mod stats;
 
-use client::{Conn, Target};
+use crate::client::{Conn, Target};
 use ingest::Shape;
 use serde::Deserialize;
 use stats::{mib, CpuMeter};

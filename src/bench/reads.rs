@@ -6,12 +6,12 @@
 //! seeds and timestamps), so a load interrupted halfway and started again is acknowledged as
 //! duplicates, never refused as conflicts.
 
-use super::client::{Conn, Target};
 use super::gen::{rfc3339_ms, Clock, SessionGen, Time};
 use super::ingest::{self, Posted};
 use super::resources::RssSampler;
 use super::stats::{mib, micros, rss_bytes, CpuMeter, Summary};
 use super::{figure, note, Ctx, Storage};
+use crate::client::{Conn, Target};
 use serde::Deserialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

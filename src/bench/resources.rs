@@ -1,7 +1,7 @@
 //! Workload 5: memory of the running collector, and time from start to ready of a fresh one.
 
-use super::client::{Conn, Target};
 use super::stats::rss_bytes;
+use crate::client::{Conn, Target};
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;

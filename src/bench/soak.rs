@@ -19,11 +19,11 @@
 //! against the mean of the second quarter (the first is warm-up). The verdict is information,
 //! never an exit status.
 
-use super::client::{find, ChunkedDecoder, Conn, SseParser, Target};
 use super::gen::{Rng, Source};
 use super::ingest::{batch_outcome, post, Posted, REQUEST_TIMEOUT};
 use super::stats::{self, mib, micros, CpuMeter, Histogram};
 use super::{figure, note, Ctx};
+use crate::client::{find, ChunkedDecoder, Conn, SseParser, Target};
 use serde::Deserialize;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

@@ -15,15 +15,18 @@
 //! Events may arrive out of order: an end that finds no open call waits (a few of them) for a
 //! start with a lower sequence that it pairs with.
 
+use super::alert::{AlertKind, NewAlert, Severity};
+use super::config::DetectConfig;
+use super::fmt::{fmt_secs, rfc3339, secs_to_us};
 use super::json::{canonical, cut, digest};
-use super::{fmt_secs, rfc3339, secs_to_us, AlertKind, DetectConfig, NewAlert, Payload, Severity};
 use crate::model::Event;
+use crate::model::Payload;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 
-/// Calls kept, open or recently completed. The state is rewritten with every event, so this is
-/// small; it still holds several loops' worth of calls inside one window. A `loop_repeats` above it
+/// Calls kept, open or recently completed. The state is saved with the session (every 32 events)
+/// and replayed after a restart, so this is small; it still holds several loops' worth of calls inside one window. A `loop_repeats` above it
 /// acts as this number.
 pub const MAX_CALLS: usize = 32;
 /// Tool names and call ids are kept to this many bytes (they are labels, not content).
@@ -489,7 +492,7 @@ mod tests {
             let mut t = ToolCalls::default();
             let cfg = DetectConfig::default();
             for e in events {
-                let p = Payload::parse(e.payload_json());
+                let p = e.payload().clone();
                 if e.kind == "operation.tool_start" {
                     t.start(e, &p, &cfg);
                 } else {

@@ -4,8 +4,10 @@
 //! Stalls use the collector's clock live, which an export does not record; replay approximates it
 //! with event time: a gap between two consecutive events of a running session is a silence.
 
+use super::alert::NewAlert;
+use super::config::DetectConfig;
+use super::detector::{stall_check, SessionDetector};
 use super::json::digest;
-use super::{stall_check, DetectConfig, NewAlert, Payload, SessionDetector};
 use crate::model::Event;
 use serde::Serialize;
 use std::collections::hash_map::{Entry, HashMap};
@@ -125,8 +127,7 @@ pub fn replay(lines: impl Iterator<Item = String>, cfg: &DetectConfig) -> Replay
             continue;
         };
         // The status as session derivation reads it.
-        let status =
-            Payload::parse(ev.payload_json()).first_str(&["outcome", "status"]).unwrap_or("completed").to_owned();
+        let status = ev.payload().first_str(&["outcome", "status"]).unwrap_or("completed").to_owned();
         let end = ChildEnd { child: id, status, at_us: ev.ts_us };
         match sessions.get_mut(&parent_id) {
             Some(parent) => report.alerts.extend(end.tell(&parent_id, &mut parent.detector, cfg)),

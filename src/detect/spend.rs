@@ -12,14 +12,16 @@
 //! The session's total cost, for the budget, is the one the session row shows (`COLLECTOR.md`,
 //! Sessions): the latest reported `total_cost_usd`, else the sum of `cost_usd` in payloads.
 
-use super::{AlertKind, DetectConfig, NewAlert, Payload, Severity};
+use super::alert::{AlertKind, NewAlert, Severity};
+use super::config::DetectConfig;
 use crate::model::Event;
+use crate::model::Payload;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::VecDeque;
 
 /// Increments kept per series for the median: enough for a stable baseline, and small because the
-/// state is rewritten with every event. A `spike_min_samples` above it acts as this number.
+/// state is saved with the session. A `spike_min_samples` above it acts as this number.
 pub const MAX_SAMPLES: usize = 32;
 
 #[derive(Default, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -1,9 +1,12 @@
 //! "N in a row" rules: `confidence_drop` (low-confidence thoughts) and `error_cascade` (failed
 //! tool ends in one session, or failed children of one parent close together).
 
+use super::alert::{AlertKind, NewAlert, Severity};
+use super::config::DetectConfig;
+use super::fmt::{fmt_secs, rfc3339, secs_to_us};
 use super::json::{cut, quote};
-use super::{fmt_secs, rfc3339, secs_to_us, AlertKind, DetectConfig, NewAlert, Payload, Severity};
 use crate::model::Event;
+use crate::model::Payload;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::VecDeque;

@@ -1,7 +1,9 @@
 //! Test support: events at given seconds after a fixed instant, and the `check` helper every
 //! detector's table goes through.
 
-use super::{AlertKind, DetectConfig, NewAlert, SessionDetector};
+use super::alert::{AlertKind, NewAlert};
+use super::config::DetectConfig;
+use super::detector::SessionDetector;
 use crate::model::Event;
 use time::format_description::well_known::Rfc3339;
 use time::macros::datetime;

@@ -36,6 +36,9 @@ pub enum ApiError {
     /// A bounded resource other than the store is exhausted: retry shortly.
     #[error("{0}")]
     Unavailable(String),
+    /// A bug of ours, not the caller's: 500, with the cause in the log only.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,6 +59,7 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) if is_overload(e) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(StoreError::BadCursor) => StatusCode::BAD_REQUEST,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -63,7 +67,7 @@ impl ApiError {
 
 /// Store failures a client should retry later (503 with `Retry-After`).
 pub(crate) fn is_overload(e: &StoreError) -> bool {
-    matches!(e, StoreError::Busy | StoreError::Full | StoreError::Closed)
+    matches!(e, StoreError::QueueFull | StoreError::Busy | StoreError::Full | StoreError::Closed)
 }
 
 impl IntoResponse for ApiError {
@@ -75,9 +79,14 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %e, "store failure");
                 "internal error; see the collector's log".to_owned()
             }
-            ApiError::Store(StoreError::Busy) => {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                "internal error; see the collector's log".to_owned()
+            }
+            ApiError::Store(StoreError::QueueFull) => {
                 "the collector is overloaded (write queue full); retry shortly".to_owned()
             }
+            ApiError::Store(StoreError::Busy) => "the database is busy; retry shortly".to_owned(),
             ApiError::Store(StoreError::Full) => "the collector cannot store events: its disk is full".to_owned(),
             other => other.to_string(),
         };

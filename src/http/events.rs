@@ -1,6 +1,7 @@
 //! `POST /events`: one event, or a batch (JSON array or NDJSON).
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 use crate::model::{Event, EventError};
 use crate::store::Outcome;
 use axum::body::Body;

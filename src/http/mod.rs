@@ -1,66 +1,96 @@
 //! HTTP: the only module that knows routes, status codes and SSE framing.
 //!
 //! Routes are split by resource: [`events`] (ingest), [`sessions`] (reads, export, deletion,
-//! alerts), [`stream`] (SSE), [`ops`] (health, metrics, index). [`security`] guards them all.
+//! alerts), [`stream`] (SSE), [`ops`] (health, metrics, index), [`dashboard`] (the front end's
+//! files). [`security`] guards them all. Every route is in one table, [`endpoints`].
 
+mod dashboard;
 mod error;
 mod events;
 mod ops;
+mod params;
 mod security;
 mod sessions;
+mod state;
 mod stream;
 
 pub use error::ApiError;
 pub use security::Security;
+pub use state::{AppState, MAX_EXPORTS};
 
-use crate::hub::Hub;
-use crate::metrics::Metrics;
-use crate::store::Store;
-use axum::extract::{FromRequestParts, Query};
-use axum::http::request::Parts;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-/// What every handler may use.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    /// Cancelled on shutdown: ends every open stream, so the server can drain.
-    pub shutdown: CancellationToken,
-    pub started: Instant,
-    /// Shown by `/health` so the dashboard can tell a stalled session from a quiet one.
-    pub stall_after_secs: f64,
-    /// One permit per export in progress ([`MAX_EXPORTS`]).
-    pub exports: Arc<tokio::sync::Semaphore>,
+/// One route: its path, its handlers, and what `GET /` says of each method (undocumented
+/// routes, such as the dashboard's files, are served but not listed).
+struct Endpoint {
+    path: &'static str,
+    handlers: MethodRouter<AppState>,
+    docs: &'static [(&'static str, &'static str)],
 }
 
-/// Exports served at once. Each holds about one chunk and the server's write buffer (well under
-/// a MiB) while its client is slow, so this bounds what slow exports can hold in all.
-pub const MAX_EXPORTS: usize = 32;
+/// Every route, in one table: the router and the index at `GET /` are both built from it.
+fn endpoints() -> Vec<Endpoint> {
+    let e = |path, handlers, docs| Endpoint { path, handlers, docs };
+    vec![
+        e("/", get(ops::index), &[]),
+        e(
+            "/events",
+            post(events::ingest),
+            &[("POST", "ingest one event (JSON object) or a batch (JSON array or application/x-ndjson)")],
+        ),
+        e(
+            "/sessions",
+            get(sessions::list),
+            &[("GET", "sessions, most recent activity first (limit, cursor, status, agent_id, parent_session_id, q)")],
+        ),
+        e(
+            "/sessions/{id}",
+            get(sessions::detail).delete(sessions::delete),
+            &[
+                ("GET", "a session with its events (after, limit) and alerts (alerts_after)"),
+                ("DELETE", "delete a session, its events and alerts"),
+            ],
+        ),
+        e("/sessions/{id}/children", get(sessions::children), &[("GET", "direct child sessions")]),
+        e("/sessions/{id}/export", get(sessions::export), &[("GET", "the session's events as JSON lines")]),
+        e(
+            "/sessions/{id}/pin",
+            post(sessions::pin).delete(sessions::unpin),
+            &[("POST", "keep a session from retention (DELETE to unpin)")],
+        ),
+        e(
+            "/alerts",
+            get(sessions::alerts),
+            &[("GET", "alerts across sessions, newest first (limit, cursor, session_id, type)")],
+        ),
+        e(
+            "/stream",
+            get(stream::stream),
+            &[("GET", "live Server-Sent Events (session_id, agent_id, type, since / Last-Event-ID)")],
+        ),
+        e("/health", get(ops::health), &[("GET", "liveness and store status")]),
+        e("/metrics", get(ops::metrics), &[("GET", "Prometheus metrics")]),
+        e("/dashboard", get(dashboard::redirect), &[]),
+        e("/dashboard/", get(dashboard::index), &[("GET", "the live dashboard")]),
+        e("/dashboard/{*name}", get(dashboard::file), &[]),
+    ]
+}
 
 pub fn router(state: AppState, security: Security) -> Router {
     let security = Arc::new(security);
-    Router::new()
-        .route("/", get(ops::index))
-        .route("/events", post(events::ingest))
-        .route("/sessions", get(sessions::list))
-        .route("/sessions/{id}", get(sessions::detail).delete(sessions::delete))
-        .route("/sessions/{id}/children", get(sessions::children))
-        .route("/sessions/{id}/export", get(sessions::export))
-        .route("/sessions/{id}/pin", post(sessions::pin).delete(sessions::unpin))
-        .route("/alerts", get(sessions::alerts))
-        .route("/stream", get(stream::stream))
-        .route("/health", get(ops::health))
-        .route("/metrics", get(ops::metrics))
-        .route("/dashboard", get(crate::dashboard::redirect))
-        .route("/dashboard/", get(crate::dashboard::index))
-        .route("/dashboard/{*name}", get(crate::dashboard::file))
+    let table = endpoints();
+    let index: serde_json::Map<String, serde_json::Value> = table
+        .iter()
+        .flat_map(|e| e.docs.iter().map(move |(method, doc)| (format!("{method} {}", e.path), (*doc).into())))
+        .collect();
+    let mut router = Router::new();
+    for e in table {
+        router = router.route(e.path, e.handlers);
+    }
+    router
+        .layer(axum::Extension(ops::Index(Arc::new(index))))
         .fallback(|| async { ApiError::NotFound("no such endpoint; GET / lists them".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
@@ -68,44 +98,4 @@ pub fn router(state: AppState, security: Security) -> Router {
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&security), security::guard))
         .layer(security.cors())
-}
-
-/// Query parameters, read leniently: unknown ones are ignored, malformed values are a 400.
-pub(crate) struct Params(HashMap<String, String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Params {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
-        Ok(Params(map))
-    }
-}
-
-impl Params {
-    /// A non-empty parameter.
-    pub(crate) fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).filter(|v| !v.is_empty()).cloned()
-    }
-
-    pub(crate) fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
-        self.get(name)
-            .map(|v| {
-                v.parse::<i64>().map_err(|_| {
-                    ApiError::BadRequest(format!("query parameter `{name}` must be an integer, got {v:?}"))
-                })
-            })
-            .transpose()
-    }
-
-    /// `limit`, defaulted and capped.
-    pub(crate) fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
-        match self.int("limit")? {
-            None => Ok(default),
-            Some(n) if n >= 1 => Ok((n as usize).min(max)),
-            Some(n) => Err(ApiError::BadRequest(format!("query parameter `limit` must be at least 1, got {n}"))),
-        }
-    }
 }

@@ -1,7 +1,7 @@
 //! `/health`, `/metrics` and the index at `/`.
 
 use super::security::Trusted;
-use super::AppState;
+use super::state::AppState;
 use crate::metrics::Gauges;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use axum::Json;
 use serde_json::json;
+use std::sync::Arc;
 
 /// `/health` answers everyone (load balancers, the dashboard before it has a token); where the
 /// files are and which process serves them is for callers holding the token.
@@ -52,28 +53,14 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
-pub(crate) async fn index(headers: HeaderMap) -> Response {
+/// The documented endpoints, `"METHOD path" -> what it does`, built from the route table.
+#[derive(Clone)]
+pub(crate) struct Index(pub(crate) Arc<serde_json::Map<String, serde_json::Value>>);
+
+pub(crate) async fn index(Extension(Index(endpoints)): Extension<Index>, headers: HeaderMap) -> Response {
     let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     if wants_html {
         return Redirect::to("/dashboard/").into_response();
     }
-    Json(json!({
-        "name": "aop",
-        "version": env!("CARGO_PKG_VERSION"),
-        "endpoints": {
-            "POST /events": "ingest one event (JSON object) or a batch (JSON array or application/x-ndjson)",
-            "GET /sessions": "sessions, most recent activity first (limit, cursor, status, agent_id, parent_session_id, q)",
-            "GET /sessions/{id}": "a session with its events (after, limit) and alerts (alerts_after)",
-            "GET /sessions/{id}/children": "direct child sessions",
-            "GET /sessions/{id}/export": "the session's events as JSON lines",
-            "DELETE /sessions/{id}": "delete a session, its events and alerts",
-            "POST /sessions/{id}/pin": "keep a session from retention (DELETE to unpin)",
-            "GET /alerts": "alerts across sessions, newest first (limit, cursor, session_id, type)",
-            "GET /stream": "live Server-Sent Events (session_id, agent_id, type, since / Last-Event-ID)",
-            "GET /health": "liveness and store status",
-            "GET /metrics": "Prometheus metrics",
-            "GET /dashboard/": "the live dashboard",
-        }
-    }))
-    .into_response()
+    Json(json!({ "name": "aop", "version": env!("CARGO_PKG_VERSION"), "endpoints": *endpoints })).into_response()
 }

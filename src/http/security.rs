@@ -3,7 +3,7 @@
 //! sites' frames. The other half of the cross-site defence is in the handlers that take a body:
 //! they require a JSON type, which a page cannot send to another origin without a preflight.
 
-use super::ApiError;
+use super::error::ApiError;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;

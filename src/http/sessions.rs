@@ -1,6 +1,8 @@
 //! `/sessions` and `/alerts`: lists, detail, children, export and deletion.
 
-use super::{ApiError, AppState, Params};
+use super::error::ApiError;
+use super::params::Params;
+use super::state::AppState;
 use crate::store::{AlertQuery, DetailQuery, SessionQuery, StoredEvent};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -47,7 +49,7 @@ pub(crate) async fn detail(
     // Events and alerts are stored as JSON text: splice them in rather than re-serialise.
     let mut out = String::with_capacity(256 + d.events.iter().map(|e| e.json.len() + 1).sum::<usize>());
     out.push_str("{\"session\":");
-    out.push_str(&serde_json::to_string(&d.session).map_err(|e| ApiError::BadRequest(e.to_string()))?);
+    out.push_str(&serde_json::to_string(&d.session).map_err(|e| ApiError::Internal(e.to_string()))?);
     out.push_str(",\"events\":");
     push_array(&mut out, d.events.iter().map(|e| e.json.as_str()));
     out.push_str(",\"alerts\":");
@@ -83,7 +85,7 @@ pub(crate) async fn children(State(app): State<AppState>, Path(id): Path<String>
 
 pub(crate) async fn export(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let permit = Arc::clone(&app.exports).try_acquire_owned().map_err(|_| {
-        ApiError::Unavailable(format!("{} exports are already in progress; retry shortly", super::MAX_EXPORTS))
+        ApiError::Unavailable(format!("{} exports are already in progress; retry shortly", super::state::MAX_EXPORTS))
     })?;
     let mut stream = app.store.export(id.clone()).await?.ok_or_else(|| unknown(&id))?;
     // A failure in the first chunk can still be a proper error status; later ones can only cut

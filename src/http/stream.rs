@@ -4,7 +4,8 @@
 //! JSON; alerts and deletions are named events (`event: alert`, `event: session.deleted`) without
 //! an `id:`, so a plain `onmessage` sees only AOP events and the resume cursor stays an event id.
 
-use super::{AppState, Params};
+use super::params::Params;
+use super::state::AppState;
 use crate::hub::{Lagged, Message, MessageKind};
 use crate::store::FeedEvent;
 use axum::body::Body;

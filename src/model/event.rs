@@ -4,6 +4,7 @@
 //! in the program has passed the rules of `AOP.md`. The client's bytes are kept (only insignificant
 //! whitespace is removed), so what is stored and streamed is what the agent sent.
 
+use super::payload::{Parsed, Payload};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::fmt;
@@ -57,6 +58,8 @@ pub struct Event {
     raw: String,
     /// Byte range of the payload's value inside `raw`.
     payload_at: (usize, usize),
+    /// The payload, parsed when first asked for.
+    parsed: Parsed,
 }
 
 impl fmt::Debug for Event {
@@ -196,6 +199,7 @@ impl Event {
             kind,
             raw,
             payload_at,
+            parsed: Parsed::default(),
         })
     }
 
@@ -207,6 +211,11 @@ impl Event {
     /// The payload object's JSON text.
     pub fn payload_json(&self) -> &str {
         &self.raw[self.payload_at.0..self.payload_at.1]
+    }
+
+    /// The payload object, parsed on first use and then shared by every reader.
+    pub fn payload(&self) -> &Payload {
+        self.parsed.get_or_parse(self.payload_json())
     }
 
     /// Consumes the event, keeping only its JSON text.

@@ -1,7 +1,10 @@
-//! The event model, with no I/O: the envelope and its validation, and session derivation.
+//! The event model, with no I/O: the envelope and its validation, the payload's fields, and
+//! session derivation.
 
 mod event;
+mod payload;
 mod session;
 
 pub use event::{parse_timestamp, Event, EventError, MAX_EVENT_BYTES};
+pub use payload::Payload;
 pub use session::{SessionRow, SessionState};

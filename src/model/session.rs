@@ -5,9 +5,9 @@
 //! commutative: values that "win" remember the rank (sequence, event kind) that won them, sums are
 //! kept in integers (cost in nano-dollars) so float rounding cannot depend on order.
 
-use super::Event;
+use super::event::Event;
+use super::payload::Payload;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// A value chosen among several events, with the rank that chose it (lower rank wins).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,42 +66,13 @@ pub struct SessionState {
     event_count: i64,
 }
 
-/// The payload fields derivation reads, in both vocabularies of `AOP.md`. Unknown fields are
-/// skipped; a payload that does not fit (e.g. duplicate keys) contributes nothing.
-#[derive(Deserialize, Default)]
-struct Facts {
-    goal: Option<Value>,
-    agent_version: Option<Value>,
-    llm: Option<Value>,
-    outcome: Option<Value>,
-    status: Option<Value>,
-    outcome_summary: Option<Value>,
-    error_message: Option<Value>,
-    step: Option<Value>,
-    total_steps: Option<Value>,
-    token_spend: Option<Value>,
-    total_tokens: Option<Value>,
-    total_cost_usd: Option<Value>,
-    token_spend_delta: Option<Value>,
-    cost_usd: Option<Value>,
-}
-
-fn text(v: &Option<Value>) -> Option<String> {
-    v.as_ref().and_then(Value::as_str).map(str::to_owned)
-}
-
-fn count(v: &Option<Value>) -> Option<i64> {
-    let v = v.as_ref()?;
-    v.as_i64().or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.round() as i64))
-}
-
-fn money(v: &Option<Value>) -> Option<f64> {
-    v.as_ref()?.as_f64().filter(|f| f.is_finite())
-}
-
-/// Whether the payload may hold fields derivation reads; others are not parsed at all.
-fn needs_facts(kind: &str) -> bool {
+/// Whether the payload may hold fields derivation reads; others are not looked at.
+fn needs_payload(kind: &str) -> bool {
     kind.starts_with("session.") || kind.starts_with("operation.")
+}
+
+fn text(p: &Payload, key: &str) -> Option<String> {
+    p.str(key).map(str::to_owned)
 }
 
 impl SessionState {
@@ -114,18 +85,16 @@ impl SessionState {
         let seq = ev.sequence;
         let is_started = ev.kind == "session.started";
         let rank = (u8::from(!is_started), seq);
-        let facts: Facts = if needs_facts(&ev.kind) || ev.payload_json().contains("cost_usd") {
-            serde_json::from_str(ev.payload_json()).unwrap_or_default()
-        } else {
-            Facts::default()
-        };
+        let empty = Payload::default();
+        let facts =
+            if needs_payload(&ev.kind) || ev.payload_json().contains("cost_usd") { ev.payload() } else { &empty };
 
         self.event_count += 1;
         pick(&mut self.agent, rank, ev.agent_id.clone());
         if let Some(p) = &ev.parent_session_id {
             pick(&mut self.parent, rank, p.clone());
         }
-        let version = ev.agent_version.clone().or_else(|| if is_started { text(&facts.agent_version) } else { None });
+        let version = ev.agent_version.clone().or_else(|| if is_started { text(facts, "agent_version") } else { None });
         if let Some(v) = version {
             pick(&mut self.version, rank, v);
         }
@@ -140,39 +109,44 @@ impl SessionState {
         match ev.kind.as_str() {
             "session.started" => {
                 pick(&mut self.started, (0, seq), stamp);
-                if let Some(g) = text(&facts.goal) {
+                if let Some(g) = text(facts, "goal") {
                     pick(&mut self.goal, (0, seq), g);
                 }
-                if let Some(m) = text(&facts.llm) {
+                if let Some(m) = text(facts, "llm") {
                     pick(&mut self.llm, (0, seq), m);
                 }
             }
             "session.ended" => {
-                let status = text(&facts.outcome).or_else(|| text(&facts.status)).unwrap_or_else(|| "completed".into());
-                let ended =
-                    Ended { stamp, status, summary: text(&facts.outcome_summary), error: text(&facts.error_message) };
+                let status =
+                    text(facts, "outcome").or_else(|| text(facts, "status")).unwrap_or_else(|| "completed".into());
+                let ended = Ended {
+                    stamp,
+                    status,
+                    summary: text(facts, "outcome_summary"),
+                    error: text(facts, "error_message"),
+                };
                 pick(&mut self.ended, (0, seq), ended);
             }
             k if k.starts_with("cognition.") || k.starts_with("operation.") => self.activity += 1,
             _ => {}
         }
         if matches!(ev.kind.as_str(), "session.heartbeat" | "session.ended") {
-            if let Some(n) = count(&facts.step).or_else(|| count(&facts.total_steps)) {
+            if let Some(n) = facts.count("step").or_else(|| facts.count("total_steps")) {
                 latest(&mut self.steps_reported, seq, n);
             }
-            if let Some(n) = count(&facts.token_spend).or_else(|| count(&facts.total_tokens)) {
+            if let Some(n) = facts.count("token_spend").or_else(|| facts.count("total_tokens")) {
                 latest(&mut self.tokens_reported, seq, n);
             }
-            if let Some(c) = money(&facts.total_cost_usd) {
+            if let Some(c) = facts.num("total_cost_usd") {
                 latest(&mut self.cost_reported, seq, c);
             }
         }
         if ev.kind == "operation.tool_end" {
-            if let Some(n) = count(&facts.token_spend_delta) {
+            if let Some(n) = facts.count("token_spend_delta") {
                 self.tokens_delta = self.tokens_delta.saturating_add(n);
             }
         }
-        if let Some(c) = money(&facts.cost_usd) {
+        if let Some(c) = facts.num("cost_usd") {
             let nano = (c * 1e9).round() as i64;
             self.cost_nano = Some(self.cost_nano.unwrap_or(0).saturating_add(nano));
         }

@@ -8,6 +8,7 @@
 //! commit order; an event's `id` is its position in one global order that never goes back
 //! (the stream's cursor).
 
+pub mod apply;
 pub mod sqlite;
 
 use crate::model::{Event, SessionRow};
@@ -28,10 +29,15 @@ pub enum Outcome {
     Conflict,
 }
 
+/// What a store operation can fail with, whatever the backend. Callers act on the variant
+/// (retry later, refuse to start, report); the backend's own error stays attached as the source.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The write queue is full: back off and retry.
     #[error("the write queue is full")]
+    QueueFull,
+    /// The database itself is busy or locked by another connection: back off and retry.
+    #[error("the database is busy")]
     Busy,
     /// The disk (or the configured size limit) is full.
     #[error("the database cannot grow: disk full")]
@@ -47,13 +53,20 @@ pub enum StoreError {
     #[error("cannot open the database at {path}: {reason}")]
     Open { path: String, reason: String },
     #[error("database error: {0}")]
-    Db(String),
+    Db(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// The session was deleted while it was being read.
     #[error("session {0:?} was deleted while it was being read")]
     Gone(String),
     /// A page cursor this store did not give out (or mangled on the way back).
     #[error("query parameter `cursor` is not a cursor this collector gave out; start again without it")]
     BadCursor,
+}
+
+impl StoreError {
+    /// Any other failure of the backend, kept as the cause.
+    pub fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Db(std::sync::Arc::new(e))
+    }
 }
 
 /// What retention may delete: ended, unpinned sessions older than `max_age_ms` (collector

@@ -14,6 +14,8 @@
 //! - [`ops`]: `/health`, `/metrics`, the index, the dashboard's routes, unknown routes.
 //! - [`reliability`]: SIGKILL at random moments, SIGTERM under load, overload, stalled
 //!   subscribers, a full disk, retention, damaged databases.
+//! - [`browser`]: the dashboard in headless Chromium (live views, export and delete, reconnects,
+//!   100k events), and pages of another origin trying to write or to get the token.
 
 mod support;
 

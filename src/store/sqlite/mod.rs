@@ -2,23 +2,26 @@
 
 mod read;
 mod schema;
+mod shared;
+mod upkeep;
 mod writer;
 
 use super::*;
 use crate::hub::Hub;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
+use shared::Shared;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
-use writer::{Done, Job, Work, Writer};
+use writer::{Command, Job, Reply, Writer};
 
 /// How much durability a commit buys (`PRAGMA synchronous`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// fsync on every commit: an acknowledged event survives a power loss.
@@ -36,6 +39,18 @@ impl std::fmt::Display for Durability {
     }
 }
 
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Ok(Durability::Full),
+            "normal" => Ok(Durability::Normal),
+            other => Err(format!("{other:?} is not a durability: use full or normal")),
+        }
+    }
+}
+
 pub struct Options {
     pub path: PathBuf,
     pub durability: Durability,
@@ -46,32 +61,9 @@ pub struct Options {
     pub max_bytes: Option<u64>,
 }
 
-/// State the writer shares with readers of health and metrics.
-#[derive(Default)]
-pub(super) struct Shared {
-    writable: AtomicBool,
-    last_error: Mutex<Option<String>>,
-    queue_depth: AtomicUsize,
-    commits: AtomicU64,
-    alerts: AtomicU64,
-    closing: AtomicBool,
-}
-
-impl Shared {
-    fn mark_writable(&self) {
-        if !self.writable.swap(true, Ordering::Relaxed) {
-            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
-    }
-    fn mark_failed(&self, err: &StoreError) {
-        self.writable.store(false, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
-    }
-}
-
 pub struct SqliteStore {
     path: PathBuf,
-    tx: SyncSender<Job>,
+    tx: SyncSender<Command>,
     writer: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<read::Readers>,
@@ -127,15 +119,6 @@ fn owner_only(path: &Path) {
                 tracing::warn!(file = %file.display(), mode = format!("{mode:o}"), error = %e, "others can read the database file and its mode could not be changed")
             }
         }
-    }
-}
-
-/// Maps SQLite's errors to what a caller can act on.
-pub(super) fn classify(e: &rusqlite::Error) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DiskFull) => StoreError::Full,
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
-        _ => StoreError::Db(e.to_string()),
     }
 }
 
@@ -249,14 +232,15 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn submit(&self, work: Work) -> Result<Done, StoreError> {
+    /// Queues a job for the writer and waits for its answer; a full queue is `QueueFull` at once.
+    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Job::Work { work, reply }) {
+        match self.tx.try_send(Command::Run(job(reply))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                return Err(StoreError::Busy);
+                return Err(StoreError::QueueFull);
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
@@ -266,16 +250,11 @@ impl SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Submits `work` and takes its answer out of the writer's reply.
-    async fn run<T>(&self, work: Work, answer: fn(Done) -> Option<T>) -> Result<T, StoreError> {
-        answer(self.submit(work).await?).ok_or_else(|| StoreError::Db("the writer answered another job".into()))
-    }
-
     /// Lets the writer finish the jobs already queued, then stops it. Bounded by the caller.
     pub fn shutdown_blocking(&self) {
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
         // A blocking send: a full queue drains within one group commit.
-        let _ = self.tx.send(Job::Shutdown);
+        let _ = self.tx.send(Command::Shutdown);
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
@@ -298,38 +277,23 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn ingest(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Vec<Outcome>, StoreError>> {
-        Box::pin(self.run(Work::Ingest(events), |d| match d {
-            Done::Ingest(o) => Some(o),
-            _ => None,
-        }))
+        Box::pin(self.submit(move |r| Job::Ingest(events, r)))
     }
 
     fn delete_session(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.run(Work::Delete(id), |d| match d {
-            Done::Delete(found) => Some(found),
-            _ => None,
-        }))
+        Box::pin(self.submit(move |r| Job::Delete(id, r)))
     }
 
     fn check_stalls(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.run(Work::Stalls, |d| match d {
-            Done::Stalls(n) => Some(n),
-            _ => None,
-        }))
+        Box::pin(self.submit(Job::Stalls))
     }
 
     fn pin(&self, id: String, pinned: bool) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.run(Work::Pin(id, pinned), |d| match d {
-            Done::Pin(found) => Some(found),
-            _ => None,
-        }))
+        Box::pin(self.submit(move |r| Job::Pin(id, pinned, r)))
     }
 
     fn retain(&self, policy: Retention) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.run(Work::Retain(policy), |d| match d {
-            Done::Retained(n) => Some(n),
-            _ => None,
-        }))
+        Box::pin(self.submit(move |r| Job::Retain(policy, r)))
     }
 
     fn shutdown(&self) {

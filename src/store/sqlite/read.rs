@@ -43,9 +43,9 @@ impl Readers {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => self.open().map_err(|e| super::classify(&e))?,
+            None => self.open().map_err(|e| super::shared::classify(&e))?,
         };
-        let out = f(&conn).map_err(|e| super::classify(&e));
+        let out = f(&conn).map_err(|e| super::shared::classify(&e));
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(conn);
@@ -59,7 +59,7 @@ impl Readers {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || me.with(f)).await.map_err(|e| StoreError::Db(e.to_string()))?
+        tokio::task::spawn_blocking(move || me.with(f)).await.map_err(StoreError::db)?
     }
 }
 
@@ -203,15 +203,9 @@ fn detail_in_tx(c: &Connection, id: &str, q: DetailQuery) -> rusqlite::Result<Op
     Ok(Some(SessionDetail { session, events, more, alerts, next_alerts_after }))
 }
 
-/// Alerts are stored without their id (unknown before the insert); it is put back in front.
+/// An alert row's JSON with its id (stored without it: unknown before the insert).
 fn alert_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
-    let id: i64 = r.get(0)?;
-    let body: String = r.get(1)?;
-    Ok(match body.strip_prefix('{') {
-        Some(rest) if rest.starts_with('}') => format!("{{\"id\":{id}}}"),
-        Some(rest) => format!("{{\"id\":{id},{rest}"),
-        None => body,
-    })
+    Ok(crate::detect::with_alert_id(r.get_ref(1)?.as_str()?, r.get(0)?))
 }
 
 pub(super) fn alerts(c: &Connection, q: &AlertQuery) -> rusqlite::Result<AlertPage> {

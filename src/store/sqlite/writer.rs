@@ -3,13 +3,15 @@
 //! It blocks for the first job, drains whatever else is queued (up to [`MAX_GROUP_EVENTS`]),
 //! runs all of it in one transaction with one fsync, then publishes to the hub and answers every
 //! caller. Many concurrent requests thus share one commit, which is what makes durable ingest fast.
-//! Session rows, detector states and alerts are written in the same transaction as the events
-//! that changed them, from a cache of sessions so a hot session is not re-read per event.
+//! What an event does to its session and detectors is [`crate::store::apply`]'s business; this
+//! file writes its outcome (the session row, the alerts) in the same transaction as the event.
+//! Upkeep jobs (stalls, retention, deletion, pins) are in [`super::upkeep`].
 
-use super::{classify, Shared};
-use crate::detect::{self, DetectConfig, NewAlert, SessionDetector};
+use super::shared::{classify, Shared};
+use crate::detect::{DetectConfig, NewAlert};
 use crate::hub::{Hub, Message, MessageKind};
-use crate::model::{Event, SessionState};
+use crate::model::Event;
+use crate::store::apply::{ChildEnd, Live, Tracked};
 use crate::store::{Outcome, Retention, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -22,70 +24,88 @@ use tokio::sync::oneshot;
 /// the first request in a group prompt. A larger batch is committed in several transactions, so
 /// no single commit publishes more than this many messages at once to the stream's ring.
 const MAX_GROUP_EVENTS: usize = 4096;
-/// Sessions kept in memory; beyond this the cache is emptied (states are re-read on demand).
-const MAX_CACHED_SESSIONS: usize = 20_000;
-/// Events after which a session's detector state is saved again; on load, at most this many
-/// stored events are replayed into it. Saving it with every event would write kilobytes per event.
-const DETECT_CHECKPOINT: u32 = 32;
 /// Sessions deleted by one retention pass: bounds the transaction (the next pass continues).
-const RETAIN_BATCH: usize = 200;
+pub(super) const RETAIN_BATCH: usize = 200;
 
-pub(super) enum Work {
-    Ingest(Vec<Event>),
-    Delete(String),
-    /// Raise stall alerts for running sessions silent for too long (collector clock).
-    Stalls,
-    Pin(String, bool),
-    Retain(Retention),
-}
-
-pub(super) enum Done {
-    Ingest(Vec<Outcome>),
-    Delete(bool),
-    Stalls(usize),
-    Pin(bool),
-    Retained(usize),
-}
+/// Where a job's answer goes: typed per job, so no caller can be handed another job's answer.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 pub(super) enum Job {
-    Work {
-        work: Work,
-        reply: oneshot::Sender<Result<Done, StoreError>>,
-    },
+    Ingest(Vec<Event>, Reply<Vec<Outcome>>),
+    Delete(String, Reply<bool>),
+    /// Raise stall alerts for running sessions silent for too long (collector clock).
+    Stalls(Reply<usize>),
+    Pin(String, bool, Reply<bool>),
+    Retain(Retention, Reply<usize>),
+}
+
+/// What the writer's queue carries.
+pub(super) enum Command {
+    Run(Job),
     /// Stop after the jobs queued before this one; later ones are dropped (their callers see `Closed`).
     Shutdown,
 }
 
-struct Cached {
-    sid: i64,
-    state: SessionState,
-    detector: SessionDetector,
-    dirty: bool,
-    /// An event arrived in the current group: `heard_ms` moves to now and the stall episode ends.
-    heard: bool,
-    /// The latest event the detector has seen, and how many it saw since its state was saved.
-    detect_upto: i64,
-    detect_unsaved: u32,
-    /// The detector changed outside the session's own events (a child ended): save it now,
-    /// since replaying this session's events would not redo it.
-    detect_must_save: bool,
+impl Job {
+    /// How much of a group's budget the job takes.
+    fn weight(&self) -> usize {
+        match self {
+            Job::Ingest(evs, _) => evs.len(),
+            Job::Retain(..) => RETAIN_BATCH * 10,
+            _ => 1,
+        }
+    }
+
+    /// Answers the job with a failure without running it.
+    fn fail(self, e: &StoreError) {
+        match self {
+            Job::Ingest(_, r) => tell(r, e),
+            Job::Delete(_, r) | Job::Pin(_, _, r) => tell(r, e),
+            Job::Stalls(r) | Job::Retain(_, r) => tell(r, e),
+        }
+    }
+}
+
+fn tell<T>(reply: Reply<T>, e: &StoreError) {
+    let _ = reply.send(Err(e.clone()));
+}
+
+/// A job that ran inside the open transaction: its answer waits for the commit's fate.
+type Answer = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+/// A job that failed (and so took its group down): its caller is told why.
+type Failed = Box<dyn FnOnce(&StoreError) + Send>;
+
+fn settle<T: Send + 'static>(
+    reply: Reply<T>,
+    result: rusqlite::Result<T>,
+) -> Result<Answer, (rusqlite::Error, Failed)> {
+    match result {
+        Ok(value) => Ok(Box::new(move |fate| {
+            let _ = reply.send(fate.clone().map(|()| value));
+        })),
+        Err(e) => Err((e, Box::new(move |err| tell(reply, err)))),
+    }
 }
 
 pub(super) struct Writer {
-    conn: Connection,
-    cache: HashMap<String, Cached>,
+    pub(super) conn: Connection,
+    pub(super) live: Live,
     hub: Arc<Hub>,
-    shared: Arc<Shared>,
-    detect: DetectConfig,
+    pub(super) shared: Arc<Shared>,
+    pub(super) detect: DetectConfig,
     /// The collector's clock for the current group, in ms since the epoch.
-    now_ms: i64,
-    /// Running sessions not yet alerted as stalled: sid → (id, heard_ms). Kept in memory so that
+    pub(super) now_ms: i64,
+    /// Running sessions not yet alerted as stalled: key → (id, heard_ms). Kept in memory so that
     /// no index on `heard_ms` has to be rewritten with every event.
-    silent: HashMap<i64, (String, i64)>,
+    pub(super) silent: HashMap<i64, (String, i64)>,
     /// Events written in the open transaction.
     txn_events: usize,
     /// The hard cap (`--max-db-size`) in pages.
-    max_pages: Option<u64>,
+    pub(super) max_pages: Option<u64>,
+    /// What the open transaction will publish once it commits.
+    pub(super) published: Vec<Message>,
+    /// Retention deleted sessions in this group: shrink the file after the commit.
+    pub(super) shrink_due: bool,
 }
 
 fn now_ms() -> i64 {
@@ -99,10 +119,6 @@ fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
-}
-
 impl Writer {
     pub(super) fn new(
         conn: Connection,
@@ -114,7 +130,7 @@ impl Writer {
         conn.set_prepared_statement_cache_capacity(32);
         let mut w = Writer {
             conn,
-            cache: HashMap::new(),
+            live: Live::default(),
             hub,
             shared,
             detect,
@@ -122,6 +138,8 @@ impl Writer {
             silent: HashMap::new(),
             txn_events: 0,
             max_pages,
+            published: Vec::new(),
+            shrink_due: false,
         };
         if let Err(e) = w.load_silent() {
             tracing::error!(error = %e, "cannot read running sessions; stalls will not be detected for them");
@@ -140,29 +158,21 @@ impl Writer {
         Ok(())
     }
 
-    pub(super) fn run(mut self, rx: Receiver<Job>) {
+    pub(super) fn run(mut self, rx: Receiver<Command>) {
         let mut stop = false;
         while !stop {
             let Ok(first) = rx.recv() else { break };
             let mut jobs = Vec::new();
             let mut events = 0;
             let mut next = Some(first);
-            while let Some(job) = next.take() {
+            while let Some(command) = next.take() {
                 self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                match job {
-                    Job::Shutdown => {
-                        stop = true;
-                        break;
-                    }
-                    Job::Work { work, reply } => {
-                        events += match &work {
-                            Work::Ingest(evs) => evs.len(),
-                            Work::Delete(_) | Work::Stalls | Work::Pin(..) => 1,
-                            Work::Retain(_) => RETAIN_BATCH * 10,
-                        };
-                        jobs.push((work, reply));
-                    }
-                }
+                let Command::Run(job) = command else {
+                    stop = true;
+                    break;
+                };
+                events += job.weight();
+                jobs.push(job);
                 if events < MAX_GROUP_EVENTS {
                     next = rx.try_recv().ok();
                 }
@@ -175,78 +185,79 @@ impl Writer {
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;");
     }
 
-    fn commit_group(&mut self, jobs: Vec<(Work, oneshot::Sender<Result<Done, StoreError>>)>) {
-        let (works, replies): (Vec<Work>, Vec<_>) = jobs.into_iter().unzip();
-        let mut published = Vec::new();
+    /// Runs one job inside the open transaction.
+    fn run_job(&mut self, job: Job) -> Result<Answer, (rusqlite::Error, Failed)> {
+        match job {
+            Job::Ingest(evs, reply) => settle(reply, self.ingest(evs)),
+            Job::Delete(id, reply) => settle(reply, self.delete(&id)),
+            Job::Stalls(reply) => settle(reply, self.stalls()),
+            Job::Pin(id, pinned, reply) => settle(reply, self.pin(&id, pinned)),
+            Job::Retain(policy, reply) => settle(reply, self.retain(&policy)),
+        }
+    }
+
+    fn commit_group(&mut self, jobs: Vec<Job>) {
         self.now_ms = now_ms();
         self.txn_events = 0;
-        let result = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
-            let mut done = Vec::with_capacity(works.len());
-            for work in works {
-                done.push(match work {
-                    Work::Ingest(evs) => Done::Ingest(self.ingest(evs, &mut published)?),
-                    Work::Delete(id) => Done::Delete(self.delete(&id, &mut published)?),
-                    Work::Stalls => Done::Stalls(self.stalls(&mut published)?),
-                    Work::Pin(id, pinned) => Done::Pin(self.pin(&id, pinned)?),
-                    Work::Retain(policy) => Done::Retained(self.retain(&policy, &mut published)?),
-                });
+        self.published.clear();
+        self.shrink_due = false;
+        let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
+        let mut failed: Vec<Failed> = Vec::new();
+        let mut unrun = Vec::new();
+        let mut failure = self.conn.execute_batch("BEGIN IMMEDIATE").err();
+        for job in jobs {
+            if failure.is_some() {
+                unrun.push(job);
+                continue;
             }
-            self.flush_sessions()?;
-            self.conn.execute_batch("COMMIT")?;
-            Ok(done)
-        });
-        match result {
-            Ok(done) => {
-                self.committed(published);
-                if self.cache.len() > MAX_CACHED_SESSIONS {
-                    self.cache.clear();
+            match self.run_job(job) {
+                Ok(a) => answers.push(a),
+                Err((e, f)) => {
+                    failure = Some(e);
+                    failed.push(f);
                 }
-                if done.iter().any(|d| matches!(d, Done::Retained(n) if *n > 0)) {
+            }
+        }
+        let failure =
+            failure.or_else(|| self.flush_sessions().err()).or_else(|| self.conn.execute_batch("COMMIT").err());
+        let fate = match failure {
+            None => {
+                self.committed();
+                self.live.committed();
+                if self.shrink_due {
                     // Give the freed pages back to the file system, so the file shrinks.
                     if let Err(e) = self.shrink() {
                         tracing::warn!(error = %e, "could not shrink the database after retention");
                     }
                 }
-                for (reply, done) in replies.into_iter().zip(done) {
-                    let _ = reply.send(Ok(done));
-                }
+                Ok(())
             }
-            Err(e) => {
+            Some(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
+                self.published.clear();
                 // The cache may hold states of the rolled-back events.
-                self.cache.clear();
+                self.live.clear();
                 let _ = self.load_silent();
                 let err = classify(&e);
                 self.shared.mark_failed(&err);
                 tracing::error!(error = %e, "write transaction failed");
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
+                Err(err)
             }
+        };
+        for answer in answers {
+            answer(&fate);
         }
-    }
-
-    /// Gives the pages retention freed back to the file system, then restores the size cap (SQLite
-    /// cannot set it below the file's size, so a file that started over it is capped only now).
-    fn shrink(&mut self) -> rusqlite::Result<()> {
-        // Each row of `incremental_vacuum` frees one page: it must be stepped to the end.
-        let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum")?;
-        let mut rows = stmt.query([])?;
-        while rows.next()?.is_some() {}
-        drop(rows);
-        drop(stmt);
-        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        if let Some(pages) = self.max_pages {
-            self.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        if let Err(e) = &fate {
+            failed.into_iter().for_each(|f| f(e));
+            unrun.into_iter().for_each(|j| j.fail(e));
         }
-        Ok(())
     }
 
     /// After a commit: the store is writable, and what was committed goes out to subscribers.
-    fn committed(&mut self, published: Vec<Message>) {
+    fn committed(&mut self) {
         self.shared.mark_writable();
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        for msg in published {
+        for msg in self.published.drain(..) {
             if msg.kind == MessageKind::Alert {
                 self.shared.alerts.fetch_add(1, Ordering::Relaxed);
             }
@@ -255,17 +266,17 @@ impl Writer {
     }
 
     /// Commits what the open transaction holds and opens the next one, mid-group.
-    fn commit_and_continue(&mut self, published: &mut Vec<Message>) -> rusqlite::Result<()> {
+    fn commit_and_continue(&mut self) -> rusqlite::Result<()> {
         self.flush_sessions()?;
         self.conn.execute_batch("COMMIT")?;
-        self.committed(std::mem::take(published));
+        self.committed();
         self.txn_events = 0;
         self.conn.execute_batch("BEGIN IMMEDIATE")
     }
 
-    /// The session's cached row, loaded or created.
-    fn session(&mut self, id: &str) -> rusqlite::Result<&mut Cached> {
-        if !self.cache.contains_key(id) {
+    /// The session, from the cache or the store (its detector caught up), or a new row.
+    pub(super) fn session(&mut self, id: &str) -> rusqlite::Result<&mut Tracked> {
+        if !self.live.contains(id) {
             let found = self
                 .conn
                 .prepare_cached("SELECT sid, state, detect, detect_upto FROM sessions WHERE id = ?1")?
@@ -278,20 +289,11 @@ impl Writer {
                     ))
                 })
                 .optional()?;
-            let cached = match found {
+            let tracked = match found {
                 Some((sid, state, detector, upto)) => {
-                    let mut c = Cached {
-                        sid,
-                        state: serde_json::from_str(&state).unwrap_or_else(|_| SessionState::new(id)),
-                        detector: detector.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default(),
-                        dirty: false,
-                        heard: false,
-                        detect_upto: upto,
-                        detect_unsaved: 0,
-                        detect_must_save: false,
-                    };
-                    self.catch_up_detector(&mut c)?;
-                    c
+                    let mut t = Tracked::loaded(sid, id, &state, detector.as_deref(), upto);
+                    self.catch_up(&mut t)?;
+                    t
                 }
                 None => {
                     self.conn
@@ -300,44 +302,32 @@ impl Writer {
                              VALUES (?1, '', 'running', 0, 0, '{}')",
                         )?
                         .execute([id])?;
-                    Cached {
-                        sid: self.conn.last_insert_rowid(),
-                        state: SessionState::new(id),
-                        detector: SessionDetector::default(),
-                        dirty: true,
-                        heard: false,
-                        detect_upto: 0,
-                        detect_unsaved: 0,
-                        detect_must_save: false,
-                    }
+                    Tracked::fresh(self.conn.last_insert_rowid(), id)
                 }
             };
-            self.cache.insert(id.to_owned(), cached);
+            return Ok(self.live.insert(tracked));
         }
-        Ok(self.cache.get_mut(id).expect("inserted above"))
+        Ok(self.live.get_mut(id).expect("checked above"))
     }
 
-    /// Replays the events stored after the detector's saved state into it. Their alerts were
-    /// raised (and stored) when they first arrived, so they are dropped here.
-    fn catch_up_detector(&self, c: &mut Cached) -> rusqlite::Result<()> {
+    /// Replays the events stored after the session's saved detector state into it.
+    fn catch_up(&self, t: &mut Tracked) -> rusqlite::Result<()> {
         let mut stmt =
             self.conn.prepare_cached("SELECT id, body FROM events WHERE sid = ?1 AND id > ?2 ORDER BY id")?;
-        let mut rows = stmt.query(params![c.sid, c.detect_upto])?;
+        let mut rows = stmt.query(params![t.key, t.detect_upto()])?;
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             if let Ok(ev) = Event::parse(row.get_ref(1)?.as_str().unwrap_or_default()) {
-                let _ = c.detector.observe(&ev, &self.detect);
+                t.replay(id, &ev, &self.detect);
             }
-            c.detect_upto = id;
-            c.detect_unsaved += 1;
         }
         Ok(())
     }
 
-    fn ingest(&mut self, events: Vec<Event>, published: &mut Vec<Message>) -> rusqlite::Result<Vec<Outcome>> {
+    fn ingest(&mut self, events: Vec<Event>) -> rusqlite::Result<Vec<Outcome>> {
         let mut outcomes = Vec::with_capacity(events.len());
         for ev in events {
-            let sid = self.session(&ev.session_id)?.sid;
+            let sid = self.session(&ev.session_id)?.key;
             let inserted = self
                 .conn
                 .prepare_cached(
@@ -358,75 +348,45 @@ impl Writer {
             }
             let id = self.conn.last_insert_rowid();
             let cfg = &self.detect;
-            let cached = self.cache.get_mut(&ev.session_id).expect("loaded above");
-            let was_running = cached.state.is_running();
-            cached.state.apply(&ev);
-            let alerts = cached.detector.observe(&ev, cfg);
-            cached.detect_upto = id;
-            cached.detect_unsaved += 1;
-            cached.dirty = true;
-            cached.heard = true;
-            let agent = cached.state.agent_id().to_owned();
-            let ended = (was_running && !cached.state.is_running())
-                .then(|| (cached.state.parent_session_id().map(str::to_owned), cached.state.status().to_owned()));
-            self.raise(sid, &ev.session_id, &agent, Some(id), alerts, published)?;
-            if let Some((Some(parent), status)) = ended {
-                self.child_ended(&parent, &ev, &status, id, published)?;
+            let tracked = self.live.get_mut(&ev.session_id).expect("loaded above");
+            let applied = tracked.apply(id, &ev, cfg);
+            let agent = tracked.state.agent_id().to_owned();
+            self.raise(sid, &ev.session_id, &agent, Some(id), applied.alerts)?;
+            if let Some(end) = applied.child_end {
+                self.child_ended(&end, id)?;
             }
             outcomes.push(Outcome::Stored { id });
             let (session_id, agent_id, kind) = (ev.session_id.clone(), ev.agent_id.clone(), ev.kind.clone());
-            published.push(Message::new(MessageKind::Event, Some(id), session_id, agent_id, kind, ev.into_raw()));
+            self.published.push(Message::event(id, session_id, agent_id, kind, ev.into_raw()));
             self.txn_events += 1;
             if self.txn_events >= MAX_GROUP_EVENTS {
-                self.commit_and_continue(published)?;
+                self.commit_and_continue()?;
             }
         }
         Ok(outcomes)
     }
 
     /// Children failing together are alerted on their parent.
-    fn child_ended(
-        &mut self,
-        parent: &str,
-        ev: &Event,
-        status: &str,
-        event_id: i64,
-        published: &mut Vec<Message>,
-    ) -> rusqlite::Result<()> {
-        let cfg = &self.detect;
-        let Some(p) = self.cache.get_mut(parent) else {
-            self.session(parent)?;
-            return self.child_ended(parent, ev, status, event_id, published);
-        };
-        let alert = p.detector.observe_child_end(&ev.session_id, status, ev.ts_us, cfg);
-        p.dirty = true;
-        p.detect_must_save = true;
-        let Some(alert) = alert else { return Ok(()) };
-        let (sid, agent) = (p.sid, p.state.agent_id().to_owned());
-        self.raise(sid, parent, &agent, Some(event_id), vec![alert], published)
+    fn child_ended(&mut self, end: &ChildEnd, event_id: i64) -> rusqlite::Result<()> {
+        let cfg = self.detect.clone();
+        let parent = self.session(&end.parent)?;
+        let alert = parent.child_ended(end, &cfg);
+        let (sid, agent) = (parent.key, parent.state.agent_id().to_owned());
+        self.raise(sid, &end.parent, &agent, Some(event_id), alert.into_iter().collect())
     }
 
     /// Stores alerts (in the transaction of their trigger) and queues them for the stream.
-    fn raise(
+    pub(super) fn raise(
         &mut self,
         sid: i64,
         session_id: &str,
         agent_id: &str,
         event_id: Option<i64>,
         alerts: Vec<NewAlert>,
-        published: &mut Vec<Message>,
     ) -> rusqlite::Result<()> {
         for a in alerts {
-            let body = serde_json::json!({
-                "session_id": session_id,
-                "type": a.kind.as_str(),
-                "severity": a.severity.as_str(),
-                "message": a.message,
-                "created_at": rfc3339_ms(self.now_ms),
-                "sequence": a.sequence,
-                "details": a.details,
-            })
-            .to_string();
+            let created_at = rfc3339_ms(self.now_ms);
+            let body = a.to_json(session_id, None, Some(&created_at));
             self.conn
                 .prepare_cached(
                     "INSERT INTO alerts (sid, session_id, type, event_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -436,55 +396,18 @@ impl Writer {
             self.conn
                 .prepare_cached("UPDATE sessions SET alert_count = alert_count + 1 WHERE sid = ?1")?
                 .execute([sid])?;
-            let data = format!("{{\"id\":{id},{}", &body[1..]);
-            let kind = a.kind.as_str().to_owned();
-            published.push(Message::new(
-                MessageKind::Alert,
-                None,
+            let data = a.to_json(session_id, Some(id), Some(&created_at));
+            self.published.push(Message::alert(
                 session_id.to_owned(),
                 agent_id.to_owned(),
-                kind,
+                a.kind.as_str().to_owned(),
                 data,
             ));
         }
         Ok(())
     }
 
-    /// Running sessions silent past the shortest threshold are checked against the stall rule.
-    fn stalls(&mut self, published: &mut Vec<Message>) -> rusqlite::Result<usize> {
-        if !self.detect.stall_enabled {
-            return Ok(0);
-        }
-        let shortest = self.detect.stall_after_secs.min(self.detect.stall_after_tool_secs);
-        let cutoff = self.now_ms - (shortest * 1000.0) as i64;
-        let candidates: Vec<(i64, String, i64)> = self
-            .silent
-            .iter()
-            .filter(|(_, (_, heard))| *heard <= cutoff)
-            .map(|(sid, (id, heard))| (*sid, id.clone(), *heard))
-            .collect();
-        let mut raised = 0;
-        for (sid, id, heard_ms) in candidates {
-            let now = self.now_ms;
-            self.session(&id)?;
-            let (cfg, c) = (&self.detect, self.cache.get_mut(&id).expect("loaded above"));
-            if c.heard {
-                continue; // an event arrived earlier in this group
-            }
-            let silent_secs = (now - heard_ms) as f64 / 1000.0;
-            let tool_open = c.detector.has_open_tool_call();
-            let Some(alert) = detect::stall_check(silent_secs, c.state.is_running(), tool_open, false, cfg) else {
-                continue;
-            };
-            let agent = c.state.agent_id().to_owned();
-            self.raise(sid, &id, &agent, None, vec![alert], published)?;
-            self.conn.prepare_cached("UPDATE sessions SET stalled = 1 WHERE sid = ?1")?.execute([sid])?;
-            self.silent.remove(&sid);
-            raised += 1;
-        }
-        Ok(raised)
-    }
-
+    /// Writes every changed session row (and its detector state when due).
     fn flush_sessions(&mut self) -> rusqlite::Result<()> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE sessions SET agent_id = ?2, parent_id = ?3, goal = ?4, status = ?5, last_seen_us = ?6, \
@@ -494,128 +417,31 @@ impl Writer {
              heard_ms = CASE WHEN ?11 THEN ?12 ELSE heard_ms END, stalled = CASE WHEN ?11 THEN 0 ELSE stalled END \
              WHERE sid = ?1",
         )?;
-        let mut ended = Vec::new();
-        for c in self.cache.values_mut().filter(|c| c.dirty) {
-            let s = &c.state;
-            let state = serde_json::to_string(s).map_err(to_sql_err)?;
-            let save_detector = c.detect_must_save || c.detect_unsaved >= DETECT_CHECKPOINT || !s.is_running();
-            let detector =
-                if save_detector { Some(serde_json::to_string(&c.detector).map_err(to_sql_err)?) } else { None };
+        for (t, snap) in self.live.snapshots() {
+            let s = &t.state;
+            let (detector, upto) = snap.detector.map_or((None, 0), |(d, upto)| (Some(d), upto));
             stmt.execute(params![
-                c.sid,
+                t.key,
                 s.agent_id(),
                 s.parent_session_id(),
                 s.goal(),
                 s.status(),
                 s.last_seen_us(),
                 s.event_count(),
-                state,
+                snap.state,
                 detector,
-                c.detect_upto,
-                c.heard,
+                upto,
+                snap.heard,
                 self.now_ms
             ])?;
-            if save_detector {
-                c.detect_unsaved = 0;
-                c.detect_must_save = false;
-            }
-            if c.heard {
+            if snap.heard {
                 if s.is_running() {
-                    self.silent.insert(c.sid, (s.id.clone(), self.now_ms));
+                    self.silent.insert(t.key, (s.id.clone(), self.now_ms));
                 } else {
-                    self.silent.remove(&c.sid);
+                    self.silent.remove(&t.key);
                 }
             }
-            c.dirty = false;
-            c.heard = false;
-            if !s.is_running() {
-                ended.push(s.id.clone());
-            }
-        }
-        // Ended sessions seldom hear more: keep the cache to live ones, or it grows with every
-        // session until the wholesale clear (the detector state is saved at the end).
-        for id in ended {
-            self.cache.remove(&id);
         }
         Ok(())
-    }
-
-    fn pin(&mut self, id: &str, pinned: bool) -> rusqlite::Result<bool> {
-        let changed = self
-            .conn
-            .prepare_cached("UPDATE sessions SET pinned = ?2 WHERE id = ?1 AND event_count > 0")?
-            .execute(params![id, pinned])?;
-        Ok(changed > 0)
-    }
-
-    /// Deletes the oldest ended, unpinned sessions: those older than the policy's age, then more
-    /// while the live data is over its size. Running and pinned sessions are never touched.
-    fn retain(&mut self, policy: &Retention, published: &mut Vec<Message>) -> rusqlite::Result<usize> {
-        let oldest = |conn: &Connection, before_ms: i64, limit: usize| -> rusqlite::Result<Vec<String>> {
-            conn.prepare_cached(
-                "SELECT id FROM sessions WHERE status != 'running' AND pinned = 0 AND event_count > 0 AND heard_ms < ?1 \
-                 ORDER BY heard_ms LIMIT ?2",
-            )?
-            .query_map(params![before_ms, limit as i64], |r| r.get(0))?
-            .collect()
-        };
-        let mut deleted = 0;
-        if let Some(age) = policy.max_age_ms {
-            for id in oldest(&self.conn, self.now_ms - age, RETAIN_BATCH)? {
-                deleted += usize::from(self.delete(&id, published)?);
-            }
-        }
-        if let Some(max) = policy.max_bytes {
-            // The cap also stops writes: once it has, free room down to 90% of it, or a store full
-            // of ended sessions would stay at the edge, refusing events, and never shrink.
-            let full = !self.shared.writable.load(Ordering::Relaxed);
-            let target = if full { max / 10 * 9 } else { max };
-            while deleted < RETAIN_BATCH * 5 {
-                let used: i64 = self.conn.query_row(
-                    "SELECT (p.page_count - f.freelist_count) * s.page_size \
-                     FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s",
-                    [],
-                    |r| r.get(0),
-                )?;
-                if used as u64 <= target {
-                    break;
-                }
-                // One at a time: the oldest ended session, then measure again.
-                let Some(id) = oldest(&self.conn, i64::MAX, 1)?.pop() else {
-                    tracing::warn!(
-                        used,
-                        max,
-                        "database over --max-db-size, but only running or pinned sessions are left"
-                    );
-                    break;
-                };
-                deleted += usize::from(self.delete(&id, published)?);
-            }
-        }
-        Ok(deleted)
-    }
-
-    fn delete(&mut self, id: &str, published: &mut Vec<Message>) -> rusqlite::Result<bool> {
-        let sid: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT sid FROM sessions WHERE id = ?1")?
-            .query_row([id], |r| r.get(0))
-            .optional()?;
-        let Some(sid) = sid else { return Ok(false) };
-        self.conn.prepare_cached("DELETE FROM events WHERE sid = ?1")?.execute([sid])?;
-        self.conn.prepare_cached("DELETE FROM alerts WHERE sid = ?1")?.execute([sid])?;
-        self.conn.prepare_cached("DELETE FROM sessions WHERE sid = ?1")?.execute([sid])?;
-        self.cache.remove(id);
-        self.silent.remove(&sid);
-        let data = serde_json::json!({ "session_id": id }).to_string();
-        published.push(Message::new(
-            MessageKind::SessionDeleted,
-            None,
-            id.to_owned(),
-            String::new(),
-            String::new(),
-            data,
-        ));
-        Ok(true)
     }
 }

@@ -32,7 +32,7 @@ fn serve(name: &str) -> Response {
             *bytes,
         )
             .into_response(),
-        None => crate::http::ApiError::NotFound(format!("no dashboard file {name:?}")).into_response(),
+        None => super::error::ApiError::NotFound(format!("no dashboard file {name:?}")).into_response(),
     }
 }
 

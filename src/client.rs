@@ -1,9 +1,11 @@
-//! A minimal HTTP/1.1 keep-alive client over `tokio::net::TcpStream`, and an SSE frame parser.
+//! aop's own HTTP/1.1 client, for the subcommands that talk to a collector (`aop demo`,
+//! `aop bench`, and the "is an aop on that port?" probe): keep-alive connections over
+//! `tokio::net::TcpStream`, and an SSE frame parser.
 //!
 //! Why not a client crate: no new dependency, and above all the load generator shares the
 //! machine's two cores with the collector it measures, so every microsecond it spends is taken
-//! from the server and shows up as a lower figure. This client does only what the benchmark
-//! needs: one request at a time per connection (no pipelining), `Content-Length` request
+//! from the server and shows up as a lower figure. This client does only what those commands
+//! need: one request at a time per connection (no pipelining), `Content-Length` request
 //! bodies, responses framed by `Content-Length`, chunked transfer-encoding or connection close,
 //! and a reusable read buffer so a request costs one `write` and usually one `read` syscall.
 //! TCP_NODELAY is set because every request is written in one piece and waits for its answer:

@@ -1,0 +1,26 @@
+//! What every handler may use.
+
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled on shutdown: ends every open stream, so the server can drain.
+    pub shutdown: CancellationToken,
+    pub started: Instant,
+    /// Shown by `/health` so the dashboard can tell a stalled session from a quiet one.
+    pub stall_after_secs: f64,
+    /// One permit per export in progress ([`MAX_EXPORTS`]).
+    pub exports: Arc<tokio::sync::Semaphore>,
+}
+
+/// Exports served at once. Each holds about one chunk and the server's write buffer (well under
+/// a MiB) while its client is slow, so this bounds what slow exports can hold in all.
+pub const MAX_EXPORTS: usize = 32;

@@ -1,0 +1,80 @@
+//! An event's payload object, parsed at most once per event whoever reads it (session derivation
+//! and the detectors both do), with typed getters for the fields AOP names.
+
+use serde_json::{Map, Value};
+use std::sync::OnceLock;
+
+/// A payload object. Duplicate keys are tolerated (the last wins); a payload that is not readable
+/// JSON reads as empty.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Payload(Map<String, Value>);
+
+impl Payload {
+    pub fn parse(text: &str) -> Self {
+        match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => Payload(map),
+            _ => Payload::default(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+
+    /// The first of `keys` holding a string: the two vocabularies name some fields differently.
+    pub fn first_str(&self, keys: &[&str]) -> Option<&str> {
+        keys.iter().find_map(|k| self.str(k))
+    }
+
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        self.get(key).and_then(Value::as_bool)
+    }
+
+    /// A finite number.
+    pub fn num(&self, key: &str) -> Option<f64> {
+        self.get(key).and_then(Value::as_f64).filter(|f| f.is_finite())
+    }
+
+    /// The first of `keys` holding a finite number.
+    pub fn first_num(&self, keys: &[&str]) -> Option<f64> {
+        keys.iter().find_map(|k| self.num(k))
+    }
+
+    /// A count: an integer, or a finite number rounded to one.
+    pub fn count(&self, key: &str) -> Option<i64> {
+        let v = self.get(key)?;
+        v.as_i64().or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.round() as i64))
+    }
+
+    /// The tool's name in either vocabulary.
+    pub fn tool(&self) -> Option<&str> {
+        self.first_str(&["tool", "tool_name"])
+    }
+}
+
+/// The parsed payload kept beside the event's text. Invisible to equality and cloning cheap: two
+/// events are equal by content, whether or not anyone has read their payloads yet.
+#[derive(Default)]
+pub(crate) struct Parsed(OnceLock<Payload>);
+
+impl Parsed {
+    pub(crate) fn get_or_parse(&self, text: &str) -> &Payload {
+        self.0.get_or_init(|| Payload::parse(text))
+    }
+}
+
+impl Clone for Parsed {
+    fn clone(&self) -> Self {
+        Parsed::default()
+    }
+}
+
+impl PartialEq for Parsed {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,135 @@
+//! The writer's other jobs, besides ingest: stall alerts on the collector's clock, retention,
+//! deletion, pins, and giving freed pages back to the file system. They run in the writer's
+//! group transactions like ingest, so they never race it.
+
+use super::writer::{Writer, RETAIN_BATCH};
+use crate::detect;
+use crate::hub::Message;
+use crate::store::Retention;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::sync::atomic::Ordering;
+
+impl Writer {
+    /// Running sessions silent past the shortest threshold are checked against the stall rule.
+    pub(super) fn stalls(&mut self) -> rusqlite::Result<usize> {
+        if !self.detect.stall_enabled {
+            return Ok(0);
+        }
+        let shortest = self.detect.stall_after_secs.min(self.detect.stall_after_tool_secs);
+        let cutoff = self.now_ms - (shortest * 1000.0) as i64;
+        let candidates: Vec<(i64, String, i64)> = self
+            .silent
+            .iter()
+            .filter(|(_, (_, heard))| *heard <= cutoff)
+            .map(|(sid, (id, heard))| (*sid, id.clone(), *heard))
+            .collect();
+        let mut raised = 0;
+        for (sid, id, heard_ms) in candidates {
+            let now = self.now_ms;
+            let cfg = self.detect.clone();
+            let t = self.session(&id)?;
+            if t.heard() {
+                continue; // an event arrived earlier in this group
+            }
+            let silent_secs = (now - heard_ms) as f64 / 1000.0;
+            let tool_open = t.detector.has_open_tool_call();
+            let Some(alert) = detect::stall_check(silent_secs, t.state.is_running(), tool_open, false, &cfg) else {
+                continue;
+            };
+            let agent = t.state.agent_id().to_owned();
+            self.raise(sid, &id, &agent, None, vec![alert])?;
+            self.conn.prepare_cached("UPDATE sessions SET stalled = 1 WHERE sid = ?1")?.execute([sid])?;
+            self.silent.remove(&sid);
+            raised += 1;
+        }
+        Ok(raised)
+    }
+
+    pub(super) fn pin(&mut self, id: &str, pinned: bool) -> rusqlite::Result<bool> {
+        let changed = self
+            .conn
+            .prepare_cached("UPDATE sessions SET pinned = ?2 WHERE id = ?1 AND event_count > 0")?
+            .execute(params![id, pinned])?;
+        Ok(changed > 0)
+    }
+
+    /// Deletes the oldest ended, unpinned sessions: those older than the policy's age, then more
+    /// while the live data is over its size. Running and pinned sessions are never touched.
+    pub(super) fn retain(&mut self, policy: &Retention) -> rusqlite::Result<usize> {
+        let oldest = |conn: &Connection, before_ms: i64, limit: usize| -> rusqlite::Result<Vec<String>> {
+            conn.prepare_cached(
+                "SELECT id FROM sessions WHERE status != 'running' AND pinned = 0 AND event_count > 0 AND heard_ms < ?1 \
+                 ORDER BY heard_ms LIMIT ?2",
+            )?
+            .query_map(params![before_ms, limit as i64], |r| r.get(0))?
+            .collect()
+        };
+        let mut deleted = 0;
+        if let Some(age) = policy.max_age_ms {
+            for id in oldest(&self.conn, self.now_ms - age, RETAIN_BATCH)? {
+                deleted += usize::from(self.delete(&id)?);
+            }
+        }
+        if let Some(max) = policy.max_bytes {
+            // The cap also stops writes: once it has, free room down to 90% of it, or a store full
+            // of ended sessions would stay at the edge, refusing events, and never shrink.
+            let full = !self.shared.writable.load(Ordering::Relaxed);
+            let target = if full { max / 10 * 9 } else { max };
+            while deleted < RETAIN_BATCH * 5 {
+                let used: i64 = self.conn.query_row(
+                    "SELECT (p.page_count - f.freelist_count) * s.page_size \
+                     FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if used as u64 <= target {
+                    break;
+                }
+                // One at a time: the oldest ended session, then measure again.
+                let Some(id) = oldest(&self.conn, i64::MAX, 1)?.pop() else {
+                    tracing::warn!(
+                        used,
+                        max,
+                        "database over --max-db-size, but only running or pinned sessions are left"
+                    );
+                    break;
+                };
+                deleted += usize::from(self.delete(&id)?);
+            }
+        }
+        self.shrink_due |= deleted > 0;
+        Ok(deleted)
+    }
+
+    pub(super) fn delete(&mut self, id: &str) -> rusqlite::Result<bool> {
+        let sid: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT sid FROM sessions WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        let Some(sid) = sid else { return Ok(false) };
+        self.conn.prepare_cached("DELETE FROM events WHERE sid = ?1")?.execute([sid])?;
+        self.conn.prepare_cached("DELETE FROM alerts WHERE sid = ?1")?.execute([sid])?;
+        self.conn.prepare_cached("DELETE FROM sessions WHERE sid = ?1")?.execute([sid])?;
+        self.live.remove(id);
+        self.silent.remove(&sid);
+        self.published.push(Message::session_deleted(id.to_owned()));
+        Ok(true)
+    }
+
+    /// Gives the pages retention freed back to the file system, then restores the size cap (SQLite
+    /// cannot set it below the file's size, so a file that started over it is capped only now).
+    pub(super) fn shrink(&mut self) -> rusqlite::Result<()> {
+        // Each row of `incremental_vacuum` frees one page: it must be stepped to the end.
+        let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum")?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
+        drop(rows);
+        drop(stmt);
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        if let Some(pages) = self.max_pages {
+            self.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+}
