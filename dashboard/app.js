@@ -3,6 +3,7 @@
 //
 // Layout of the front end (plain ES modules, no build step):
 //   app.js        this file: routing, header, keys, clock
+//   routes.js     the routes (location hash): links to a view, and parsing
 //   api.js        HTTP calls to the collector, access token
 //   live.js       the /stream EventSource, resumed by id after any disconnection
 //   store.js      shared session rows, updated in place by live events
@@ -17,6 +18,7 @@ import { api } from './api.js';
 import { Live } from './live.js';
 import { store, applyEvent, applyAlert, removeRow, reconcileRunning, loadToday, subscribe } from './store.js';
 import { fmtCost, fmtDuration } from './dom.js';
+import { parseHash, sessionHref } from './routes.js';
 import { Overview } from './overview.js';
 import { SessionView } from './session.js';
 
@@ -32,19 +34,7 @@ let sessionView = null;
 let cameFromOverview = false;
 let overviewShown = false;
 
-// ---------- routing: #/ (with ?q=&status=&agent=), #/sessions/<id>[/<sequence>] ----------
-
-function parseHash() {
-  const raw = location.hash.replace(/^#/, '') || '/';
-  const [path, query] = raw.split('?');
-  const m = /^\/sessions\/([^/]+)(?:\/(-?\d+))?\/?$/.exec(path);
-  if (m) {
-    let id;
-    try { id = decodeURIComponent(m[1]); } catch { id = m[1]; }
-    return { view: 'session', id, seq: m[2] !== undefined ? Number(m[2]) : null };
-  }
-  return { view: 'overview', params: new URLSearchParams(query || '') };
-}
+// ---------- routing (routes.js) ----------
 
 function route() {
   const r = parseHash();
@@ -149,7 +139,7 @@ document.addEventListener('keydown', (e) => {
     case '/': e.preventDefault(); overview.focusSearch(); break;
     case 'Enter': {
       const it = list.selected();
-      if (it && it.id && !(t.tagName === 'A')) { e.preventDefault(); location.hash = `#/sessions/${encodeURIComponent(it.id)}`; }
+      if (it && it.id && !(t.tagName === 'A')) { e.preventDefault(); location.hash = sessionHref(it.id); }
       break;
     }
     default:

@@ -6,15 +6,12 @@ import { api } from './api.js';
 import { h, icon, clip, parseTs, fmtDateTime, fmtDuration, fmtInt, fmtTokens, fmtCost, debounce } from './dom.js';
 import { store, subscribe, mergeRow, getRow, liveness, skewOf } from './store.js';
 import { isRunningStatus, statusClass } from './model.js';
+import { sessionHref, overviewHref } from './routes.js';
 import { VList } from './vlist.js';
 
 const PAGE = 200;
 const STATUSES = ['', 'running', 'completed', 'failed', 'cancelled', 'timeout'];
 const LIVE_TEXT = { active: 'active', idle: 'quiet', stalled: 'stalled', ended: '' };
-
-export function sessionHref(id, seq) {
-  return `#/sessions/${encodeURIComponent(id)}${seq !== undefined && seq !== null ? `/${encodeURIComponent(seq)}` : ''}`;
-}
 
 const byLast = (a, b) => (b._t || 0) - (a._t || 0) || (a.id < b.id ? -1 : 1);
 // Running sessions keep their place (newest start first) however often they report: a calm list.
@@ -110,10 +107,7 @@ export class Overview {
 
   /** The route of the overview with its current filters. */
   hash() {
-    const p = new URLSearchParams();
-    for (const [k, v] of Object.entries(this.filters)) if (v) p.set(k, v);
-    const qs = p.toString();
-    return `#/${qs ? `?${qs}` : ''}`;
+    return overviewHref(this.filters);
   }
 
   matches(row) {

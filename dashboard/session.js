@@ -15,7 +15,7 @@ import { tierOf, summarize, typeLabel, isError, view, statusClass, isRunningStat
 import { store, subscribe, getRow, mergeRow, fetchRow, liveness, skewOf, removeRow } from './store.js';
 import { VList } from './vlist.js';
 import { Waterfall } from './waterfall.js';
-import { sessionHref } from './overview.js';
+import { sessionHref } from './routes.js';
 
 const FIRST_PAGE = 500;
 const PAGE = 5000;
