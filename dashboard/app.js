@@ -9,7 +9,15 @@
 //   store.js      shared session rows, updated in place by live events
 //   model.js      what events mean (both AOP payload vocabularies); no DOM
 //   overview.js   the sessions list
-//   session.js    one session: metrics, timeline, tree, inspector
+//   session.js    one session: composes session/*.js, loads and follows the session
+//     session/records.js    its events, tool-call pairing and alerts; no DOM
+//     session/header.js     goal, ids, export and delete
+//     session/metrics.js    the metrics strip
+//     session/calls.js      the tool calls panel (the waterfall)
+//     session/timeline.js   the event timeline, its filters and keys
+//     session/tree.js       the agent tree
+//     session/inspector.js  the selected event's details
+//     session/parts.js      pieces several of those draw (tool-call chip, confidence)
 //   waterfall.js  the SVG chart of tool calls
 //   vlist.js      the virtualised list used by both views
 //   dom.js        safe DOM building (text only, never innerHTML) and formatting
@@ -40,7 +48,7 @@ function route() {
   const r = parseHash();
   if (r.view === 'session') {
     if (sessionView && sessionView.id === r.id) {
-      if (r.seq !== null && (!sessionView.list.selected() || sessionView.list.selected().seq !== r.seq)) sessionView.selectSeq(r.seq, true);
+      if (r.seq !== null) sessionView.showSeq(r.seq);
       return;
     }
     if (sessionView) sessionView.destroy();
@@ -50,7 +58,7 @@ function route() {
     overview.el.hidden = true;
     sessionView = new SessionView(r.id, { live, seq: r.seq, onBack: goBack });
     main.appendChild(sessionView.el);
-    sessionView.list.el.focus({ preventScroll: true });
+    sessionView.focus();
   } else {
     if (sessionView) { sessionView.destroy(); sessionView = null; }
     overview.el.hidden = false;
@@ -116,7 +124,7 @@ document.addEventListener('keydown', (e) => {
       if (e.key === 'Enter') return;
       e.preventDefault();
       t.blur();
-      if (sessionView) sessionView.list.move(1); else moveOverview(1);
+      if (sessionView) sessionView.move(1); else moveOverview(1);
     }
     return;
   }

@@ -4,8 +4,8 @@
 
 import { api } from './api.js';
 import { h, icon, clip, parseTs, fmtDateTime, fmtDuration, fmtInt, fmtTokens, fmtCost, debounce } from './dom.js';
-import { store, subscribe, mergeRow, getRow, liveness, skewOf } from './store.js';
-import { isRunningStatus, statusClass } from './model.js';
+import { store, subscribe, mergeRow, getRow, liveness, skewOf, statusOf } from './store.js';
+import { isRunningStatus } from './model.js';
 import { sessionHref, overviewHref } from './routes.js';
 import { VList } from './vlist.js';
 
@@ -251,12 +251,9 @@ export class Overview {
   }
 
   renderRow(row) {
-    const live = liveness(row);
+    const { running, live, text: statusText, cls: sc, dot } = statusOf(row);
     row._live = live;
-    const running = isRunningStatus(row.status);
     const started = parseTs(row.started_at);
-    const statusText = running ? (live === 'stalled' ? 'stalled' : 'running') : String(row.status);
-    const sc = running ? (live === 'stalled' ? 'warn' : 'running') : statusClass(row.status);
     const sub = row.error_message || row.outcome_summary || (row.llm ? `model ${row.llm}` : '');
     const dur = running && Number.isFinite(started)
       ? h('span', { class: 'num tick', 'data-since': String(started + skewOf(row.id)) }, fmtDuration(Date.now() - started - skewOf(row.id)))
@@ -271,7 +268,7 @@ export class Overview {
       class: `srow st-${sc}`, href: sessionHref(row.id), 'data-testid': 'session-row', 'data-session-id': row.id,
       'data-status': statusText,
     },
-    h('span', { class: `dot live-${running ? live : sc}`, title: running ? `${LIVE_TEXT[live]}` : statusText, 'aria-hidden': 'true' }),
+    h('span', { class: `dot live-${dot}`, title: running ? `${LIVE_TEXT[live]}` : statusText, 'aria-hidden': 'true' }),
     h('span', { class: 'cell-agent' },
       h('span', { class: 'agent' }, row.agent_id || '—'),
       h('span', { class: 'sid mono' }, row.parent_session_id ? `↳ ${clip(row.id, 40)}` : clip(row.id, 40))),

@@ -5,7 +5,7 @@
 
 import { api, ApiError } from './api.js';
 import { parseTs, debounce } from './dom.js';
-import { applyEventToRow, rowFromEvent, isRunningStatus } from './model.js';
+import { applyEventToRow, rowFromEvent, isRunningStatus, statusClass } from './model.js';
 
 const SEV_RANK = { info: 1, warning: 2, critical: 3 };
 
@@ -153,6 +153,22 @@ export function liveness(row, now = Date.now()) {
   if (quiet > store.stallSecs * 1000) return 'stalled';
   if (quiet < 15000) return 'active';
   return 'idle';
+}
+
+/** How a row's status reads; a running session that has gone quiet reads `stalled`. */
+export function statusOf(row, now = Date.now()) {
+  const live = liveness(row, now);
+  const running = isRunningStatus(row.status);
+  const stalled = running && live === 'stalled';
+  return {
+    running,
+    live,
+    text: running ? (stalled ? 'stalled' : 'running') : String(row.status),
+    /** suffix of the `st-` classes (pills, colours) */
+    cls: running ? (stalled ? 'warn' : 'running') : statusClass(row.status),
+    /** suffix of the `live-` class of the status dot */
+    dot: running ? live : statusClass(row.status),
+  };
 }
 
 // ---------- sparing refetches ----------

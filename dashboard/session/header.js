@@ -1,0 +1,118 @@
+// The session view's header: back, what the session is (goal, agent, ids, parent, outcome) and
+// its actions (export, delete behind a confirmation dialog).
+
+import { api, apiUrl, getToken } from '../api.js';
+import { h, replace, clip, fmtInt, copyButton } from '../dom.js';
+import { getRow, removeRow, statusOf } from '../store.js';
+import { sessionHref } from '../routes.js';
+
+export class Header {
+  /**
+   * @param {object} o
+   * @param {string} o.id  the session
+   * @param {(deleted?: boolean) => void} o.onBack  leave the view (`true`: the session is gone)
+   * @param {(text: string) => void} o.onError  something the user asked for failed
+   */
+  constructor(o) {
+    this.o = o;
+    const { id } = o;
+    this.titleEl = h('h1', { class: 'sv-goal', id: 'sv-title' }, 'Loading session…');
+    this.subEl = h('div', { class: 'sv-sub' });
+    const exportLink = h('a', {
+      class: 'btn', href: apiUrl(`/sessions/${encodeURIComponent(id)}/export`), download: `session-${id}.jsonl`,
+      'data-testid': 'export-button', title: 'Download every event of this session as JSON Lines',
+    }, 'Export');
+    exportLink.addEventListener('click', (e) => this.exportWithToken(e));
+    const delBtn = h('button', { type: 'button', class: 'btn btn-danger', 'data-testid': 'delete-button', onclick: () => this.confirmDelete() }, 'Delete');
+    const back = h('button', { type: 'button', class: 'btn btn-back', 'aria-label': 'Back to sessions', title: 'Back to sessions (Esc)', onclick: () => o.onBack() }, '← Sessions');
+    this.el = h('header', { class: 'sv-head' },
+      back,
+      h('div', { class: 'sv-titles' }, this.titleEl, this.subEl),
+      h('div', { class: 'sv-actions' }, exportLink, delBtn));
+    /** the confirmation dialog, placed by the view (a modal is best at the end of the view) */
+    this.dialog = this.buildDeleteDialog();
+  }
+
+  /** Draws the row; `force` redraws even when the row's shown fields are unchanged (liveness moved). */
+  render(row, force = false) {
+    if (!row) return;
+    const goal = row.goal || '(no goal)';
+    if (this.titleEl.textContent !== goal) this.titleEl.textContent = goal;
+    document.title = `${row.agent_id || 'session'} · aop`;
+    const st = statusOf(row);
+    const sig = JSON.stringify([row.agent_id, row.id, row.llm, row.agent_version, row.parent_session_id, st.text, row.error_message, row.outcome_summary]);
+    if (sig === this.sig && !force) return;
+    this.sig = sig;
+    replace(this.subEl,
+      h('span', { class: `dot live-${st.dot}`, 'aria-hidden': 'true' }),
+      h('strong', null, row.agent_id || '—'),
+      h('span', { class: 'mono small sid' }, row.id), copyButton(() => row.id, 'Copy session id', 'copy-session-id'),
+      row.llm ? h('span', { class: 'muted small' }, row.llm) : null,
+      row.agent_version ? h('span', { class: 'muted small' }, `v${row.agent_version}`) : null,
+      row.parent_session_id ? h('a', { class: 'small', href: sessionHref(row.parent_session_id), 'data-testid': 'parent-link' }, '↑ parent') : null,
+      row.error_message ? h('span', { class: 'error-text small' }, clip(row.error_message, 160)) : (row.outcome_summary ? h('span', { class: 'muted small' }, clip(row.outcome_summary, 160)) : null));
+  }
+
+  notFound() {
+    this.titleEl.textContent = 'Session not found';
+  }
+
+  buildDeleteDialog() {
+    const { id } = this.o;
+    const msg = h('p');
+    const cancel = h('button', { type: 'button', class: 'btn', 'data-testid': 'cancel-delete' }, 'Cancel');
+    const ok = h('button', { type: 'button', class: 'btn btn-danger', 'data-testid': 'confirm-delete' }, 'Delete session');
+    const err = h('p', { class: 'error-text', role: 'alert' });
+    const dlg = h('dialog', { class: 'dialog', 'aria-labelledby': `del-title-${id}` },
+      h('h2', { id: `del-title-${id}` }, 'Delete this session?'), msg, err,
+      h('div', { class: 'dialog-actions' }, cancel, ok));
+    cancel.addEventListener('click', () => dlg.close());
+    ok.addEventListener('click', async () => {
+      ok.disabled = true;
+      err.textContent = '';
+      try {
+        await api(`/sessions/${encodeURIComponent(id)}`, { method: 'DELETE' });
+        dlg.close();
+        removeRow(id);
+        this.o.onBack(true);
+      } catch (e) {
+        err.textContent = `Could not delete: ${e.message}`;
+      } finally {
+        ok.disabled = false;
+      }
+    });
+    this.dialogMsg = msg;
+    this.dialogCancel = cancel;
+    return dlg;
+  }
+
+  confirmDelete() {
+    const { id } = this.o;
+    const r = getRow(id);
+    replace(this.dialogMsg,
+      'The session ', h('code', null, clip(id, 80)),
+      r ? ` (${r.agent_id || 'agent'}, ${fmtInt(r.event_count)} events) ` : ' ',
+      'and its events and alerts will be removed from the collector. This cannot be undone.');
+    this.dialog.showModal();
+    // The safe choice has the focus.
+    this.dialogCancel.focus();
+  }
+
+  async exportWithToken(e) {
+    // A plain link cannot carry the Authorization header; with a token, download through fetch.
+    if (!getToken()) return;
+    e.preventDefault();
+    const { id } = this.o;
+    try {
+      const res = await api(`/sessions/${encodeURIComponent(id)}/export`, { raw: true });
+      const url = URL.createObjectURL(await res.blob());
+      const a = h('a', { href: url, download: `session-${id}.jsonl` });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } catch (err) {
+      this.o.onError(`Export failed: ${err.message}`);
+    }
+  }
+}

@@ -1,0 +1,182 @@
+// The details pane: everything about the selected event (fetched again when its payload was
+// dropped to bound memory) or alert, with copy buttons and links to the related event or session.
+
+import { h, replace, str, pretty, parseTs, fmtDuration, fmtInt, fmtCost, fmtDateTime, copyButton } from '../dom.js';
+import { view } from '../model.js';
+import { sessionHref } from '../routes.js';
+import { confCls, spanEl } from './parts.js';
+
+export class Inspector {
+  /**
+   * @param {object} o
+   * @param {import('./records.js').Records} o.records
+   * @param {(span) => string} o.spanState
+   * @param {() => number} o.skew  the agent's clock offset
+   * @param {(seq) => void} o.onSeq  a link to another event of the session was followed
+   */
+  constructor(o) {
+    this.o = o;
+    this.destroyed = false;
+    this.bodyEl = h('div', { class: 'insp', 'data-testid': 'inspector' },
+      h('p', { class: 'muted' }, 'Select an event to see its details. ', h('kbd', null, 'j'), h('kbd', null, 'k'), ' move, ', h('kbd', null, 'n'), ' next problem.'));
+    this.el = h('section', { class: 'panel insp-panel', 'aria-label': 'Event details' },
+      h('div', { class: 'panel-head' }, h('h2', null, 'Details')), this.bodyEl);
+  }
+
+  destroy() {
+    this.destroyed = true;
+  }
+
+  /** What the pane shows depends on: the span's state and the alerts at the event. */
+  sig(it) {
+    return it.kind === 'alert' ? '' : `${it.span ? this.o.spanState(it.span) : ''}:${it.alerts ? it.alerts.length : 0}`;
+  }
+
+  /** Redraws the pane if what it shows has changed (a tool call ended, an alert arrived). */
+  refresh() {
+    const it = this.shown;
+    if (it && this.sig(it) !== this.shownSig) this.show(it);
+  }
+
+  /** Shows a timeline item: a record or an alert item. */
+  async show(it) {
+    this.shown = it;
+    this.shownSig = this.sig(it);
+    // Only the latest of overlapping fetches may draw.
+    const token = (this.token = {});
+    if (it.kind === 'alert') {
+      replace(this.bodyEl, this.alertDetail(it.alert));
+      return;
+    }
+    let ev;
+    let other = null;
+    try {
+      ev = await this.o.records.full(it);
+      if (it.span) {
+        const o = it.span.start === it ? it.span.end : it.span.start;
+        if (o) other = await this.o.records.full(o);
+      }
+    } catch (e) {
+      if (token === this.token) replace(this.bodyEl, h('p', { class: 'error-text' }, `Could not load event #${it.seq}: ${e.message}`));
+      return;
+    }
+    if (token !== this.token || this.destroyed) return;
+    replace(this.bodyEl, this.eventDetail(it, ev, other));
+  }
+
+  seqLink(seq) {
+    return h('button', { type: 'button', class: 'link', onclick: () => this.o.onSeq(seq) }, `#${seq}`);
+  }
+
+  alertDetail(a) {
+    return h('div', { class: 'detail' },
+      h('div', { class: 'd-head' }, h('span', { class: `badge sev-${str(a.severity)}` }, str(a.severity)), h('strong', null, str(a.type))),
+      h('p', null, str(a.message)),
+      kv([
+        ['raised', `${fmtDateTime(parseTs(a.created_at))} (${str(a.created_at)})`],
+        ['event', a.sequence === null || a.sequence === undefined ? 'none (stall)' : this.seqLink(a.sequence)],
+        ['alert id', str(a.id)],
+      ]),
+      a.details && Object.keys(a.details).length ? jsonBlock('Details', a.details) : null);
+  }
+
+  /** `other` is the event at the other end of a tool call, when there is one. */
+  eventDetail(rec, ev, other) {
+    const p = ev.payload && typeof ev.payload === 'object' ? ev.payload : {};
+    const parts = [];
+    parts.push(h('div', { class: 'd-head' },
+      h('span', { class: `chip tier-${rec.tier} static` }, rec.type),
+      h('span', { class: 'mono' }, `#${rec.seq}`),
+      h('span', { class: 'muted mono small', title: 'agent timestamp' }, str(ev.timestamp))));
+    const rows = [];
+    switch (rec.type) {
+      case 'cognition.thought':
+        parts.push(h('p', { class: 'prose' }, str(view.thought(p))));
+        if (view.confidence(p) !== null) rows.push(['confidence', h('span', { class: `conf conf-${confCls(view.confidence(p))}` }, str(view.confidence(p)))]);
+        if (p.next_intent !== undefined) rows.push(['next intent', str(p.next_intent)]);
+        break;
+      case 'cognition.decision': {
+        parts.push(h('p', { class: 'prose' }, h('strong', null, 'Chose: '), str(view.decision(p))));
+        const alts = view.alternatives(p);
+        if (alts.length) {
+          parts.push(h('div', { class: 'd-sub' }, 'Alternatives', h('ul', { class: 'alts' }, alts.map((a) => h('li', null, str(a))))));
+        }
+        if (p.reasoning !== undefined) parts.push(h('div', { class: 'd-sub' }, 'Reasoning', h('p', { class: 'prose' }, str(p.reasoning))));
+        break;
+      }
+      case 'cognition.goal':
+        parts.push(h('p', { class: 'prose' }, str(p.goal)));
+        rows.push(['status', str(p.status)]);
+        if (p.parent_goal !== undefined) rows.push(['parent goal', str(p.parent_goal)]);
+        break;
+      case 'cognition.uncertainty':
+        parts.push(h('p', { class: 'prose' }, str(view.uncertainty(p))));
+        break;
+      case 'operation.tool_start':
+      case 'operation.tool_end': {
+        const sp = rec.span;
+        const start = rec.type === 'operation.tool_start' ? ev : other;
+        const end = rec.type === 'operation.tool_end' ? ev : other;
+        const sp0 = start ? start.payload || {} : {};
+        const sp1 = end ? end.payload || {} : {};
+        if (sp) parts.push(h('div', { class: 'd-span' }, spanEl(sp, this.o.spanState(sp), this.o.skew(), 'inspector-span')));
+        rows.push(['tool', str(view.tool(p))]);
+        if (p.tool_call_id !== undefined) rows.push(['call id', h('span', { class: 'mono' }, str(p.tool_call_id), ' ', copyButton(() => str(p.tool_call_id), 'Copy call id'))]);
+        if (sp && sp.start && sp.end) {
+          const otherRec = rec === sp.start ? sp.end : sp.start;
+          rows.push([rec === sp.start ? 'ended at' : 'started at', this.seqLink(otherRec.seq)]);
+        }
+        if (end) {
+          rows.push(['success', str(sp1.success)]);
+          if (view.latency(sp1) !== null) rows.push(['latency', fmtDuration(view.latency(sp1))]);
+          if (sp1.token_spend_delta !== undefined) rows.push(['tokens', fmtInt(sp1.token_spend_delta)]);
+          if (sp1.cost_usd !== undefined) rows.push(['cost', fmtCost(sp1.cost_usd)]);
+        }
+        // The call's facts come before its input and output, which can be long.
+        parts.push(kv(rows));
+        rows.length = 0;
+        if (start && sp0.input !== undefined) parts.push(jsonBlock('Input', sp0.input, 'copy-input'));
+        if (end && sp1.error !== undefined && sp1.error !== null) parts.push(textBlock('Error', str(sp1.error), 'error-text'));
+        if (end && view.output(sp1) !== undefined) parts.push(textBlock('Output', str(view.output(sp1))));
+        break;
+      }
+      case 'operation.agent_spawn':
+        if (typeof p.child_session_id === 'string') {
+          rows.push(['child', h('a', { href: sessionHref(p.child_session_id), class: 'mono' }, p.child_session_id)]);
+        }
+        rows.push(['agent', str(p.child_agent_id)]);
+        if (p.goal !== undefined) rows.push(['goal', str(p.goal)]);
+        if (p.reason !== undefined) rows.push(['reason', str(p.reason)]);
+        break;
+      case 'session.ended':
+        rows.push(['outcome', str(view.outcome(p)) || 'completed']);
+        if (p.outcome_summary !== undefined) rows.push(['summary', str(p.outcome_summary)]);
+        if (p.error_message !== undefined) rows.push(['error', h('span', { class: 'error-text' }, str(p.error_message))]);
+        break;
+      default:
+        parts.push(h('p', { class: 'prose' }, rec.label));
+    }
+    if (rows.length) parts.push(kv(rows));
+    if (rec.alerts) parts.push(h('div', { class: 'd-sub' }, 'Alerts', rec.alerts.map((a) => h('div', { class: `al-inline sev-${str(a.severity)}`, 'data-testid': 'alert-detail' }, h('strong', null, str(a.type)), ' ', str(a.message)))));
+    parts.push(jsonBlock('Event', ev, 'copy-payload', true));
+    return h('div', { class: 'detail' }, parts);
+  }
+}
+
+function kv(rows) {
+  return h('dl', { class: 'kv' }, rows.map(([k, v]) => [h('dt', null, k), h('dd', null, v)]));
+}
+
+function jsonBlock(title, value, testid = 'copy-json', open = false) {
+  const text = pretty(value);
+  // Long blocks start closed, and huge ones are cut: the page stays responsive; copy has it all.
+  return h('details', { class: 'd-block', open: open || text.length < 2000 ? '' : null },
+    h('summary', null, title, copyButton(() => text, `Copy ${title.toLowerCase()}`, testid)),
+    h('pre', { class: 'json' }, text.length > 200000 ? `${text.slice(0, 200000)}\n… (truncated; use copy or export)` : text));
+}
+
+function textBlock(title, text, cls = '') {
+  return h('div', { class: 'd-block' },
+    h('div', { class: 'd-sub' }, title, copyButton(() => text, `Copy ${title.toLowerCase()}`, `copy-${title.toLowerCase()}`)),
+    h('pre', { class: `text ${cls}` }, text));
+}
