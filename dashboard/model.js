@@ -1,6 +1,16 @@
 // What the dashboard reads out of AOP events, in both payload vocabularies (AOP.md): documented
 // names first, then the de-facto ones (`content`/`reasoning`, `decision`/`chosen`, `tool`/`tool_name`,
 // `output_summary`/`result_summary`, `latency_ms`/`duration_ms`, …). Pure functions, no DOM.
+//
+// Session rows (`applyEventToRow`, `rowFromEvent`, at the end) are a second copy of rules whose
+// authority is the collector (`src/model/session.rs`, the rows of `GET /sessions`). The copy exists
+// so that a row (the overview's counts, a session's metrics) changes the moment an event streams
+// in, without a request per event. It is deliberately approximate: it folds in arrival order, while
+// the collector picks winners by sequence and sums in integers. Drift never lasts: store.js replaces
+// the local row with the collector's when a session first appears, when an event reaches an ended
+// one, for every running session every 30 s and after every reconnection, and the open session
+// view refetches its own row after each burst of live events. A change to the collector's rules
+// that the copy misses is therefore wrong on screen for seconds, not for good; keep them close.
 
 import { parseTs, str, clip } from './dom.js';
 
@@ -113,12 +123,12 @@ export function statusClass(status) {
   return 'bad';
 }
 
-// ---------- session rows, updated live between (rare) refetches ----------
+// ---------- session rows, updated live between refetches (see the top of this file) ----------
 
 /**
- * Folds a live event into a session row the way the collector derives it (COLLECTOR.md, Sessions),
- * approximately: the collector's row, refetched now and then, stays the authority.
- * `row._rep` remembers which totals the agent reported itself, so deltas do not double count.
+ * Folds a live event into a session row, approximately as the collector derives it.
+ * `row._rep` remembers which totals the agent reported itself, so deltas do not double count;
+ * store.js clears it when the collector's row replaces the local one.
  */
 export function applyEventToRow(row, ev) {
   const p = obj(ev.payload);

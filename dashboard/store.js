@@ -1,7 +1,9 @@
 // The page's shared knowledge of sessions: rows (one object per session id, updated in place so
 // every view holding it sees changes), which sessions are running, when we last heard from each,
-// and today's cost. Live events are folded in locally; the collector's own row is refetched
-// sparingly (when a session appears or ends, and a periodic reconcile of running ones).
+// and today's cost. Live events are folded in locally (model.js says why and how far that copy of
+// the collector's rules goes); the collector's own row replaces the local one sparingly: when a
+// session appears, when an event reaches one that has ended, and for every running session every
+// 30 s and after each reconnection.
 
 import { api, ApiError } from './api.js';
 import { parseTs, debounce } from './dom.js';
@@ -97,7 +99,6 @@ export function applyEvent(ev) {
   const t = parseTs(ev.timestamp);
   if (Number.isFinite(t)) store.skew.set(id, now - t);
   let row = store.rows.get(id);
-  const wasRunning = row ? isRunningStatus(row.status) : false;
   if (!row) {
     row = rowFromEvent(ev);
     store.rows.set(id, row);
@@ -106,7 +107,9 @@ export function applyEvent(ev) {
     if (parent) { parent.child_count = (parent.child_count || 0) + 1; touch(parent); }
   } else {
     applyEventToRow(row, ev);
-    if (row._provisional || (wasRunning && !isRunningStatus(row.status))) scheduleFetch(id);
+    // An ended session is out of the periodic reconcile of running ones: the collector's row for
+    // its end (or for a late event after it) is fetched now, or a local guess would stay.
+    if (row._provisional || !isRunningStatus(row.status)) scheduleFetch(id);
   }
   if (row._stalled && ev.type !== 'session.ended') row._stalled = false;
   touch(row);
@@ -182,7 +185,7 @@ const flushFetches = debounce(async () => {
   }
 }, 700, 3000);
 
-export function scheduleFetch(id) {
+function scheduleFetch(id) {
   store.fetchQueue.add(id);
   flushFetches();
 }
