@@ -18,7 +18,7 @@ function apiBase() {
   return '';
 }
 
-export const API_BASE = apiBase();
+const API_BASE = apiBase();
 
 // The origin every request goes to; the token's storage key names it.
 const API_ORIGIN = new URL(API_BASE || location.origin).origin;

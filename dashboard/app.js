@@ -119,9 +119,8 @@ document.addEventListener('keydown', (e) => {
   const t = e.target;
   if (typing(t)) {
     if (e.key === 'Escape') { t.blur(); e.preventDefault(); }
-    else if ((e.key === 'ArrowDown' || e.key === 'Enter') && t.type === 'search') {
+    else if (e.key === 'ArrowDown' && t.type === 'search') {
       // From the search box straight into the results.
-      if (e.key === 'Enter') return;
       e.preventDefault();
       t.blur();
       if (sessionView) sessionView.move(1); else moveOverview(1);

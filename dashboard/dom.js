@@ -84,7 +84,7 @@ export function parseTs(ts) {
 
 const pad = (n, w = 2) => String(n).padStart(w, '0');
 
-export function fmtClock(ms, withMs = false) {
+function fmtClock(ms, withMs = false) {
   if (!Number.isFinite(ms)) return '—';
   const d = new Date(ms);
   const base = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
@@ -151,7 +151,7 @@ export function fmtCost(c) {
 
 // ---------- clipboard ----------
 
-export async function copyText(text) {
+async function copyText(text) {
   try {
     await navigator.clipboard.writeText(text);
     return true;

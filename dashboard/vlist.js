@@ -154,12 +154,6 @@ export class VList {
     if (notify && this.o.onSelect) this.o.onSelect(i, this.items[i]);
   }
 
-  selectKey(key, opts) {
-    const i = this.items.findIndex((it) => this.o.keyOf(it) === key);
-    if (i >= 0) this.select(i, opts);
-    return i;
-  }
-
   clearSelection() {
     this.sel = -1;
     this.selKey = null;
