@@ -260,6 +260,13 @@ impl StartArgs {
             }
             None => self,
         };
+        if let Some(scheme) = s.db.as_deref().and_then(|d| d.to_str()?.split_once("://")).map(|(scheme, _)| scheme) {
+            // Taken as a path, `postgres://…` would become a folder named `postgres:`; and the
+            // rest of the URL may hold a password, so it is not repeated.
+            anyhow::bail!(
+                "--db {scheme}://… is not supported: this aop stores events in a SQLite file; give --db a file path"
+            );
+        }
         let mut c = Config::with_db(s.db.unwrap_or_else(|| config::aop_home("events.db")));
         c.port = s.port;
         c.host = config::parse_host(&s.host)?;

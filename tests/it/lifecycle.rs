@@ -462,3 +462,22 @@ async fn the_help_names_every_flag() {
     version.assert_code(0);
     assert!(version.stdout.contains(env!("CARGO_PKG_VERSION")), "{}", version.output());
 }
+
+/// A database URL this aop cannot use is refused, saying so, without echoing a password and
+/// without taking the URL for a path (which would create a folder named `postgres:`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_url_is_refused_not_taken_for_a_path() {
+    let sandbox = Arc::new(Sandbox::new());
+    for url in ["postgres://aop:s3cretpw@db.example/aop", "postgresql://localhost/aop", "mysql://x"] {
+        let done = Launch::in_sandbox(sandbox.clone()).db(url).run().await;
+        done.assert_code(2);
+        let scheme = url.split("://").next().unwrap();
+        assert!(done.stderr.contains(&format!("{scheme}://")), "{}", done.output());
+        assert!(!done.stderr.contains("s3cretpw") && !done.stdout.contains("s3cretpw"), "{}", done.output());
+    }
+    let entries: Vec<String> = std::fs::read_dir(sandbox.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!entries.iter().any(|e| e.contains(':')), "a URL was taken for a path: {entries:?}");
+}

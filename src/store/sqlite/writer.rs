@@ -204,7 +204,7 @@ impl Writer {
         let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
         let mut failed: Vec<Failed> = Vec::new();
         let mut unrun = Vec::new();
-        let mut failure = self.conn.execute_batch("BEGIN IMMEDIATE").err();
+        let mut failure = self.begin().err();
         for job in jobs {
             if failure.is_some() {
                 unrun.push(job);
@@ -218,8 +218,7 @@ impl Writer {
                 }
             }
         }
-        let failure =
-            failure.or_else(|| self.flush_sessions().err()).or_else(|| self.conn.execute_batch("COMMIT").err());
+        let failure = failure.or_else(|| self.flush_sessions().err()).or_else(|| self.commit().err());
         let fate = match failure {
             None => {
                 self.committed();
@@ -253,6 +252,16 @@ impl Writer {
         }
     }
 
+    // Cached statements: parsing `BEGIN`/`COMMIT` anew for every group was a few percent of the
+    // writer's time under batch load.
+    fn begin(&self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([]).map(drop)
+    }
+
+    fn commit(&self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([]).map(drop)
+    }
+
     /// After a commit: the store is writable, and what was committed goes out to subscribers.
     fn committed(&mut self) {
         self.shared.mark_writable();
@@ -268,10 +277,10 @@ impl Writer {
     /// Commits what the open transaction holds and opens the next one, mid-group.
     fn commit_and_continue(&mut self) -> rusqlite::Result<()> {
         self.flush_sessions()?;
-        self.conn.execute_batch("COMMIT")?;
+        self.commit()?;
         self.committed();
         self.txn_events = 0;
-        self.conn.execute_batch("BEGIN IMMEDIATE")
+        self.begin()
     }
 
     /// The session, from the cache or the store (its detector caught up), or a new row.
