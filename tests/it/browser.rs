@@ -482,6 +482,40 @@ async fn the_dashboard_reconnects_after_a_collector_restart_and_misses_nothing()
     browser.assert_no_script_errors().await;
 }
 
+/// The collector comes back on the same port with another database (a fresh file): the page's
+/// resume position is past anything there, the collector says `reset`, and the page starts over
+/// from what the collector holds now instead of waiting forever for events that will not come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_starts_over_when_the_collector_comes_back_with_another_history() {
+    let port = free_port();
+    let (browser, server) = tokio::join!(Browser::launch("reset"), Launch::new().port(port).start());
+    let Some(browser) = browser else { return };
+    let mut server = server;
+    let clock = Clock::started(Duration::from_secs(60));
+    open(&browser, &server, "").await;
+    // Live, so the page holds a resume position.
+    let old: Vec<Value> = (1..=5)
+        .map(|seq| clock.event("old-history", seq, seq * 100, "cognition.thought", json!({"content": "before"})))
+        .collect();
+    server.ingest(&old).await;
+    browser.wait_for(&session_row("old-history")).await;
+    mark_page(&browser).await;
+
+    server.sigterm().await;
+    let fresh = Launch::new().port(port).start().await;
+    fresh.ingest_one(&clock.event("new-history", 1, 0, "session.started", json!({"goal": "After the move"}))).await;
+
+    browser.wait_for(&session_row("new-history")).await;
+    browser.wait_gone(&session_row("old-history")).await;
+    let mark = browser.js("return window.__aopTestMark ?? null;", json!([])).await;
+    assert_eq!(mark, Value::Null, "the page kept its old state instead of starting over");
+    browser.wait_attr(CONNECTION, "data-state", "live").await;
+    // And it follows the new history live.
+    fresh.ingest_one(&clock.event("newer", 1, 0, "session.started", json!({"goal": "Live again"}))).await;
+    browser.wait_for(&session_row("newer")).await;
+    browser.screenshot("after-reset").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_of_100_000_events_renders() {
     const TOTAL: i64 = 100_000;
