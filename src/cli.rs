@@ -230,6 +230,8 @@ fn layered<T: Serialize + DeserializeOwned>(given: T, matches: &ArgMatches, file
             let known: Vec<&str> = settings.keys().map(String::as_str).collect();
             anyhow::bail!("unknown key {key:?}; the keys are {}", known.join(", "));
         }
+        // `try_get_raw` first: `value_source` panics (in debug builds) on a key that is not an
+        // argument, such as the file-only `open`.
         let from_user = matches!(
             matches.try_get_raw(&key).ok().flatten().and(matches.value_source(&key)),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
@@ -249,6 +251,7 @@ impl StartArgs {
             Some(path) => Some(path.clone()),
             None => Some(config::aop_home("config.toml")).filter(|p| p.exists()),
         };
+        // Flags only (no file key): the file's round trip through serde would reset them.
         let (open_flag, no_open) = (self.open_flag, self.no_open);
         let s = match path {
             Some(path) => {

@@ -74,13 +74,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = match &self {
-            ApiError::Store(e) if !is_overload(e) && !matches!(e, StoreError::BadCursor) => {
-                // 5xx bodies stay opaque; the cause goes to the log.
-                tracing::error!(error = %e, "store failure");
-                "internal error; see the collector's log".to_owned()
-            }
-            ApiError::Internal(cause) => {
-                tracing::error!(error = %cause, "internal error");
+            // 5xx bodies stay opaque; the cause goes to the log.
+            _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %self, "internal error");
                 "internal error; see the collector's log".to_owned()
             }
             ApiError::Store(StoreError::QueueFull) => {

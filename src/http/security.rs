@@ -141,16 +141,16 @@ pub(crate) struct Trusted(pub(crate) bool);
 
 /// The one `Host` of a request: exactly one header, or the URI's authority where the protocol
 /// carries it there (HTTP/2). Two headers, or none, is a malformed request.
-fn the_host(req: &Request) -> Result<String, ApiError> {
+fn the_host(req: &Request) -> Result<&str, ApiError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         // A Host that is not visible ASCII is no name of ours: refuse it rather than skip the check.
-        (Some(h), None) => Ok(h.to_str().unwrap_or("\u{fffd}").to_owned()),
+        (Some(h), None) => Ok(h.to_str().unwrap_or("\u{fffd}")),
         (Some(_), Some(_)) => Err(ApiError::BadRequest("the request has more than one Host header".into())),
         (None, _) => req
             .uri()
             .authority()
-            .map(|a| a.as_str().to_owned())
+            .map(|a| a.as_str())
             .ok_or_else(|| ApiError::BadRequest("the request has no Host header".into())),
     }
 }
@@ -175,7 +175,7 @@ pub(crate) async fn guard(State(sec): State<Arc<Security>>, req: Request, next: 
 
 async fn check(sec: &Security, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let host = the_host(&req)?;
-    if !sec.host_allowed(&host) {
+    if !sec.host_allowed(host) {
         return Err(ApiError::ForbiddenHost(format!(
             "Host {host:?} is not a name of this collector; add it with --allow-host if you meant it (this check stops DNS rebinding)"
         )));
@@ -185,7 +185,7 @@ async fn check(sec: &Security, mut req: Request, next: Next) -> Result<Response,
         // though it cannot read the answer: refuse foreign origins before anything is stored.
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("\u{fffd}");
-            if !sec.origin_may_write(origin, &host) {
+            if !sec.origin_may_write(origin, host) {
                 return Err(ApiError::ForbiddenOrigin(format!(
                     "requests from origin {origin:?} may not change this collector; add it with --cors-origin if you meant it"
                 )));

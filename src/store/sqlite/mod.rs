@@ -301,10 +301,11 @@ impl Store for SqliteStore {
     }
 
     fn list_sessions(&self, q: SessionQuery) -> BoxFuture<'_, Result<SessionPage, StoreError>> {
-        if q.cursor.as_deref().is_some_and(|c| read::decode_cursor(c).is_none()) {
-            return Box::pin(std::future::ready(Err(StoreError::BadCursor)));
-        }
-        Box::pin(self.readers.run(move |c| read::list_sessions(c, &q)))
+        let cursor = match q.cursor.as_deref().map(read::decode_cursor) {
+            Some(None) => return Box::pin(std::future::ready(Err(StoreError::BadCursor))),
+            decoded => decoded.flatten(),
+        };
+        Box::pin(self.readers.run(move |c| read::list_sessions(c, &q, cursor)))
     }
 
     fn children(&self, id: String) -> BoxFuture<'_, Result<Option<Vec<SessionRow>>, StoreError>> {
@@ -324,10 +325,11 @@ impl Store for SqliteStore {
     }
 
     fn alerts(&self, q: AlertQuery) -> BoxFuture<'_, Result<AlertPage, StoreError>> {
-        if q.cursor.as_deref().is_some_and(|c| c.parse::<i64>().is_err()) {
-            return Box::pin(std::future::ready(Err(StoreError::BadCursor)));
-        }
-        Box::pin(self.readers.run(move |c| read::alerts(c, &q)))
+        let before = match q.cursor.as_deref().map(str::parse::<i64>) {
+            Some(Err(_)) => return Box::pin(std::future::ready(Err(StoreError::BadCursor))),
+            parsed => parsed.and_then(Result::ok),
+        };
+        Box::pin(self.readers.run(move |c| read::alerts(c, &q, before)))
     }
 
     fn health(&self) -> StoreHealth {

@@ -88,10 +88,15 @@ pub(super) fn decode_cursor(c: &str) -> Option<(i64, String)> {
     Some((us.parse().ok()?, id.to_owned()))
 }
 
-pub(super) fn list_sessions(c: &Connection, q: &SessionQuery) -> rusqlite::Result<SessionPage> {
+/// `GET /sessions`, after `cursor` (already decoded by the caller, see [`decode_cursor`]).
+pub(super) fn list_sessions(
+    c: &Connection,
+    q: &SessionQuery,
+    cursor: Option<(i64, String)>,
+) -> rusqlite::Result<SessionPage> {
     let mut sql = format!("SELECT {ROW_COLUMNS} FROM sessions s WHERE s.event_count > 0");
     let mut args: Vec<Value> = Vec::new();
-    if let Some((us, id)) = q.cursor.as_deref().and_then(decode_cursor) {
+    if let Some((us, id)) = cursor {
         sql.push_str(" AND (s.last_seen_us, s.id) < (?, ?)");
         args.extend([Value::Integer(us), Value::Text(id)]);
     }
@@ -161,12 +166,17 @@ fn session_sid(c: &Connection, id: &str) -> rusqlite::Result<Option<i64>> {
         .optional()
 }
 
-pub(super) fn session_detail(c: &Connection, id: &str, q: DetailQuery) -> rusqlite::Result<Option<SessionDetail>> {
-    // One read transaction, so the row, its events and its alerts agree with each other.
+/// Runs `f` in one read transaction: what it reads comes from one snapshot of the database.
+fn snapshot<T>(c: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
     c.execute_batch("BEGIN")?;
-    let out = detail_in_tx(c, id, q);
+    let out = f(c);
     c.execute_batch("COMMIT")?;
     out
+}
+
+/// The row, its events and its alerts, read together so they agree with each other.
+pub(super) fn session_detail(c: &Connection, id: &str, q: DetailQuery) -> rusqlite::Result<Option<SessionDetail>> {
+    snapshot(c, |c| detail_in_tx(c, id, q))
 }
 
 fn detail_in_tx(c: &Connection, id: &str, q: DetailQuery) -> rusqlite::Result<Option<SessionDetail>> {
@@ -208,10 +218,11 @@ fn alert_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
     Ok(crate::detect::with_alert_id(r.get_ref(1)?.as_str()?, r.get(0)?))
 }
 
-pub(super) fn alerts(c: &Connection, q: &AlertQuery) -> rusqlite::Result<AlertPage> {
+/// `GET /alerts`, before the alert id `before` (the decoded cursor).
+pub(super) fn alerts(c: &Connection, q: &AlertQuery, before: Option<i64>) -> rusqlite::Result<AlertPage> {
     let mut sql = "SELECT id, body FROM alerts WHERE 1 = 1".to_owned();
     let mut args: Vec<Value> = Vec::new();
-    if let Some(before) = q.cursor.as_deref().and_then(|c| c.parse::<i64>().ok()) {
+    if let Some(before) = before {
         sql.push_str(" AND id < ?");
         args.push(Value::Integer(before));
     }
@@ -305,10 +316,7 @@ enum ChunkEnd {
 /// One chunk of an export, with the session's existence checked in the same read transaction (a
 /// deletion removes the row and its events together, so an empty read is either the end or that).
 fn export_chunk(c: &Connection, sid: i64, after: i64) -> rusqlite::Result<ExportChunk> {
-    c.execute_batch("BEGIN")?;
-    let out = export_chunk_in_tx(c, sid, after);
-    c.execute_batch("COMMIT")?;
-    out
+    snapshot(c, |c| export_chunk_in_tx(c, sid, after))
 }
 
 fn export_chunk_in_tx(c: &Connection, sid: i64, after: i64) -> rusqlite::Result<ExportChunk> {

@@ -8,7 +8,7 @@
 //! Upkeep jobs (stalls, retention, deletion, pins) are in [`super::upkeep`].
 
 use super::shared::{classify, Shared};
-use crate::detect::{DetectConfig, NewAlert};
+use crate::detect::{with_alert_id, DetectConfig, NewAlert};
 use crate::hub::{Hub, Message, MessageKind};
 use crate::model::Event;
 use crate::store::apply::{ChildEnd, Live, Tracked};
@@ -393,8 +393,8 @@ impl Writer {
         event_id: Option<i64>,
         alerts: Vec<NewAlert>,
     ) -> rusqlite::Result<()> {
+        let created_at = rfc3339_ms(self.now_ms);
         for a in alerts {
-            let created_at = rfc3339_ms(self.now_ms);
             let body = a.to_json(session_id, None, Some(&created_at));
             self.conn
                 .prepare_cached(
@@ -405,7 +405,7 @@ impl Writer {
             self.conn
                 .prepare_cached("UPDATE sessions SET alert_count = alert_count + 1 WHERE sid = ?1")?
                 .execute([sid])?;
-            let data = a.to_json(session_id, Some(id), Some(&created_at));
+            let data = with_alert_id(&body, id);
             self.published.push(Message::alert(
                 session_id.to_owned(),
                 agent_id.to_owned(),
