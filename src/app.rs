@@ -122,8 +122,11 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepts connections until `stop`, then lets open ones finish. axum's own `serve` cannot bound
 /// the time to read headers, hence hyper directly.
 async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
+    // HTTP/1.1 for the API and the dashboard, and HTTP/2 cleartext (prior knowledge) beside it
+    // on the same port for OTLP/gRPC exporters: the first bytes of a connection tell which.
+    let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    http.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
+    http.http2().timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, _) = tokio::select! {
@@ -141,7 +144,7 @@ async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationTo
         // Acks are small: do not let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -6,6 +6,7 @@
 //! - [`store`]: the only code that knows SQL. [`store::apply`] is the backend-independent part of
 //!   ingest (event in, session row and alerts out); the SQLite backend has one writer thread per
 //!   database (group commit) and reads on their own connections.
+//! - [`otlp`]: OpenTelemetry trace export requests decoded and mapped to AOP events. No I/O.
 //! - [`hub`]: fans committed events out to live subscribers without ever blocking the writer.
 //! - [`http`]: routes, status codes, SSE framing, the Host/Origin/token/CORS guard, and the
 //!   embedded front end's files.
@@ -27,5 +28,6 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod model;
+pub mod otlp;
 pub mod probe;
 pub mod store;

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub overload_rejections: AtomicU64,
     pub requests_ingest: AtomicU64,
     pub stream_overflows: AtomicU64,
+    pub otlp_spans_accepted: AtomicU64,
+    pub otlp_spans_rejected: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -44,7 +46,7 @@ impl Metrics {
 
     pub fn render(&self, g: &Gauges) -> String {
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        let simple: [(&str, &str, &str, u64); 13] = [
+        let simple: [(&str, &str, &str, u64); 15] = [
             ("aop_events_ingested_total", "counter", "Events stored.", load(&self.events_accepted)),
             (
                 "aop_events_duplicate_total",
@@ -71,6 +73,18 @@ impl Metrics {
                 "counter",
                 "Subscribers cut off for falling behind.",
                 load(&self.stream_overflows),
+            ),
+            (
+                "aop_otlp_spans_accepted_total",
+                "counter",
+                "OTLP spans received and stored (or already stored).",
+                load(&self.otlp_spans_accepted),
+            ),
+            (
+                "aop_otlp_spans_rejected_total",
+                "counter",
+                "OTLP spans refused (counted in partial_success).",
+                load(&self.otlp_spans_rejected),
             ),
             ("aop_store_commits_total", "counter", "Write transactions committed.", g.commits),
             ("aop_alerts_total", "counter", "Alerts raised.", g.alerts),

@@ -8,6 +8,7 @@ mod dashboard;
 mod error;
 mod events;
 mod ops;
+mod otlp;
 mod params;
 mod security;
 mod sessions;
@@ -39,6 +40,16 @@ fn endpoints() -> Vec<Endpoint> {
             "/events",
             post(events::ingest),
             &[("POST", "ingest one event (JSON object) or a batch (JSON array or application/x-ndjson)")],
+        ),
+        e(
+            "/v1/traces",
+            post(otlp::http_export),
+            &[("POST", "OTLP/HTTP traces (application/x-protobuf or application/json, gzip or not)")],
+        ),
+        e(
+            otlp::GRPC_EXPORT_PATH,
+            post(otlp::grpc_export),
+            &[("POST", "OTLP/gRPC traces (HTTP/2 cleartext on this port)")],
         ),
         e(
             "/sessions",

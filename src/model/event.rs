@@ -60,6 +60,78 @@ pub struct Event {
     payload_at: (usize, usize),
     /// The payload, parsed when first asked for.
     parsed: Parsed,
+    /// Byte range of the sequence's value inside `raw`.
+    sequence_at: (usize, usize),
+    /// Set on events derived from an OpenTelemetry span: which span, and which of its events.
+    span_ref: Option<SpanRef>,
+}
+
+/// What identifies an event derived from a span, whatever its content: the span's id and the
+/// event's role in it. An exporter that retries resends the span, maybe in another batch, so
+/// what was derived from it (an agent's name found in the batch, a price) may differ while it is
+/// still the same event: the store recognises retries by this, not by content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanRef {
+    /// 16 lowercase hex digits; empty for the trace's own `session.started`.
+    pub span_id: String,
+    pub role: SpanRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanRole {
+    /// `session.started`, once per trace.
+    Trace,
+    /// `operation.tool_start`, the opening half of a tool span.
+    Start,
+    /// `session.ended`, from the root span.
+    End,
+    /// The span's own event (tool end, LLM call, agent spawn, `otel.span`).
+    Main,
+}
+
+impl SpanRole {
+    pub fn of_kind(kind: &str) -> SpanRole {
+        match kind {
+            "session.started" => SpanRole::Trace,
+            "operation.tool_start" => SpanRole::Start,
+            "session.ended" => SpanRole::End,
+            _ => SpanRole::Main,
+        }
+    }
+}
+
+impl SpanRef {
+    /// The reference of a stored event's JSON text: its type and `payload.otel.span_id`. `None`
+    /// when it was not derived from a span.
+    pub fn of_stored(body: &str) -> Option<SpanRef> {
+        #[derive(Deserialize)]
+        struct Stored {
+            #[serde(rename = "type")]
+            kind: String,
+            payload: StoredPayload,
+        }
+        #[derive(Deserialize)]
+        struct StoredPayload {
+            otel: Option<StoredOtel>,
+        }
+        #[derive(Deserialize)]
+        struct StoredOtel {
+            #[serde(default)]
+            span_id: Option<String>,
+        }
+        let s: Stored = serde_json::from_str(body).ok()?;
+        let otel = s.payload.otel?;
+        Some(SpanRef { span_id: otel.span_id.unwrap_or_default(), role: SpanRole::of_kind(&s.kind) })
+    }
+
+    /// Whether `body` (a stored event) is this span's event: a cheap substring test first, since
+    /// most bodies compared are another span's.
+    pub fn matches_stored(&self, body: &str) -> bool {
+        if !self.span_id.is_empty() && !body.contains(&self.span_id) {
+            return false;
+        }
+        SpanRef::of_stored(body).is_some_and(|r| r == *self)
+    }
 }
 
 impl fmt::Debug for Event {
@@ -165,9 +237,9 @@ impl Event {
             Some(v) if v.get() == "null" => None,
             Some(v) => Some(string_value("agent_version", v, "must be a string or null")?),
         };
-        let sequence = match env.sequence.0 {
+        let (sequence, sequence_at) = match env.sequence.0 {
             None => return Err(EventError::Missing("sequence")),
-            Some(v) => parse_sequence(v.get())?,
+            Some(v) => (parse_sequence(v.get())?, span_of(&raw, v.get())),
         };
         let timestamp = string_field("timestamp", env.timestamp.0)?;
         let ts_us = parse_timestamp(&timestamp).ok_or_else(|| {
@@ -200,7 +272,29 @@ impl Event {
             raw,
             payload_at,
             parsed: Parsed::default(),
+            sequence_at,
+            span_ref: None,
         })
+    }
+
+    /// Marks the event as derived from a span (see [`SpanRef`]).
+    pub fn from_span(mut self, span_ref: SpanRef) -> Event {
+        self.span_ref = Some(span_ref);
+        self
+    }
+
+    pub fn span_ref(&self) -> Option<&SpanRef> {
+        self.span_ref.as_ref()
+    }
+
+    /// The same event at another sequence: where a span's event goes when another span's holds
+    /// the sequence it was given.
+    pub fn with_sequence(&self, sequence: i64) -> Result<Event, EventError> {
+        let (a, b) = self.sequence_at;
+        let text = format!("{}{sequence}{}", &self.raw[..a], &self.raw[b..]);
+        let mut ev = Event::parse(&text)?;
+        ev.span_ref = self.span_ref.clone();
+        Ok(ev)
     }
 
     /// The event as one line of JSON: what is stored, exported and streamed.

@@ -5,6 +5,6 @@ mod event;
 mod payload;
 mod session;
 
-pub use event::{parse_timestamp, Event, EventError, MAX_EVENT_BYTES};
+pub use event::{parse_timestamp, Event, EventError, SpanRef, SpanRole, MAX_EVENT_BYTES};
 pub use payload::Payload;
 pub use session::{SessionRow, SessionState};

@@ -24,6 +24,9 @@ use tokio::sync::oneshot;
 /// the first request in a group prompt. A larger batch is committed in several transactions, so
 /// no single commit publishes more than this many messages at once to the stream's ring.
 const MAX_GROUP_EVENTS: usize = 4096;
+/// How far a span's event may move past the sequence its clock gave it: that many events of one
+/// trace would have to share a microsecond.
+const MAX_SPAN_PROBES: i64 = 1024;
 /// Sessions deleted by one retention pass: bounds the transaction (the next pass continues).
 pub(super) const RETAIN_BATCH: usize = 200;
 
@@ -337,24 +340,13 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(events.len());
         for ev in events {
             let sid = self.session(&ev.session_id)?.key;
-            let inserted = self
-                .conn
-                .prepare_cached(
-                    "INSERT INTO events (sid, seq, body) VALUES (?1, ?2, ?3) ON CONFLICT (sid, seq) DO NOTHING",
-                )?
-                .execute(params![sid, ev.sequence, ev.raw()])?;
-            if inserted == 0 {
-                let stored: String = self
-                    .conn
-                    .prepare_cached("SELECT body FROM events WHERE sid = ?1 AND seq = ?2")?
-                    .query_row(params![sid, ev.sequence], |r| r.get(0))?;
-                outcomes.push(if Event::same_content(&stored, ev.raw()) {
-                    Outcome::Duplicate
-                } else {
-                    Outcome::Conflict
-                });
-                continue;
-            }
+            let ev = match self.insert(sid, ev)? {
+                Ok(ev) => ev,
+                Err(outcome) => {
+                    outcomes.push(outcome);
+                    continue;
+                }
+            };
             let id = self.conn.last_insert_rowid();
             let cfg = &self.detect;
             let tracked = self.live.get_mut(&ev.session_id).expect("loaded above");
@@ -373,6 +365,52 @@ impl Writer {
             }
         }
         Ok(outcomes)
+    }
+
+    /// Inserts the event, or says why not: the same event is stored (a retry), or another one
+    /// holds its sequence. An event derived from a span moves to the next free sequence instead
+    /// (its sequence comes from the span's clock, which other spans may share); a retry of it
+    /// finds itself on the way there, since sequences are only ever filled, never freed, while
+    /// the session exists.
+    fn insert(&mut self, sid: i64, ev: Event) -> rusqlite::Result<Result<Event, Outcome>> {
+        let inserted = self
+            .conn
+            .prepare_cached("INSERT INTO events (sid, seq, body) VALUES (?1, ?2, ?3) ON CONFLICT (sid, seq) DO NOTHING")?
+            .execute(params![sid, ev.sequence, ev.raw()])?;
+        if inserted == 1 {
+            return Ok(Ok(ev));
+        }
+        let Some(span) = ev.span_ref() else {
+            let stored: String = self
+                .conn
+                .prepare_cached("SELECT body FROM events WHERE sid = ?1 AND seq = ?2")?
+                .query_row(params![sid, ev.sequence], |r| r.get(0))?;
+            return Ok(Err(if Event::same_content(&stored, ev.raw()) { Outcome::Duplicate } else { Outcome::Conflict }));
+        };
+        let mut free = ev.sequence;
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT seq, body FROM events WHERE sid = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3")?;
+            let mut rows = stmt.query(params![sid, ev.sequence, MAX_SPAN_PROBES])?;
+            while let Some(row) = rows.next()? {
+                if row.get::<_, i64>(0)? != free {
+                    break;
+                }
+                if span.matches_stored(row.get_ref(1)?.as_str().unwrap_or_default()) {
+                    return Ok(Err(Outcome::Duplicate));
+                }
+                free += 1;
+            }
+        }
+        if free - ev.sequence >= MAX_SPAN_PROBES {
+            return Ok(Err(Outcome::Conflict));
+        }
+        let Ok(moved) = ev.with_sequence(free) else { return Ok(Err(Outcome::Conflict)) };
+        self.conn
+            .prepare_cached("INSERT INTO events (sid, seq, body) VALUES (?1, ?2, ?3)")?
+            .execute(params![sid, moved.sequence, moved.raw()])?;
+        Ok(Ok(moved))
     }
 
     /// Children failing together are alerted on their parent.

@@ -1,0 +1,337 @@
+//! OTLP trace ingest over HTTP (`POST /v1/traces`, protobuf or JSON) and gRPC
+//! (`TraceService/Export`, on the same port over HTTP/2), per `OTLP.md`.
+//!
+//! gRPC is served here rather than by a gRPC framework: the one method is unary, its framing is
+//! five bytes, and serving it as an ordinary route keeps the Host, Origin and token checks, the
+//! limits and the back-pressure of every other route.
+
+use super::error::is_overload;
+use super::state::AppState;
+use crate::otlp::{self, DecodeError, Mapped, MAX_OTLP_BYTES};
+use crate::store::{Outcome, StoreError};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub(crate) const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// Why an export failed, before it is put in the request's encoding.
+enum Failure {
+    /// The body cannot be used (400 / `INVALID_ARGUMENT`): do not retry.
+    Invalid(String),
+    TooLarge(String),
+    /// Retry later (503 / `UNAVAILABLE`).
+    Overloaded(String),
+    Internal(String),
+}
+
+impl From<DecodeError> for Failure {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::TooLarge(_) => Failure::TooLarge(e.to_string()),
+            _ => Failure::Invalid(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        if is_overload(&e) {
+            Failure::Overloaded(format!("the collector cannot store spans now ({e}); retry shortly"))
+        } else {
+            tracing::error!(error = %e, "OTLP export failed");
+            Failure::Internal("internal error; see the collector's log".into())
+        }
+    }
+}
+
+/// `POST /v1/traces`.
+pub(crate) async fn http_export(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let encoding = match essence.as_deref() {
+        Some("application/x-protobuf" | "application/protobuf") => Encoding::Protobuf,
+        Some("application/json") => Encoding::Json,
+        other => {
+            return super::ApiError::UnsupportedMediaType(format!(
+                "content type {:?} is not accepted on /v1/traces: send application/x-protobuf or application/json (OTLP/HTTP)",
+                other.unwrap_or("")
+            ))
+            .into_response()
+        }
+    };
+    let result = async {
+        let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").to_ascii_lowercase()) {
+            None => false,
+            Some(e) if e == "gzip" => true,
+            Some(e) if e == "identity" => false,
+            Some(e) => return Err(Failure::Invalid(format!("content encoding {e:?} is not supported: send gzip or none"))),
+        };
+        let raw = read_body(&headers, body).await?;
+        let bytes = if gzip { Bytes::from(otlp::gunzip(&raw, MAX_OTLP_BYTES)?) } else { raw };
+        let req = match encoding {
+            Encoding::Protobuf => otlp::protobuf(&bytes)?,
+            Encoding::Json => otlp::json(&bytes)?,
+        };
+        export(&app, &req).await
+    }
+    .await;
+    app.metrics.observe_ingest_latency(started.elapsed().as_secs_f64());
+    match result {
+        Ok(partial) => {
+            let body = match encoding {
+                Encoding::Protobuf => prost::Message::encode_to_vec(&response(partial)),
+                Encoding::Json => json_response(partial).into_bytes(),
+            };
+            encoded(StatusCode::OK, encoding, body)
+        }
+        Err(f) => {
+            let (status, code, message) = match f {
+                Failure::Invalid(m) => (StatusCode::BAD_REQUEST, GRPC_INVALID_ARGUMENT, m),
+                Failure::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, GRPC_RESOURCE_EXHAUSTED, m),
+                Failure::Overloaded(m) => (StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, m),
+                Failure::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, GRPC_INTERNAL, m),
+            };
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                app.metrics.overload_rejections.fetch_add(1, Ordering::Relaxed);
+            }
+            let body = match encoding {
+                Encoding::Protobuf => prost::Message::encode_to_vec(&RpcStatus { code, message }),
+                Encoding::Json => serde_json::json!({ "code": code, "message": message }).to_string().into_bytes(),
+            };
+            let mut resp = encoded(status, encoding, body);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                // The rest of an oversized body was not read: the connection cannot be reused.
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
+        }
+    }
+}
+
+/// `TraceService/Export` over gRPC: one length-prefixed message in, one out, the status in the
+/// trailers.
+pub(crate) async fn grpc_export(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "application/grpc" || v.starts_with("application/grpc+proto"));
+    if !grpc {
+        return super::ApiError::UnsupportedMediaType("gRPC requests must have content type application/grpc".into())
+            .into_response();
+    }
+    let result = async {
+        let raw = read_body(&headers, body).await?;
+        let message = unframe(&raw, headers.get("grpc-encoding").and_then(|v| v.to_str().ok()))?;
+        let req = otlp::protobuf(&message)?;
+        export(&app, &req).await
+    }
+    .await;
+    app.metrics.observe_ingest_latency(started.elapsed().as_secs_f64());
+    match result {
+        Ok(partial) => {
+            let msg = prost::Message::encode_to_vec(&response(partial));
+            let mut frame = BytesMut::with_capacity(5 + msg.len());
+            frame.put_u8(0);
+            frame.put_u32(msg.len() as u32);
+            frame.put_slice(&msg);
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            let frames = [Ok::<_, std::convert::Infallible>(Frame::data(frame.freeze())), Ok(Frame::trailers(trailers))];
+            let body = Body::new(StreamBody::new(futures_util::stream::iter(frames)));
+            let mut resp = Response::new(body);
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            resp
+        }
+        Err(f) => {
+            let (code, message) = match f {
+                Failure::Invalid(m) => (GRPC_INVALID_ARGUMENT, m),
+                Failure::TooLarge(m) => (GRPC_RESOURCE_EXHAUSTED, m),
+                Failure::Overloaded(m) => {
+                    app.metrics.overload_rejections.fetch_add(1, Ordering::Relaxed);
+                    (GRPC_UNAVAILABLE, m)
+                }
+                Failure::Internal(m) => (GRPC_INTERNAL, m),
+            };
+            // A trailers-only answer: the status travels in the headers.
+            let mut resp = Response::new(Body::empty());
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", HeaderValue::from(code));
+            if let Ok(v) = HeaderValue::from_str(&percent_encode(&message)) {
+                h.insert("grpc-message", v);
+            }
+            resp
+        }
+    }
+}
+
+const GRPC_INVALID_ARGUMENT: i32 = 3;
+const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
+const GRPC_INTERNAL: i32 = 13;
+const GRPC_UNAVAILABLE: i32 = 14;
+
+/// The one message of a unary gRPC request, inflated if it is compressed.
+fn unframe(body: &[u8], encoding: Option<&str>) -> Result<Vec<u8>, Failure> {
+    if body.len() < 5 {
+        return Err(Failure::Invalid("the gRPC message is truncated (no 5-byte prefix)".into()));
+    }
+    let compressed = body[0] == 1;
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let message = &body[5..];
+    if message.len() != len {
+        return Err(Failure::Invalid(format!(
+            "the gRPC message says {len} bytes but {} follow (one message per request)",
+            message.len()
+        )));
+    }
+    if !compressed {
+        return Ok(message.to_vec());
+    }
+    match encoding {
+        Some("gzip") => Ok(otlp::gunzip(message, MAX_OTLP_BYTES)?),
+        other => Err(Failure::Invalid(format!(
+            "the message is compressed with grpc-encoding {:?}; only gzip is supported",
+            other.unwrap_or("")
+        ))),
+    }
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Failure> {
+    let too_large = || Failure::TooLarge(DecodeError::TooLarge(false).to_string());
+    // gRPC adds a 5-byte prefix to the 16 MiB a request may hold.
+    let limit = MAX_OTLP_BYTES + 5;
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit));
+    read.await.map_err(|_| Failure::Invalid("the request body did not arrive within 30 s".into()))?.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            too_large()
+        } else {
+            Failure::Invalid(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+/// Derives and stores the request's events; answers with the spans that could not be used.
+/// Acknowledged only once they are committed, like `POST /events`.
+async fn export(app: &AppState, req: &ExportTraceServiceRequest) -> Result<Partial, Failure> {
+    let price = |_: &str, _: i64, _: i64| -> Option<f64> { None }; // PRICES-PENDING
+    let Mapped { events, origin, spans, mut rejected } = otlp::map_request(req, &price);
+    let outcomes = if events.is_empty() { Vec::new() } else { app.store.ingest(events).await? };
+    let (mut stored, mut duplicates) = (0u64, 0u64);
+    for (outcome, span) in outcomes.iter().zip(&origin) {
+        match outcome {
+            Outcome::Stored { .. } => stored += 1,
+            Outcome::Duplicate => duplicates += 1,
+            Outcome::Conflict => {
+                if let Some(i) = span {
+                    if !rejected.iter().any(|(r, _)| r == i) {
+                        rejected.push((*i, format!("span {i}: its events could not be placed in the session")));
+                    }
+                }
+            }
+        }
+    }
+    let m = &app.metrics;
+    m.events_accepted.fetch_add(stored, Ordering::Relaxed);
+    m.events_duplicate.fetch_add(duplicates, Ordering::Relaxed);
+    m.otlp_spans_accepted.fetch_add((spans - rejected.len()) as u64, Ordering::Relaxed);
+    m.otlp_spans_rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
+    if spans > 0 && rejected.len() == spans {
+        // Nothing was usable: a client error the exporter should not retry.
+        rejected.sort_by_key(|(i, _)| *i);
+        return Err(Failure::Invalid(summary(spans, &rejected)));
+    }
+    rejected.sort_by_key(|(i, _)| *i);
+    Ok(Partial { rejected: rejected.len() as i64, message: if rejected.is_empty() { String::new() } else { summary(spans, &rejected) } })
+}
+
+fn summary(spans: usize, rejected: &[(usize, String)]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = format!("{} of {spans} spans rejected: ", rejected.len());
+    s.push_str(&rejected.iter().take(SHOWN).map(|(_, why)| why.as_str()).collect::<Vec<_>>().join("; "));
+    if rejected.len() > SHOWN {
+        s.push_str(&format!("; and {} more", rejected.len() - SHOWN));
+    }
+    s
+}
+
+struct Partial {
+    rejected: i64,
+    message: String,
+}
+
+fn response(p: Partial) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: (p.rejected > 0)
+            .then(|| ExportTracePartialSuccess { rejected_spans: p.rejected, error_message: p.message }),
+    }
+}
+
+/// OTLP/JSON: `{}` on full success (the generated type would write `"partialSuccess":null`);
+/// int64 as a string, as the protobuf JSON mapping has it.
+fn json_response(p: Partial) -> String {
+    if p.rejected == 0 {
+        return "{}".into();
+    }
+    serde_json::json!({ "partialSuccess": { "rejectedSpans": p.rejected.to_string(), "errorMessage": p.message } })
+        .to_string()
+}
+
+fn encoded(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response {
+    let ct = match encoding {
+        Encoding::Protobuf => "application/x-protobuf",
+        Encoding::Json => "application/json",
+    };
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(ct))], body).into_response()
+}
+
+/// `google.rpc.Status`, the body of an OTLP/HTTP error.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// gRPC's `grpc-message` is percent-encoded UTF-8.
+fn percent_encode(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}

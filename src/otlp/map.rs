@@ -1,0 +1,674 @@
+//! From an OTLP export request to AOP events (`OTLP.md`, From spans to AOP events). Pure: the
+//! same request and prices give the same events.
+//!
+//! One trace is one session, `otel-<trace id>`. Each span yields its events whatever else the
+//! request holds, at sequences taken from its own clock (microseconds since the epoch: they
+//! follow time, and the dashboard's numbers stay exact below 2^53); the trace's
+//! `session.started` is sequence 0. Each event carries a [`SpanRef`], by which the store knows a
+//! re-sent span, and moves an event whose sequence another span's event already holds.
+//! What depends on the other spans of the request (the agent an event is attributed to,
+//! whether an agent span is nested) is resolved within the request only: an exporter sends
+//! children before their parents (they end first), so a memory across requests would rarely
+//! know more.
+
+use super::attrs::{hex, Attrs};
+use super::classify::{self as c, classify, Class};
+use crate::model::{Event, EventError, SpanRef, SpanRole};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::{json, Map, Value as Json};
+use std::collections::HashMap;
+
+/// What a request yields: events to store, and the spans that could not be used.
+#[derive(Debug, Default)]
+pub struct Mapped {
+    pub events: Vec<Event>,
+    /// For each event, the index (in request order) of the span it came from; `None` for a
+    /// trace's `session.started`.
+    pub origin: Vec<Option<usize>>,
+    /// Spans in the request.
+    pub spans: usize,
+    /// Unusable spans: index and reason.
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// The price of a call: `(model, input tokens, output tokens) -> USD`, `None` for an unknown model.
+pub type Pricing<'a> = &'a dyn Fn(&str, i64, i64) -> Option<f64>;
+
+/// A span with what the mapping reads of it.
+struct Item<'a> {
+    span: &'a Span,
+    index: usize,
+    attrs: Attrs<'a>,
+    class: Class,
+    service: Option<&'a str>,
+    scope: &'a str,
+    trace: String,
+    id: String,
+    parent: Option<String>,
+}
+
+/// How many ancestors are followed looking for an enclosing agent: a bound against a request
+/// whose parent links form a cycle.
+const MAX_DEPTH: usize = 256;
+
+pub fn map_request(req: &ExportTraceServiceRequest, price: Pricing<'_>) -> Mapped {
+    let mut out = Mapped::default();
+    let mut items = Vec::new();
+    for rs in &req.resource_spans {
+        let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let service = Attrs(resource).str(&["service.name"]);
+        for ss in &rs.scope_spans {
+            let scope = ss.scope.as_ref().map_or("", |s| s.name.as_str());
+            for span in &ss.spans {
+                let index = out.spans;
+                out.spans += 1;
+                match check(span) {
+                    Ok((trace, id, parent)) => {
+                        let attrs = Attrs(&span.attributes);
+                        let class = classify(attrs);
+                        items.push(Item { span, index, attrs, class, service, scope, trace, id, parent });
+                    }
+                    Err(why) => out.rejected.push((index, format!("span {index} ({:?}): {why}", span.name))),
+                }
+            }
+        }
+    }
+    let by_id: HashMap<(&str, &str), usize> =
+        items.iter().enumerate().map(|(i, it)| ((it.trace.as_str(), it.id.as_str()), i)).collect();
+    // The nearest enclosing agent span of each span, within the request.
+    let agent_above: Vec<Option<usize>> = items
+        .iter()
+        .map(|it| {
+            let mut parent = it.parent.as_deref();
+            for _ in 0..MAX_DEPTH {
+                let &p = by_id.get(&(it.trace.as_str(), parent?))?;
+                if items[p].class == Class::Agent {
+                    return Some(p);
+                }
+                parent = items[p].parent.as_deref();
+            }
+            None
+        })
+        .collect();
+
+    let mut traces: Vec<&str> = Vec::new();
+    let mut of_trace: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, it) in items.iter().enumerate() {
+        of_trace
+            .entry(it.trace.as_str())
+            .or_insert_with(|| {
+                traces.push(it.trace.as_str());
+                Vec::new()
+            })
+            .push(i);
+    }
+    for trace in traces {
+        let members = &of_trace[trace];
+        let session = format!("otel-{trace}");
+        // The outermost agent: an agent span with no agent above it, the earliest if several.
+        let outermost = members
+            .iter()
+            .copied()
+            .filter(|&i| items[i].class == Class::Agent && agent_above[i].is_none())
+            .min_by_key(|&i| (items[i].span.start_time_unix_nano, items[i].index));
+        let agent = outermost
+            .map(|i| agent_name(&items[i]))
+            .or_else(|| members.iter().find_map(|&i| items[i].service).map(label))
+            .unwrap_or_else(|| "otel".into());
+        let ctx = Trace { session: &session, agent: &agent };
+
+        match started(&ctx, members.iter().map(|&i| &items[i])) {
+            Ok(ev) => {
+                out.events.push(ev);
+                out.origin.push(None);
+            }
+            Err(e) => {
+                // Only a huge resource can make it too large: the spans are still worth keeping.
+                tracing::debug!(error = %e, "session.started for an OTLP trace not built");
+            }
+        }
+        for &i in members {
+            let it = &items[i];
+            let above = agent_above[i].map(|a| agent_name(&items[a]));
+            match span_events(&ctx, it, above.as_deref(), price) {
+                Ok(evs) => {
+                    out.origin.extend(std::iter::repeat_n(Some(it.index), evs.len()));
+                    out.events.extend(evs);
+                }
+                Err(why) => out.rejected.push((it.index, format!("span {} ({:?}): {why}", it.index, it.span.name))),
+            }
+        }
+    }
+    out
+}
+
+/// The span's trace id, id and parent id in hex, or why it cannot be used.
+fn check(span: &Span) -> Result<(String, String, Option<String>), String> {
+    let valid = |b: &[u8], n| b.len() == n && b.iter().any(|&x| x != 0);
+    if !valid(&span.trace_id, 16) {
+        return Err(format!("trace_id must be 16 bytes, not all zero (got {} bytes)", span.trace_id.len()));
+    }
+    if !valid(&span.span_id, 8) {
+        return Err(format!("span_id must be 8 bytes, not all zero (got {} bytes)", span.span_id.len()));
+    }
+    let parent = match span.parent_span_id.len() {
+        0 => None,
+        // An all-zero parent is how some SDKs spell "no parent".
+        8 if span.parent_span_id.iter().all(|&x| x == 0) => None,
+        8 => Some(hex(&span.parent_span_id)),
+        n => return Err(format!("parent_span_id must be empty or 8 bytes (got {n} bytes)")),
+    };
+    if span.start_time_unix_nano == 0 {
+        return Err("start_time_unix_nano is missing".into());
+    }
+    if span.end_time_unix_nano < span.start_time_unix_nano {
+        return Err("end_time_unix_nano is before start_time_unix_nano".into());
+    }
+    Ok((hex(&span.trace_id), hex(&span.span_id), parent))
+}
+
+struct Trace<'a> {
+    session: &'a str,
+    agent: &'a str,
+}
+
+/// An agent span's name: `gen_ai.agent.name` and its kin, else the span's name.
+fn agent_name(it: &Item<'_>) -> String {
+    label(it.attrs.str(c::AGENT_NAME).unwrap_or(&it.span.name))
+}
+
+/// A name usable as an `agent_id`: no control characters, 1 to 128 characters.
+fn label(s: &str) -> String {
+    let l: String = s.chars().filter(|c| !c.is_control()).take(128).collect();
+    if l.trim().is_empty() {
+        "otel".into()
+    } else {
+        l
+    }
+}
+
+fn started<'a>(t: &Trace<'_>, spans: impl Iterator<Item = &'a Item<'a>> + Clone) -> Result<Event, EventError> {
+    let first = spans.clone().map(|it| it.span.start_time_unix_nano).min().unwrap_or(0);
+    let root = spans.clone().find(|it| it.parent.is_none());
+    let mut metadata = Map::new();
+    metadata.insert("source".into(), json!("otlp"));
+    if let Some(service) = spans.clone().find_map(|it| it.service) {
+        metadata.insert("service_name".into(), json!(service));
+    }
+    if let Some(conv) = spans.clone().find_map(|it| it.attrs.str(c::CONVERSATION)) {
+        metadata.insert("conversation_id".into(), json!(conv));
+    }
+    let trace_id = spans.clone().next().map_or("", |it| it.trace.as_str());
+    let mut payload = json!({ "metadata": metadata, "otel": { "trace_id": trace_id } });
+    if let Some(root) = root {
+        payload["goal"] = json!(root.span.name);
+    }
+    let ev = envelope(t.session, t.agent, 0, first, "session.started", &payload)?;
+    Ok(ev.from_span(SpanRef { span_id: String::new(), role: SpanRole::Trace }))
+}
+
+fn span_events(
+    t: &Trace<'_>,
+    it: &Item<'_>,
+    agent_above: Option<&str>,
+    price: Pricing<'_>,
+) -> Result<Vec<Event>, EventError> {
+    let span = it.span;
+    let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+    let failed = status_code(span) == 2;
+    let latency_ms = (end - start) as f64 / 1e6;
+    // The agent an event is attributed to: the nearest agent span above it, else the session's.
+    let agent = agent_above.unwrap_or(t.agent);
+    let mut evs = Vec::with_capacity(3);
+    let mut push = |at: u64, kind: &str, agent: &str, payload: Json| -> Result<(), EventError> {
+        let seq = (at / 1000) as i64;
+        let ev = envelope(t.session, agent, seq, at, kind, &payload)?;
+        let role = SpanRole::of_kind(kind);
+        evs.push(ev.from_span(SpanRef { span_id: it.id.clone(), role }));
+        Ok(())
+    };
+    match it.class {
+        Class::Tool => {
+            let tool = it.attrs.str(c::TOOL_NAME).unwrap_or(&span.name);
+            let call_id = it.attrs.str(c::TOOL_CALL_ID);
+            let mut begin = json!({ "tool": tool, "otel": identity(it) });
+            if let Some(input) = it.attrs.json(c::TOOL_INPUT) {
+                begin["input"] = input;
+            }
+            let mut done = json!({ "tool": tool, "success": !failed, "latency_ms": latency_ms });
+            if let Some(id) = call_id {
+                begin["tool_call_id"] = json!(id);
+                done["tool_call_id"] = json!(id);
+            }
+            if let Some(output) = it.attrs.json(c::TOOL_OUTPUT) {
+                done["output_summary"] = match output {
+                    Json::String(s) => Json::String(s),
+                    other => Json::String(other.to_string()),
+                };
+            }
+            if failed {
+                done["error"] = json!(error_text(span).unwrap_or_else(|| "the span's status is ERROR".into()));
+            }
+            done["otel"] = full(it);
+            push(start, "operation.tool_start", agent, begin)?;
+            push(end, "operation.tool_end", agent, done)?;
+        }
+        Class::Llm => push(end, "operation.external_call", agent, llm_call(it, failed, latency_ms, price))?,
+        Class::Agent if agent_above.is_some() => {
+            let mut spawn = json!({ "child_agent_id": agent_name(it), "otel": full(it) });
+            if let Some(goal) = it.attrs.str(c::AGENT_GOAL) {
+                spawn["goal"] = json!(goal);
+            }
+            push(start, "operation.agent_spawn", agent, spawn)?;
+        }
+        // The outermost agent's span is reported like any other span, at its start so that it
+        // comes before what happened inside it.
+        Class::Agent => push(start, "otel.span", agent, other(it, latency_ms))?,
+        Class::Other => push(end, "otel.span", agent, other(it, latency_ms))?,
+    }
+    if it.parent.is_none() {
+        let mut ended = json!({ "outcome": if failed { "failed" } else { "completed" }, "otel": identity(it) });
+        if failed {
+            ended["error_message"] = json!(error_text(span).unwrap_or_else(|| "the root span's status is ERROR".into()));
+        }
+        push(end, "session.ended", t.agent, ended)?;
+    }
+    Ok(evs)
+}
+
+fn llm_call(it: &Item<'_>, failed: bool, latency_ms: f64, price: Pricing<'_>) -> Json {
+    let a = it.attrs;
+    let method = a.str(c::OPERATION).map(str::to_owned).unwrap_or_else(|| {
+        let embedding = a.str(&["openinference.span.kind"]).is_some_and(|k| k.eq_ignore_ascii_case("EMBEDDING"));
+        if embedding { "embeddings" } else { "chat" }.into()
+    });
+    let mut p = json!({
+        "service": a.str(c::PROVIDER).unwrap_or("llm"),
+        "method": method,
+        "latency_ms": latency_ms,
+    });
+    let request_model = a.str(c::REQUEST_MODEL);
+    let response_model = a.str(c::RESPONSE_MODEL);
+    let model = request_model.or(response_model);
+    if let Some(m) = model {
+        p["model"] = json!(m);
+    }
+    if let (Some(req), Some(resp)) = (request_model, response_model) {
+        if req != resp {
+            p["response_model"] = json!(resp);
+        }
+    }
+    let input = a.count(c::INPUT_TOKENS);
+    let output = a.count(c::OUTPUT_TOKENS);
+    if let Some(n) = input {
+        p["input_tokens"] = json!(n);
+    }
+    if let Some(n) = output {
+        p["output_tokens"] = json!(n);
+    }
+    if input.is_some() || output.is_some() {
+        let (i, o) = (input.unwrap_or(0), output.unwrap_or(0));
+        p["token_spend_delta"] = json!(i.saturating_add(o));
+        // The dated model the provider answered with is priced first, then the one asked for.
+        let cost = response_model.and_then(|m| price(m, i, o)).or_else(|| request_model.and_then(|m| price(m, i, o)));
+        match (cost, model) {
+            (Some(usd), _) => p["cost_usd"] = json!((usd * 1e9).round() / 1e9),
+            (None, Some(m)) => p["cost_note"] = json!(format!("no price for model {m:?}")),
+            (None, None) => p["cost_note"] = json!("no model reported"),
+        }
+    }
+    if failed {
+        p["success"] = json!(false);
+        p["error"] = json!(error_text(it.span).unwrap_or_else(|| "the span's status is ERROR".into()));
+    }
+    p["otel"] = full(it);
+    p
+}
+
+fn other(it: &Item<'_>, duration_ms: f64) -> Json {
+    let span = it.span;
+    json!({
+        "name": span.name,
+        "kind": kind_name(span.kind),
+        "status": status_name(status_code(span)),
+        "duration_ms": duration_ms,
+        "attributes": it.attrs.to_json(),
+        "otel": identity_with(it, false),
+    })
+}
+
+fn status_code(span: &Span) -> i32 {
+    span.status.as_ref().map_or(0, |s| s.code)
+}
+
+/// Why the span failed: its status message, else its `exception` event's type and message.
+fn error_text(span: &Span) -> Option<String> {
+    if let Some(m) = span.status.as_ref().map(|s| s.message.as_str()).filter(|m| !m.is_empty()) {
+        return Some(m.to_owned());
+    }
+    let ex = span.events.iter().find(|e| e.name == "exception")?;
+    let a = Attrs(&ex.attributes);
+    match (a.str(&["exception.type"]), a.str(&["exception.message"])) {
+        (Some(t), Some(m)) => Some(format!("{t}: {m}")),
+        (t, m) => t.or(m).map(str::to_owned),
+    }
+}
+
+fn identity(it: &Item<'_>) -> Json {
+    json!({ "trace_id": it.trace, "span_id": it.id, "parent_span_id": it.parent, "name": it.span.name })
+}
+
+fn full(it: &Item<'_>) -> Json {
+    identity_with(it, true)
+}
+
+/// The span's identity and everything else it carried (`attributes` only when asked: an
+/// `otel.span` event has them at the top of its payload).
+fn identity_with(it: &Item<'_>, attributes: bool) -> Json {
+    let span = it.span;
+    let mut o = identity(it);
+    o["kind"] = json!(kind_name(span.kind));
+    o["status"] = json!(status_name(status_code(span)));
+    if let Some(m) = span.status.as_ref().map(|s| s.message.as_str()).filter(|m| !m.is_empty()) {
+        o["status_message"] = json!(m);
+    }
+    if !it.scope.is_empty() {
+        o["scope"] = json!(it.scope);
+    }
+    if attributes {
+        o["attributes"] = it.attrs.to_json();
+    }
+    if !span.events.is_empty() {
+        o["events"] = span
+            .events
+            .iter()
+            .map(|e| json!({ "name": e.name, "time": rfc3339(e.time_unix_nano), "attributes": Attrs(&e.attributes).to_json() }))
+            .collect();
+    }
+    if !span.links.is_empty() {
+        o["links"] =
+            span.links.iter().map(|l| json!({ "trace_id": hex(&l.trace_id), "span_id": hex(&l.span_id) })).collect();
+    }
+    o
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+fn status_name(code: i32) -> &'static str {
+    match code {
+        1 => "ok",
+        2 => "error",
+        _ => "unset",
+    }
+}
+
+fn rfc3339(ns: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn envelope(session: &str, agent: &str, seq: i64, at_ns: u64, kind: &str, payload: &Json) -> Result<Event, EventError> {
+    let text = format!(
+        r#"{{"spec":"aop/1.0","session_id":"{session}","agent_id":{},"sequence":{seq},"timestamp":"{}","type":"{kind}","payload":{payload}}}"#,
+        Json::String(agent.to_owned()),
+        rfc3339(at_ns),
+    );
+    Event::parse(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Status};
+
+    const T0: u64 = 1_764_756_000_000_000_000;
+    const TRACE: [u8; 16] = [0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c];
+
+    fn s(v: &str) -> Value {
+        Value::StringValue(v.into())
+    }
+
+    fn kvs(pairs: &[(&str, Value)]) -> Vec<KeyValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| KeyValue { key: (*k).into(), value: Some(AnyValue { value: Some(v.clone()) }), ..Default::default() })
+            .collect()
+    }
+
+    fn span(id: u8, parent: Option<u8>, name: &str, secs: (u64, u64), attrs: &[(&str, Value)]) -> Span {
+        Span {
+            trace_id: TRACE.to_vec(),
+            span_id: vec![0, 0, 0, 0, 0, 0, 0, id],
+            parent_span_id: parent.map(|p| vec![0, 0, 0, 0, 0, 0, 0, p]).unwrap_or_default(),
+            name: name.into(),
+            start_time_unix_nano: T0 + secs.0 * 1_000_000_000,
+            end_time_unix_nano: T0 + secs.1 * 1_000_000_000,
+            attributes: kvs(attrs),
+            ..Default::default()
+        }
+    }
+
+    fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: kvs(&[("service.name", s("svc"))]), ..Default::default() }),
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn price(model: &str, i: i64, o: i64) -> Option<f64> {
+        (model == "gpt-4o-mini").then(|| (i as f64 * 0.15 + o as f64 * 0.6) / 1e6)
+    }
+
+    fn map(spans: Vec<Span>) -> Mapped {
+        map_request(&request(spans), &price)
+    }
+
+    fn payload(ev: &Event) -> Json {
+        serde_json::from_str(ev.payload_json()).unwrap()
+    }
+
+    fn kinds(m: &Mapped) -> Vec<&str> {
+        m.events.iter().map(|e| e.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn llm_spans_of_the_three_dialects_are_external_calls_with_tokens_and_cost() {
+        let dialects: [&[(&str, Value)]; 3] = [
+            &[
+                ("gen_ai.operation.name", s("chat")),
+                ("gen_ai.provider.name", s("openai")),
+                ("gen_ai.request.model", s("gpt-4o-mini")),
+                ("gen_ai.usage.input_tokens", Value::IntValue(1000)),
+                ("gen_ai.usage.output_tokens", Value::IntValue(500)),
+            ],
+            &[
+                ("openinference.span.kind", s("LLM")),
+                ("llm.provider", s("openai")),
+                ("llm.model_name", s("gpt-4o-mini")),
+                ("llm.token_count.prompt", Value::IntValue(1000)),
+                ("llm.token_count.completion", Value::IntValue(500)),
+            ],
+            &[
+                ("llm.request.type", s("chat")),
+                ("gen_ai.system", s("openai")),
+                ("gen_ai.request.model", s("gpt-4o-mini")),
+                ("gen_ai.usage.prompt_tokens", Value::IntValue(1000)),
+                ("gen_ai.usage.completion_tokens", Value::IntValue(500)),
+            ],
+        ];
+        for attrs in dialects {
+            let m = map(vec![span(2, Some(1), "llm", (1, 3), attrs)]);
+            assert_eq!(kinds(&m), ["session.started", "operation.external_call"], "{attrs:?}");
+            let p = payload(&m.events[1]);
+            assert_eq!(p["service"], "openai", "{attrs:?}");
+            assert_eq!(p["method"], "chat", "{attrs:?}");
+            assert_eq!(p["model"], "gpt-4o-mini");
+            assert_eq!((p["input_tokens"].as_i64(), p["output_tokens"].as_i64()), (Some(1000), Some(500)));
+            assert_eq!(p["token_spend_delta"], 1500);
+            assert_eq!(p["cost_usd"].as_f64(), Some(0.00045));
+            assert_eq!(p["latency_ms"].as_f64(), Some(2000.0));
+            assert_eq!(p["otel"]["span_id"], "0000000000000002");
+            assert_eq!(p["otel"]["parent_span_id"], "0000000000000001");
+            assert_eq!(m.events[1].sequence, ((T0 + 3_000_000_000) / 1000) as i64, "at the span's end");
+        }
+    }
+
+    #[test]
+    fn an_unknown_model_costs_nothing_and_says_so() {
+        let m = map(vec![span(
+            2,
+            Some(1),
+            "chat",
+            (1, 2),
+            &[("gen_ai.request.model", s("mystery-1")), ("gen_ai.usage.input_tokens", Value::IntValue(10))],
+        )]);
+        let p = payload(&m.events[1]);
+        assert_eq!(p.get("cost_usd"), None);
+        assert_eq!(p["cost_note"], "no price for model \"mystery-1\"");
+    }
+
+    #[test]
+    fn tool_spans_of_the_three_dialects_are_a_start_and_an_end() {
+        let dialects: [&[(&str, Value)]; 3] = [
+            &[
+                ("gen_ai.operation.name", s("execute_tool")),
+                ("gen_ai.tool.name", s("web_search")),
+                ("gen_ai.tool.call.id", s("call_1")),
+                ("gen_ai.tool.call.arguments", s(r#"{"q":"rust"}"#)),
+                ("gen_ai.tool.call.result", s("3 hits")),
+            ],
+            &[
+                ("openinference.span.kind", s("TOOL")),
+                ("tool.name", s("web_search")),
+                ("input.value", s(r#"{"q":"rust"}"#)),
+                ("output.value", s("3 hits")),
+            ],
+            &[
+                ("traceloop.span.kind", s("tool")),
+                ("traceloop.entity.input", s(r#"{"q":"rust"}"#)),
+                ("traceloop.entity.output", s("3 hits")),
+            ],
+        ];
+        for attrs in dialects {
+            let m = map(vec![span(3, Some(1), "web_search", (4, 6), attrs)]);
+            assert_eq!(kinds(&m), ["session.started", "operation.tool_start", "operation.tool_end"], "{attrs:?}");
+            let (start, end) = (payload(&m.events[1]), payload(&m.events[2]));
+            assert_eq!((&start["tool"], &end["tool"]), (&json!("web_search"), &json!("web_search")));
+            assert_eq!(start["input"], json!({"q": "rust"}), "parsed when JSON");
+            assert_eq!(end["success"], true);
+            assert_eq!(end["output_summary"], "3 hits");
+            assert_eq!(end["latency_ms"].as_f64(), Some(2000.0));
+            assert!(m.events[1].sequence < m.events[2].sequence);
+        }
+    }
+
+    #[test]
+    fn a_failed_tool_says_why_from_its_status_or_its_exception() {
+        let mut by_status = span(3, Some(1), "t", (1, 2), &[("gen_ai.tool.name", s("t"))]);
+        by_status.status = Some(Status { code: 2, message: "timed out".into() });
+        let mut by_exception = span(4, Some(1), "t", (3, 4), &[("gen_ai.tool.name", s("t"))]);
+        by_exception.status = Some(Status { code: 2, message: String::new() });
+        by_exception.events = vec![span::Event {
+            name: "exception".into(),
+            time_unix_nano: T0,
+            attributes: kvs(&[("exception.type", s("ValueError")), ("exception.message", s("bad input"))]),
+            ..Default::default()
+        }];
+        let m = map(vec![by_status, by_exception]);
+        let ends: Vec<Json> =
+            m.events.iter().filter(|e| e.kind == "operation.tool_end").map(payload).collect();
+        assert_eq!((&ends[0]["success"], &ends[0]["error"]), (&json!(false), &json!("timed out")));
+        assert_eq!(ends[1]["error"], "ValueError: bad input");
+        assert_eq!(ends[1]["otel"]["events"][0]["name"], "exception");
+    }
+
+    #[test]
+    fn agents_name_the_session_and_nested_agents_are_spawns() {
+        let m = map(vec![
+            span(1, None, "invoke_agent boss", (0, 10), &[("gen_ai.operation.name", s("invoke_agent")), ("gen_ai.agent.name", s("boss"))]),
+            span(2, Some(1), "invoke_agent helper", (1, 5), &[("openinference.span.kind", s("AGENT")), ("agent.name", s("helper"))]),
+            span(3, Some(2), "chat", (2, 3), &[("gen_ai.request.model", s("gpt-4o-mini"))]),
+            span(4, Some(1), "chat", (6, 7), &[("gen_ai.request.model", s("gpt-4o-mini"))]),
+        ]);
+        assert_eq!(
+            kinds(&m),
+            ["session.started", "otel.span", "session.ended", "operation.agent_spawn", "operation.external_call", "operation.external_call"]
+        );
+        let agents: Vec<&str> = m.events.iter().map(|e| e.agent_id.as_str()).collect();
+        assert_eq!(agents, ["boss", "boss", "boss", "boss", "helper", "boss"]);
+        assert_eq!(payload(&m.events[3])["child_agent_id"], "helper");
+        assert!(m.events.iter().all(|e| e.session_id == "otel-5b8efff798038103d269b633813fc60c"));
+        assert_eq!(payload(&m.events[2])["outcome"], "completed");
+    }
+
+    #[test]
+    fn without_an_agent_span_the_service_names_the_session() {
+        let m = map(vec![span(5, Some(9), "work", (0, 1), &[])]);
+        assert_eq!(m.events[0].agent_id, "svc");
+        let p = payload(&m.events[1]);
+        assert_eq!((m.events[1].kind.as_str(), &p["name"], &p["status"]), ("otel.span", &json!("work"), &json!("unset")));
+        assert_eq!(m.events.len(), 2, "no end without the root");
+    }
+
+    #[test]
+    fn a_failed_root_fails_the_session_and_conversation_ids_are_kept() {
+        let mut root = span(1, None, "run", (0, 1), &[("langfuse.session.id", s("conv-7"))]);
+        root.status = Some(Status { code: 2, message: "boom".into() });
+        let m = map(vec![root]);
+        let started = payload(&m.events[0]);
+        assert_eq!(started["metadata"]["conversation_id"], "conv-7");
+        assert_eq!(started["goal"], "run");
+        let ended = payload(m.events.last().unwrap());
+        assert_eq!((&ended["outcome"], &ended["error_message"]), (&json!("failed"), &json!("boom")));
+    }
+
+    #[test]
+    fn unusable_spans_are_rejected_with_a_reason_and_the_rest_kept() {
+        let good = span(1, Some(9), "ok", (0, 1), &[]);
+        let mut short_trace = span(2, None, "a", (0, 1), &[]);
+        short_trace.trace_id = vec![1; 8];
+        let mut zero_span = span(3, None, "b", (0, 1), &[]);
+        zero_span.span_id = vec![0; 8];
+        let mut backwards = span(4, None, "c", (2, 1), &[]);
+        backwards.end_time_unix_nano = backwards.start_time_unix_nano - 1;
+        let mut no_start = span(5, None, "d", (0, 1), &[]);
+        no_start.start_time_unix_nano = 0;
+        let huge = span(6, None, "e", (0, 1), &[("big", s(&"x".repeat(70_000)))]);
+        let m = map(vec![good, short_trace, zero_span, backwards, no_start, huge]);
+        let reasons: Vec<&str> = m.rejected.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(m.rejected.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        for (reason, want) in reasons.iter().zip(["trace_id", "span_id", "before", "start_time", "64 KiB"]) {
+            assert!(reason.contains(want), "{reason}");
+        }
+        assert_eq!(kinds(&m), ["session.started", "otel.span"]);
+    }
+
+    #[test]
+    fn the_same_span_gives_the_same_events_whatever_else_the_request_holds() {
+        let tool = span(3, Some(1), "t", (1, 2), &[("gen_ai.tool.name", s("t"))]);
+        let alone = map(vec![tool.clone()]);
+        let with_other = map(vec![span(7, Some(1), "x", (0, 9), &[]), tool]);
+        let pick = |m: &Mapped| -> Vec<(i64, String)> {
+            m.events.iter().filter(|e| e.span_ref().is_some_and(|r| r.span_id.ends_with('3'))).map(|e| (e.sequence, e.raw().to_owned())).collect()
+        };
+        assert_eq!(pick(&alone), pick(&with_other));
+        assert_eq!(pick(&alone).len(), 2);
+    }
+}
