@@ -84,7 +84,9 @@ pub(crate) async fn http_export(State(app): State<AppState>, headers: HeaderMap,
             None => false,
             Some(e) if e == "gzip" => true,
             Some(e) if e == "identity" => false,
-            Some(e) => return Err(Failure::Invalid(format!("content encoding {e:?} is not supported: send gzip or none"))),
+            Some(e) => {
+                return Err(Failure::Invalid(format!("content encoding {e:?} is not supported: send gzip or none")))
+            }
         };
         let raw = read_body(&headers, body).await?;
         let bytes = if gzip { Bytes::from(otlp::gunzip(&raw, MAX_OTLP_BYTES)?) } else { raw };
@@ -160,7 +162,8 @@ pub(crate) async fn grpc_export(State(app): State<AppState>, headers: HeaderMap,
             frame.put_slice(&msg);
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            let frames = [Ok::<_, std::convert::Infallible>(Frame::data(frame.freeze())), Ok(Frame::trailers(trailers))];
+            let frames =
+                [Ok::<_, std::convert::Infallible>(Frame::data(frame.freeze())), Ok(Frame::trailers(trailers))];
             let body = Body::new(StreamBody::new(futures_util::stream::iter(frames)));
             let mut resp = Response::new(body);
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
@@ -270,7 +273,10 @@ async fn export(app: &AppState, req: &ExportTraceServiceRequest) -> Result<Parti
         return Err(Failure::Invalid(summary(spans, &rejected)));
     }
     rejected.sort_by_key(|(i, _)| *i);
-    Ok(Partial { rejected: rejected.len() as i64, message: if rejected.is_empty() { String::new() } else { summary(spans, &rejected) } })
+    Ok(Partial {
+        rejected: rejected.len() as i64,
+        message: if rejected.is_empty() { String::new() } else { summary(spans, &rejected) },
+    })
 }
 
 fn summary(spans: usize, rejected: &[(usize, String)]) -> String {

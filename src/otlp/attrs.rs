@@ -74,7 +74,9 @@ pub(crate) fn value(v: &Value) -> Json {
         Value::StringValue(s) => Json::String(s.clone()),
         Value::BoolValue(b) => Json::Bool(*b),
         Value::IntValue(n) => Json::from(*n),
-        Value::DoubleValue(d) => serde_json::Number::from_f64(*d).map_or_else(|| Json::String(d.to_string()), Json::Number),
+        Value::DoubleValue(d) => {
+            serde_json::Number::from_f64(*d).map_or_else(|| Json::String(d.to_string()), Json::Number)
+        }
         Value::ArrayValue(a) => Json::Array(a.values.iter().map(any).collect()),
         Value::KvlistValue(kv) => Json::Object(object(&kv.values)),
         Value::BytesValue(b) => Json::String(hex(b)),

@@ -54,12 +54,8 @@ pub(crate) const RESPONSE_MODEL: &[&str] = &["gen_ai.response.model", "llm.respo
 pub(crate) const PROVIDER: &[&str] =
     &["gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system", "openinference.llm.provider"];
 pub(crate) const OPERATION: &[&str] = &["gen_ai.operation.name", "llm.request.type"];
-pub(crate) const INPUT_TOKENS: &[&str] = &[
-    "gen_ai.usage.input_tokens",
-    "gen_ai.usage.prompt_tokens",
-    "llm.token_count.prompt",
-    "llm.usage.prompt_tokens",
-];
+pub(crate) const INPUT_TOKENS: &[&str] =
+    &["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt", "llm.usage.prompt_tokens"];
 pub(crate) const OUTPUT_TOKENS: &[&str] = &[
     "gen_ai.usage.output_tokens",
     "gen_ai.usage.completion_tokens",
@@ -72,12 +68,8 @@ pub(crate) const TOOL_INPUT: &[&str] = &["gen_ai.tool.call.arguments", "input.va
 pub(crate) const TOOL_OUTPUT: &[&str] = &["gen_ai.tool.call.result", "output.value", "traceloop.entity.output"];
 pub(crate) const AGENT_NAME: &[&str] = &["gen_ai.agent.name", "agent.name", "traceloop.entity.name"];
 pub(crate) const AGENT_GOAL: &[&str] = &["gen_ai.agent.description", "input.value", "traceloop.entity.input"];
-pub(crate) const CONVERSATION: &[&str] = &[
-    "session.id",
-    "gen_ai.conversation.id",
-    "langfuse.session.id",
-    "traceloop.association.properties.session_id",
-];
+pub(crate) const CONVERSATION: &[&str] =
+    &["session.id", "gen_ai.conversation.id", "langfuse.session.id", "traceloop.association.properties.session_id"];
 
 #[cfg(test)]
 mod tests {

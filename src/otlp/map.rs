@@ -118,27 +118,35 @@ pub fn map_request(req: &ExportTraceServiceRequest, price: Pricing<'_>) -> Mappe
             .unwrap_or_else(|| "otel".into());
         let ctx = Trace { session: &session, agent: &agent };
 
-        match started(&ctx, members.iter().map(|&i| &items[i])) {
-            Ok(ev) => {
-                out.events.push(ev);
-                out.origin.push(None);
-            }
-            Err(e) => {
-                // Only a huge resource can make it too large: the spans are still worth keeping.
-                tracing::debug!(error = %e, "session.started for an OTLP trace not built");
-            }
-        }
+        let mut derived = Vec::new();
+        let mut origin = Vec::new();
+        let mut used = Vec::new();
         for &i in members {
             let it = &items[i];
             let above = agent_above[i].map(|a| agent_name(&items[a]));
             match span_events(&ctx, it, above.as_deref(), price) {
                 Ok(evs) => {
-                    out.origin.extend(std::iter::repeat_n(Some(it.index), evs.len()));
-                    out.events.extend(evs);
+                    origin.extend(std::iter::repeat_n(Some(it.index), evs.len()));
+                    derived.extend(evs);
+                    used.push(it);
                 }
                 Err(why) => out.rejected.push((it.index, format!("span {} ({:?}): {why}", it.index, it.span.name))),
             }
         }
+        // A trace none of whose spans could be used leaves no trace.
+        if used.is_empty() {
+            continue;
+        }
+        match started(&ctx, used.iter().copied()) {
+            Ok(ev) => {
+                out.events.push(ev);
+                out.origin.push(None);
+            }
+            // Only a huge resource can make it too large: the spans are still worth keeping.
+            Err(e) => tracing::debug!(error = %e, "session.started for an OTLP trace not built"),
+        }
+        out.events.append(&mut derived);
+        out.origin.append(&mut origin);
     }
     out
 }
@@ -188,7 +196,7 @@ fn label(s: &str) -> String {
     }
 }
 
-fn started<'a>(t: &Trace<'_>, spans: impl Iterator<Item = &'a Item<'a>> + Clone) -> Result<Event, EventError> {
+fn started<'s, 'a: 's>(t: &Trace<'_>, spans: impl Iterator<Item = &'s Item<'a>> + Clone) -> Result<Event, EventError> {
     let first = spans.clone().map(|it| it.span.start_time_unix_nano).min().unwrap_or(0);
     let root = spans.clone().find(|it| it.parent.is_none());
     let mut metadata = Map::new();
@@ -270,7 +278,8 @@ fn span_events(
     if it.parent.is_none() {
         let mut ended = json!({ "outcome": if failed { "failed" } else { "completed" }, "otel": identity(it) });
         if failed {
-            ended["error_message"] = json!(error_text(span).unwrap_or_else(|| "the root span's status is ERROR".into()));
+            ended["error_message"] =
+                json!(error_text(span).unwrap_or_else(|| "the root span's status is ERROR".into()));
         }
         push(end, "session.ended", t.agent, ended)?;
     }
@@ -436,7 +445,8 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Status};
 
     const T0: u64 = 1_764_756_000_000_000_000;
-    const TRACE: [u8; 16] = [0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c];
+    const TRACE: [u8; 16] =
+        [0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c];
 
     fn s(v: &str) -> Value {
         Value::StringValue(v.into())
@@ -445,7 +455,11 @@ mod tests {
     fn kvs(pairs: &[(&str, Value)]) -> Vec<KeyValue> {
         pairs
             .iter()
-            .map(|(k, v)| KeyValue { key: (*k).into(), value: Some(AnyValue { value: Some(v.clone()) }), ..Default::default() })
+            .map(|(k, v)| KeyValue {
+                key: (*k).into(),
+                value: Some(AnyValue { value: Some(v.clone()) }),
+                ..Default::default()
+            })
             .collect()
     }
 
@@ -592,8 +606,7 @@ mod tests {
             ..Default::default()
         }];
         let m = map(vec![by_status, by_exception]);
-        let ends: Vec<Json> =
-            m.events.iter().filter(|e| e.kind == "operation.tool_end").map(payload).collect();
+        let ends: Vec<Json> = m.events.iter().filter(|e| e.kind == "operation.tool_end").map(payload).collect();
         assert_eq!((&ends[0]["success"], &ends[0]["error"]), (&json!(false), &json!("timed out")));
         assert_eq!(ends[1]["error"], "ValueError: bad input");
         assert_eq!(ends[1]["otel"]["events"][0]["name"], "exception");
@@ -602,14 +615,33 @@ mod tests {
     #[test]
     fn agents_name_the_session_and_nested_agents_are_spawns() {
         let m = map(vec![
-            span(1, None, "invoke_agent boss", (0, 10), &[("gen_ai.operation.name", s("invoke_agent")), ("gen_ai.agent.name", s("boss"))]),
-            span(2, Some(1), "invoke_agent helper", (1, 5), &[("openinference.span.kind", s("AGENT")), ("agent.name", s("helper"))]),
+            span(
+                1,
+                None,
+                "invoke_agent boss",
+                (0, 10),
+                &[("gen_ai.operation.name", s("invoke_agent")), ("gen_ai.agent.name", s("boss"))],
+            ),
+            span(
+                2,
+                Some(1),
+                "invoke_agent helper",
+                (1, 5),
+                &[("openinference.span.kind", s("AGENT")), ("agent.name", s("helper"))],
+            ),
             span(3, Some(2), "chat", (2, 3), &[("gen_ai.request.model", s("gpt-4o-mini"))]),
             span(4, Some(1), "chat", (6, 7), &[("gen_ai.request.model", s("gpt-4o-mini"))]),
         ]);
         assert_eq!(
             kinds(&m),
-            ["session.started", "otel.span", "session.ended", "operation.agent_spawn", "operation.external_call", "operation.external_call"]
+            [
+                "session.started",
+                "otel.span",
+                "session.ended",
+                "operation.agent_spawn",
+                "operation.external_call",
+                "operation.external_call"
+            ]
         );
         let agents: Vec<&str> = m.events.iter().map(|e| e.agent_id.as_str()).collect();
         assert_eq!(agents, ["boss", "boss", "boss", "boss", "helper", "boss"]);
@@ -623,7 +655,10 @@ mod tests {
         let m = map(vec![span(5, Some(9), "work", (0, 1), &[])]);
         assert_eq!(m.events[0].agent_id, "svc");
         let p = payload(&m.events[1]);
-        assert_eq!((m.events[1].kind.as_str(), &p["name"], &p["status"]), ("otel.span", &json!("work"), &json!("unset")));
+        assert_eq!(
+            (m.events[1].kind.as_str(), &p["name"], &p["status"]),
+            ("otel.span", &json!("work"), &json!("unset"))
+        );
         assert_eq!(m.events.len(), 2, "no end without the root");
     }
 
@@ -666,7 +701,11 @@ mod tests {
         let alone = map(vec![tool.clone()]);
         let with_other = map(vec![span(7, Some(1), "x", (0, 9), &[]), tool]);
         let pick = |m: &Mapped| -> Vec<(i64, String)> {
-            m.events.iter().filter(|e| e.span_ref().is_some_and(|r| r.span_id.ends_with('3'))).map(|e| (e.sequence, e.raw().to_owned())).collect()
+            m.events
+                .iter()
+                .filter(|e| e.span_ref().is_some_and(|r| r.span_id.ends_with('3')))
+                .map(|e| (e.sequence, e.raw().to_owned()))
+                .collect()
         };
         assert_eq!(pick(&alone), pick(&with_other));
         assert_eq!(pick(&alone).len(), 2);

@@ -14,6 +14,7 @@
 //! - [`ops`]: `/health`, `/metrics`, the index, the dashboard's routes, unknown routes.
 //! - [`reliability`]: SIGKILL at random moments, SIGTERM under load, overload, stalled
 //!   subscribers, a full disk, retention, damaged databases.
+//! - [`otlp`]: OTLP/HTTP trace ingest — protobuf, JSON, gzip, retries, bad bodies, partial success.
 //! - [`browser`]: the dashboard in headless Chromium (live views, export and delete, reconnects,
 //!   100k events), and pages of another origin trying to write or to get the token.
 
@@ -25,6 +26,7 @@ mod hostile;
 mod ingest;
 mod lifecycle;
 mod ops;
+mod otlp;
 mod reliability;
 mod security;
 mod sessions;

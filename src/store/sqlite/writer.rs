@@ -375,7 +375,9 @@ impl Writer {
     fn insert(&mut self, sid: i64, ev: Event) -> rusqlite::Result<Result<Event, Outcome>> {
         let inserted = self
             .conn
-            .prepare_cached("INSERT INTO events (sid, seq, body) VALUES (?1, ?2, ?3) ON CONFLICT (sid, seq) DO NOTHING")?
+            .prepare_cached(
+                "INSERT INTO events (sid, seq, body) VALUES (?1, ?2, ?3) ON CONFLICT (sid, seq) DO NOTHING",
+            )?
             .execute(params![sid, ev.sequence, ev.raw()])?;
         if inserted == 1 {
             return Ok(Ok(ev));
@@ -385,7 +387,11 @@ impl Writer {
                 .conn
                 .prepare_cached("SELECT body FROM events WHERE sid = ?1 AND seq = ?2")?
                 .query_row(params![sid, ev.sequence], |r| r.get(0))?;
-            return Ok(Err(if Event::same_content(&stored, ev.raw()) { Outcome::Duplicate } else { Outcome::Conflict }));
+            return Ok(Err(if Event::same_content(&stored, ev.raw()) {
+                Outcome::Duplicate
+            } else {
+                Outcome::Conflict
+            }));
         };
         let mut free = ev.sequence;
         {
@@ -407,9 +413,11 @@ impl Writer {
             return Ok(Err(Outcome::Conflict));
         }
         let Ok(moved) = ev.with_sequence(free) else { return Ok(Err(Outcome::Conflict)) };
-        self.conn
-            .prepare_cached("INSERT INTO events (sid, seq, body) VALUES (?1, ?2, ?3)")?
-            .execute(params![sid, moved.sequence, moved.raw()])?;
+        self.conn.prepare_cached("INSERT INTO events (sid, seq, body) VALUES (?1, ?2, ?3)")?.execute(params![
+            sid,
+            moved.sequence,
+            moved.raw()
+        ])?;
         Ok(Ok(moved))
     }
 

@@ -476,7 +476,7 @@ impl TestServer {
     }
 
     /// A request with the launch's token, if any.
-    fn authed(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn authed(&self, method: Method, path: &str) -> RequestBuilder {
         let req = self.request(method, path);
         match &self.launch.token {
             Some(t) => req.header(AUTHORIZATION, format!("Bearer {t}")),

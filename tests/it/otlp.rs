@@ -1,0 +1,338 @@
+//! OTLP trace ingest over HTTP (`OTLP.md`): protobuf, JSON, gzip; retries; spans sharing a
+//! clock; bad bodies; partial success; detectors on span-derived sessions. The real SDK
+//! exporters and instrumented clients are in `otlp_clients`.
+
+use crate::support::*;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value as Any, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::io::Write;
+
+const T0: u64 = 1_764_756_000_000_000_000;
+
+fn trace_id(n: u8) -> Vec<u8> {
+    let mut id = vec![0xab; 16];
+    id[15] = n;
+    id
+}
+
+fn session_of(n: u8) -> String {
+    format!("otel-{}", trace_id(n).iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn attr(key: &str, v: Any) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+}
+
+fn s(v: &str) -> Any {
+    Any::StringValue(v.into())
+}
+
+fn span(trace: u8, id: u64, parent: Option<u64>, name: &str, ms: (u64, u64), attributes: Vec<KeyValue>) -> Span {
+    Span {
+        trace_id: trace_id(trace),
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+        name: name.into(),
+        kind: 1,
+        start_time_unix_nano: T0 + ms.0 * 1_000_000,
+        end_time_unix_nano: T0 + ms.1 * 1_000_000,
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![attr("service.name", s("shop-bot"))], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A small agent run: the root agent, a chat call, a tool call.
+fn run(trace: u8) -> Vec<Span> {
+    vec![
+        span(
+            trace,
+            1,
+            None,
+            "invoke_agent shopper",
+            (0, 5000),
+            vec![attr("gen_ai.operation.name", s("invoke_agent")), attr("gen_ai.agent.name", s("shopper"))],
+        ),
+        span(
+            trace,
+            2,
+            Some(1),
+            "chat gpt-4o-mini",
+            (100, 900),
+            vec![
+                attr("gen_ai.operation.name", s("chat")),
+                attr("gen_ai.request.model", s("gpt-4o-mini")),
+                attr("gen_ai.usage.input_tokens", Any::IntValue(1200)),
+                attr("gen_ai.usage.output_tokens", Any::IntValue(300)),
+            ],
+        ),
+        span(
+            trace,
+            3,
+            Some(1),
+            "execute_tool search",
+            (1000, 1500),
+            vec![attr("gen_ai.tool.name", s("search")), attr("gen_ai.tool.call.arguments", s(r#"{"q":"socks"}"#))],
+        ),
+    ]
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// `POST /v1/traces`: the status, the content type and the body.
+async fn post(server: &TestServer, content_type: &str, gzipped: bool, body: Vec<u8>) -> (StatusCode, String, Vec<u8>) {
+    let mut req = server.authed(Method::POST, "/v1/traces").header("content-type", content_type);
+    if gzipped {
+        req = req.header("content-encoding", "gzip");
+    }
+    let resp = req.body(body).send().await.expect("request");
+    let status = resp.status();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (status, ct, resp.bytes().await.unwrap().to_vec())
+}
+
+async fn post_protobuf(server: &TestServer, req: &ExportTraceServiceRequest) -> ExportTraceServiceResponse {
+    let (status, ct, body) = post(server, "application/x-protobuf", false, req.encode_to_vec()).await;
+    assert_eq!((status, ct.as_str()), (StatusCode::OK, "application/x-protobuf"), "{}", String::from_utf8_lossy(&body));
+    ExportTraceServiceResponse::decode(&body[..]).expect("an ExportTraceServiceResponse")
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_json_and_gzip_exports_become_sessions_and_a_resent_span_is_not_stored_twice() {
+    let server = TestServer::start().await;
+
+    // protobuf
+    let resp = post_protobuf(&server, &request(run(1))).await;
+    assert_eq!(resp.partial_success, None);
+    let events = server.events(&session_of(1)).await;
+    assert_eq!(
+        types(&events),
+        [
+            "session.started",
+            "otel.span",
+            "operation.external_call",
+            "operation.tool_start",
+            "operation.tool_end",
+            "session.ended"
+        ]
+    );
+    let session = server.session(&session_of(1)).await;
+    assert_eq!((&session["agent_id"], &session["status"]), (&json!("shopper"), &json!("completed")));
+    let call = &events[2]["payload"];
+    assert_eq!(
+        (&call["model"], &call["input_tokens"], &call["output_tokens"]),
+        (&json!("gpt-4o-mini"), &json!(1200), &json!(300))
+    );
+    assert_eq!(call["otel"]["span_id"], "0000000000000002");
+    assert!(events.windows(2).all(|w| w[0]["sequence"].as_i64() < w[1]["sequence"].as_i64()), "sequence follows time");
+
+    // The exporter retries, in other batches: nothing new.
+    post_protobuf(&server, &request(run(1))).await;
+    post_protobuf(&server, &request(run(1).into_iter().rev().collect())).await;
+    post_protobuf(&server, &request(run(1)[2..].to_vec())).await;
+    assert_eq!(server.events(&session_of(1)).await, events, "a resent span is a duplicate");
+
+    // gzip-compressed protobuf
+    let (status, _, _) = post(&server, "application/x-protobuf", true, gzip(&request(run(2)).encode_to_vec())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.events(&session_of(2)).await.len(), 6);
+
+    // OTLP/JSON, with enum names, gzip or not
+    let json_body = json!({"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop-bot"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": "ababababababababababababababab03", "spanId": "0000000000000007", "name": "lookup",
+            "kind": "SPAN_KIND_CLIENT", "status": {"code": "STATUS_CODE_ERROR", "message": "no stock"},
+            "startTimeUnixNano": "1764756000000000000", "endTimeUnixNano": "1764756000250000000",
+            "attributes": [{"key": "gen_ai.tool.name", "value": {"stringValue": "stock"}}]}]}]}]});
+    let session3 = "otel-ababababababababababababababab03";
+    let (status, ct, body) = post(&server, "application/json", false, json_body.to_string().into_bytes()).await;
+    assert_eq!((status, ct.as_str(), body.as_slice()), (StatusCode::OK, "application/json", &b"{}"[..]));
+    let (status, _, _) = post(&server, "application/json", true, gzip(json_body.to_string().as_bytes())).await;
+    assert_eq!(status, StatusCode::OK);
+    let events = server.events(session3).await;
+    assert_eq!(types(&events), ["session.started", "operation.tool_start", "operation.tool_end", "session.ended"]);
+    assert_eq!((&events[2]["payload"]["success"], &events[2]["payload"]["error"]), (&json!(false), &json!("no stock")));
+    assert_eq!(server.session(session3).await["status"], "failed");
+    assert_eq!(server.session(session3).await["agent_id"], "shop-bot", "no agent span: the service's name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_sharing_a_clock_are_all_stored_once() {
+    let server = TestServer::start().await;
+    // 60 tool spans with the very same start and end: their events' sequences collide.
+    let spans: Vec<Span> = (10..70)
+        .map(|i| span(4, i, Some(1), "execute_tool t", (10, 20), vec![attr("gen_ai.tool.name", s(&format!("t{i}")))]))
+        .collect();
+    post_protobuf(&server, &request(spans.clone())).await;
+    let events = server.events(&session_of(4)).await;
+    assert_eq!(events.len(), 1 + 120, "{:?}", types(&events));
+    let mut seqs: Vec<i64> = events.iter().map(|e| e["sequence"].as_i64().unwrap()).collect();
+    seqs.dedup();
+    assert_eq!(seqs.len(), events.len(), "distinct sequences");
+    // Resent in halves, reversed: still 121.
+    post_protobuf(&server, &request(spans[30..].iter().rev().cloned().collect())).await;
+    post_protobuf(&server, &request(spans[..30].to_vec())).await;
+    assert_eq!(server.events(&session_of(4)).await, events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_get_a_reason_in_the_request_encoding_and_change_nothing() {
+    let server = TestServer::start().await;
+    let good = request(run(5)).encode_to_vec();
+    let mut bad_ids = request(run(5));
+    for sp in &mut bad_ids.resource_spans[0].scope_spans[0].spans {
+        sp.trace_id.truncate(8);
+    }
+    let mut zero_span = request(run(5));
+    zero_span.resource_spans[0].scope_spans[0].spans.truncate(1);
+    zero_span.resource_spans[0].scope_spans[0].spans[0].span_id = vec![0; 8];
+    let mut huge = request(run(5));
+    huge.resource_spans[0].scope_spans[0].spans.truncate(1);
+    huge.resource_spans[0].scope_spans[0].spans[0].attributes.push(attr("input.value", s(&"x".repeat(1 << 20))));
+    let bomb = {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        for _ in 0..64 {
+            enc.write_all(&[0u8; 1 << 20]).unwrap();
+        }
+        enc.finish().unwrap()
+    };
+    assert!(bomb.len() < 1 << 20);
+
+    let cases: Vec<(&str, &str, bool, Vec<u8>, StatusCode, &str)> = vec![
+        ("truncated protobuf", "application/x-protobuf", false, good[..good.len() - 7].to_vec(), StatusCode::BAD_REQUEST, "protobuf"),
+        ("json of the wrong types", "application/json", false, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"ababababababababababababababab05","name":7}]}]}]}"#.to_vec(), StatusCode::BAD_REQUEST, "OTLP/JSON"),
+        ("json id not hex", "application/json", false, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"not-hex"}]}]}]}"#.to_vec(), StatusCode::BAD_REQUEST, "OTLP/JSON"),
+        ("json not json", "application/json", false, b"{\"resourceSpans\": [".to_vec(), StatusCode::BAD_REQUEST, "OTLP/JSON"),
+        ("short trace ids", "application/x-protobuf", false, bad_ids.encode_to_vec(), StatusCode::BAD_REQUEST, "trace_id must be 16 bytes"),
+        ("an all-zero span id", "application/x-protobuf", false, zero_span.encode_to_vec(), StatusCode::BAD_REQUEST, "span_id"),
+        ("a huge attribute value", "application/x-protobuf", false, huge.encode_to_vec(), StatusCode::BAD_REQUEST, "64 KiB"),
+        ("a gzip bomb", "application/x-protobuf", true, bomb, StatusCode::PAYLOAD_TOO_LARGE, "16 MiB once decompressed"),
+        ("not gzip", "application/x-protobuf", true, good.clone(), StatusCode::BAD_REQUEST, "gzip"),
+    ];
+    for (case, ct, gz, body, want, reason) in cases {
+        let (status, got_ct, answer) = post(&server, ct, gz, body).await;
+        assert_eq!(status, want, "{case}: {}", String::from_utf8_lossy(&answer));
+        assert_eq!(got_ct, ct, "{case}: answered in the request's encoding");
+        let message = if ct == "application/json" {
+            serde_json::from_slice::<Value>(&answer).unwrap()["message"].as_str().unwrap().to_owned()
+        } else {
+            // google.rpc.Status: field 2 is the message.
+            let status = RpcStatus::decode(&answer[..]).unwrap_or_else(|e| panic!("{case}: not a Status: {e}"));
+            assert_ne!(status.code, 0, "{case}");
+            status.message
+        };
+        assert!(message.contains(reason), "{case}: {message:?} lacks {reason:?}");
+    }
+    let (status, _, _) = post(&server, "text/plain", false, good.clone()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(server.sessions("").await, Vec::<Value>::new(), "nothing stored");
+    // The server is unharmed.
+    post_protobuf(&server, &request(run(5))).await;
+    assert_eq!(server.events(&session_of(5)).await.len(), 6);
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_spans_are_counted_in_partial_success_and_the_rest_stored() {
+    let server = TestServer::start().await;
+    let mut spans = run(6);
+    let mut broken = span(6, 9, Some(1), "broken", (10, 20), vec![]);
+    broken.end_time_unix_nano = broken.start_time_unix_nano - 1;
+    spans.push(broken);
+    let resp = post_protobuf(&server, &request(spans.clone())).await;
+    let partial = resp.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(partial.error_message.contains("end_time_unix_nano is before"), "{}", partial.error_message);
+    assert_eq!(server.events(&session_of(6)).await.len(), 6);
+
+    let json_body = serde_json::to_string(&json!({"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": "ababababababababababababababab07", "spanId": "0000000000000001", "name": "ok", "startTimeUnixNano": "1764756000000000000", "endTimeUnixNano": "1764756000000000001"},
+        {"traceId": "ababababababababababababababab07", "spanId": "", "name": "no id", "startTimeUnixNano": "1764756000000000000", "endTimeUnixNano": "1764756000000000001"}
+    ]}]}]}))
+    .unwrap();
+    let (status, _, body) = post(&server, "application/json", false, json_body.into_bytes()).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["partialSuccess"]["rejectedSpans"], "1", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_of_identical_tool_spans_raises_one_loop_alert() {
+    let server = TestServer::start().await;
+    let spans: Vec<Span> = (0..8)
+        .map(|i| {
+            span(
+                8,
+                10 + i,
+                Some(1),
+                "execute_tool fetch",
+                (i * 1000, i * 1000 + 200),
+                vec![
+                    attr("gen_ai.operation.name", s("execute_tool")),
+                    attr("gen_ai.tool.name", s("fetch")),
+                    attr("gen_ai.tool.call.arguments", s(r#"{"url":"https://example.com"}"#)),
+                ],
+            )
+        })
+        .collect();
+    // As a simple span processor sends them: one request per span.
+    for sp in spans {
+        post_protobuf(&server, &request(vec![sp])).await;
+    }
+    let detail = server.get_ok(&format!("/sessions/{}", session_of(8))).await;
+    let loops: Vec<&Value> = detail["alerts"].as_array().unwrap().iter().filter(|a| a["type"] == "loop").collect();
+    assert_eq!(loops.len(), 1, "{:#}", detail["alerts"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_rules_apply() {
+    let server = Launch::new().token("s3cret").start().await;
+    let body = request(run(9)).encode_to_vec();
+    let resp = server
+        .request(Method::POST, "/v1/traces")
+        .header("content-type", "application/x-protobuf")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = server
+        .request(Method::POST, "/v1/traces")
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", "Bearer s3cret")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(server.events(&session_of(9)).await.len(), 6);
+}
