@@ -75,3 +75,32 @@ pub fn check_framing(text: &str) {
     let lines: Vec<&str> = frame.split(['\n', '\r']).collect();
     assert_eq!(lines, ["id: 1", &format!("data: {raw}"), "", ""], "the SSE message breaks: {frame:?}");
 }
+
+/// An OTLP export request as `/v1/traces` reads it, in both encodings (and gzip): decoding is
+/// total (an error, never a panic), and every event derived from what decodes is a valid AOP
+/// event, derived the same way twice.
+pub fn check_otlp(bytes: &[u8]) {
+    let price = |model: &str, i: i64, o: i64| (model.len() % 2 == 0).then(|| (i + o) as f64 * 1e-6);
+    let mut decoded = Vec::new();
+    match aop::otlp::protobuf(bytes) {
+        Ok(req) => decoded.push(req),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+    if let Ok(req) = aop::otlp::json(bytes) {
+        decoded.push(req);
+    }
+    if let Ok(inflated) = aop::otlp::gunzip(bytes, 1 << 20) {
+        decoded.extend(aop::otlp::protobuf(&inflated));
+    }
+    for req in decoded {
+        let mapped = aop::otlp::map_request(&req, &price);
+        assert_eq!(mapped.events.len(), mapped.origin.len());
+        assert!(mapped.rejected.len() <= mapped.spans);
+        for ev in &mapped.events {
+            check_event(ev.raw()).expect("a derived event is valid");
+            assert!(ev.session_id.starts_with("otel-"), "{}", ev.session_id);
+        }
+        let again = aop::otlp::map_request(&req, &price);
+        assert!(again.events == mapped.events, "the mapping is not a function of the request");
+    }
+}

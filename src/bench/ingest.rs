@@ -36,11 +36,23 @@ pub(crate) enum Posted {
     Failed(String),
 }
 
-/// Posts `body` on `conn` (connecting first if needed), copying the answer into `reply` if given.
-/// The connection is dropped after a failure or when the server closes it.
+/// Posts `body` to `/events` on `conn` (connecting first if needed), copying the answer into
+/// `reply` if given. The connection is dropped after a failure or when the server closes it.
 pub(crate) async fn post(
     target: &Arc<Target>,
     conn: &mut Option<Conn>,
+    content_type: &str,
+    body: &[u8],
+    reply: Option<&mut Vec<u8>>,
+) -> Posted {
+    post_to(target, conn, "/events", content_type, body, reply).await
+}
+
+/// [`post`] to another path.
+pub(crate) async fn post_to(
+    target: &Arc<Target>,
+    conn: &mut Option<Conn>,
+    path: &str,
     content_type: &str,
     body: &[u8],
     reply: Option<&mut Vec<u8>>,
@@ -56,7 +68,7 @@ pub(crate) async fn post(
         return Posted::Failed("no connection".into());
     };
     let started = Instant::now();
-    let answer = tokio::time::timeout(REQUEST_TIMEOUT, c.request("POST", "/events", Some(content_type), body)).await;
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, c.request("POST", path, Some(content_type), body)).await;
     let elapsed = started.elapsed();
     let out = match answer {
         Ok(Ok(resp)) => {
@@ -138,7 +150,7 @@ impl TaskOut {
 }
 
 /// Takes `n` from the shared event budget; false once it is spent.
-fn take_budget(budget: &AtomicI64, n: i64) -> bool {
+pub(crate) fn take_budget(budget: &AtomicI64, n: i64) -> bool {
     budget.fetch_sub(n, Ordering::Relaxed) >= n
 }
 

@@ -12,6 +12,7 @@
 //! - `gen`: realistic events and sessions, and the per-session ledger of acknowledged events.
 //! - `stats`: percentiles, the fan-out histogram, RSS and CPU from `/proc`.
 //! - `ingest`: workloads 1 and 2 (single-event POSTs, NDJSON batches).
+//! - `otlp`: OTLP/HTTP protobuf exports of 512 spans through `/v1/traces`.
 //! - `fanout`: workload 3 (subscribers on `/stream` under fixed-rate ingest).
 //! - `reads`: workload 4 (the large store and its reads).
 //! - `resources`: workload 5 (RSS, start-up time of a fresh collector).
@@ -22,6 +23,7 @@
 mod fanout;
 mod gen;
 mod ingest;
+mod otlp;
 mod reads;
 mod resources;
 mod soak;
@@ -52,6 +54,8 @@ pub enum Workload {
     Single,
     /// NDJSON batches of 100 and 1000 events.
     Batch,
+    /// OTLP/HTTP protobuf exports of 512 spans (as the SDK's batch processor sends them).
+    Otlp,
     /// Subscribers on /stream during fixed-rate ingest, then during saturating ingest.
     Fanout,
     /// Reads on a large store (loaded once, then reused).
@@ -399,6 +403,9 @@ async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
             ingest_figure(&mut ctx, Shape::Batch { per_request }).await;
         }
     }
+    if ctx.plan.has(Workload::Otlp) {
+        otlp_figure(&mut ctx).await;
+    }
     if ctx.plan.has(Workload::Fanout) {
         if let Err(e) = fanout::run(&mut ctx).await {
             figure(&format!("fanout: failed: {e}"));
@@ -461,6 +468,16 @@ async fn ingest_figure(ctx: &mut Ctx, shape: Shape) {
             }
         }
         Err(e) => figure(&format!("{}: failed: {e}", shape.label())),
+    }
+}
+
+async fn otlp_figure(ctx: &mut Ctx) {
+    let label = format!("otlp {} spans/req c={}", otlp::SPANS_PER_REQUEST, ingest::BATCH_CONCURRENCY);
+    let cpu = CpuMeter::start(ctx.server_pid);
+    let d = ctx.plan.duration;
+    match otlp::measure(ctx, d).await {
+        Ok((spans_per_s, f)) => figure(&format!("{label}: {spans_per_s:.0} spans/s = {}{}", f.line(), cpu.finish())),
+        Err(e) => figure(&format!("{label}: failed: {e}")),
     }
 }
 

@@ -297,7 +297,7 @@ struct Partial {
 fn response(p: Partial) -> ExportTraceServiceResponse {
     ExportTraceServiceResponse {
         partial_success: (p.rejected > 0)
-            .then(|| ExportTracePartialSuccess { rejected_spans: p.rejected, error_message: p.message }),
+            .then_some(ExportTracePartialSuccess { rejected_spans: p.rejected, error_message: p.message }),
     }
 }
 

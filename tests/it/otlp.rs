@@ -220,7 +220,9 @@ async fn bad_bodies_get_a_reason_in_the_request_encoding_and_change_nothing() {
     };
     assert!(bomb.len() < 1 << 20);
 
-    let cases: Vec<(&str, &str, bool, Vec<u8>, StatusCode, &str)> = vec![
+    // (case, content type, gzip, body, status, a fragment of the reason)
+    type Case<'a> = (&'a str, &'a str, bool, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         ("truncated protobuf", "application/x-protobuf", false, good[..good.len() - 7].to_vec(), StatusCode::BAD_REQUEST, "protobuf"),
         ("json of the wrong types", "application/json", false, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"ababababababababababababababab05","name":7}]}]}]}"#.to_vec(), StatusCode::BAD_REQUEST, "OTLP/JSON"),
         ("json id not hex", "application/json", false, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"not-hex"}]}]}]}"#.to_vec(), StatusCode::BAD_REQUEST, "OTLP/JSON"),
