@@ -1,7 +1,6 @@
-//! A span's attributes, read by key across the three dialects, and as JSON.
+//! A span's attributes, read by key across the three dialects.
 
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
-use serde_json::{Map, Value as Json};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 
 /// Borrowed attributes with lookups by key. Spans carry tens of attributes: a linear scan beats
 /// building a map.
@@ -36,52 +35,9 @@ impl<'a> Attrs<'a> {
         })
     }
 
-    /// The first of `keys` as JSON: a string holding a JSON object or array is parsed, since
-    /// tool arguments and results usually travel as serialised JSON.
-    pub(crate) fn json(&self, keys: &[&str]) -> Option<Json> {
-        keys.iter().find_map(|k| {
-            let v = self.get(k)?;
-            if let Value::StringValue(s) = v {
-                let t = s.trim_start();
-                if t.starts_with('{') || t.starts_with('[') {
-                    if let Ok(parsed) = serde_json::from_str::<Json>(s) {
-                        return Some(parsed);
-                    }
-                }
-            }
-            Some(value(v))
-        })
-    }
-
-    /// Every attribute as a JSON object (a repeated key keeps its last value, as OTel SDKs do).
-    pub(crate) fn to_json(self) -> Json {
-        Json::Object(object(self.0))
-    }
-}
-
-fn object(kvs: &[KeyValue]) -> Map<String, Json> {
-    kvs.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Json::Null, any))).collect()
-}
-
-fn any(v: &AnyValue) -> Json {
-    v.value.as_ref().map_or(Json::Null, value)
-}
-
-/// One attribute value as JSON. Non-finite doubles, which JSON cannot hold, become strings;
-/// bytes become hex.
-pub(crate) fn value(v: &Value) -> Json {
-    match v {
-        Value::StringValue(s) => Json::String(s.clone()),
-        Value::BoolValue(b) => Json::Bool(*b),
-        Value::IntValue(n) => Json::from(*n),
-        Value::DoubleValue(d) => {
-            serde_json::Number::from_f64(*d).map_or_else(|| Json::String(d.to_string()), Json::Number)
-        }
-        Value::ArrayValue(a) => Json::Array(a.values.iter().map(any).collect()),
-        Value::KvlistValue(kv) => Json::Object(object(&kv.values)),
-        Value::BytesValue(b) => Json::String(hex(b)),
-        // String tables belong to profiles, not traces.
-        Value::StringValueStrindex(_) => Json::Null,
+    /// The first of `keys` that is present, whatever its type.
+    pub(crate) fn first(&self, keys: &[&str]) -> Option<&'a Value> {
+        keys.iter().find_map(|k| self.get(k))
     }
 }
 

@@ -13,10 +13,13 @@
 
 use super::attrs::{hex, Attrs};
 use super::classify::{self as c, classify, Class};
+use super::payload::{
+    Attributes, Ended, Full, Identity, Link, LlmCall, Loose, OtherSpan, SpanEvent, Spawn, Text, ToolEnd, ToolStart,
+};
 use crate::model::{Event, EventError, SpanRef, SpanRole};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Map};
 use std::collections::HashMap;
 
 /// What a request yields: events to store, and the spans that could not be used.
@@ -229,122 +232,118 @@ fn span_events(
     // The agent an event is attributed to: the nearest agent span above it, else the session's.
     let agent = agent_above.unwrap_or(t.agent);
     let mut evs = Vec::with_capacity(3);
-    let mut push = |at: u64, kind: &str, agent: &str, payload: Json| -> Result<(), EventError> {
-        let seq = (at / 1000) as i64;
-        let ev = envelope(t.session, agent, seq, at, kind, &payload)?;
-        let role = SpanRole::of_kind(kind);
-        evs.push(ev.from_span(SpanRef { span_id: it.id.clone(), role }));
+    let mut push = |at: u64, kind: &str, agent: &str, payload: &dyn erased::Payload| -> Result<(), EventError> {
+        let ev = envelope(t.session, agent, (at / 1000) as i64, at, kind, payload)?;
+        evs.push(ev.from_span(SpanRef { span_id: it.id.clone(), role: SpanRole::of_kind(kind) }));
         Ok(())
     };
+    let a = it.attrs;
     match it.class {
         Class::Tool => {
-            let tool = it.attrs.str(c::TOOL_NAME).unwrap_or(&span.name);
-            let call_id = it.attrs.str(c::TOOL_CALL_ID);
-            let mut begin = json!({ "tool": tool, "otel": identity(it) });
-            if let Some(input) = it.attrs.json(c::TOOL_INPUT) {
-                begin["input"] = input;
-            }
-            let mut done = json!({ "tool": tool, "success": !failed, "latency_ms": latency_ms });
-            if let Some(id) = call_id {
-                begin["tool_call_id"] = json!(id);
-                done["tool_call_id"] = json!(id);
-            }
-            if let Some(output) = it.attrs.json(c::TOOL_OUTPUT) {
-                done["output_summary"] = match output {
-                    Json::String(s) => Json::String(s),
-                    other => Json::String(other.to_string()),
-                };
-            }
-            if failed {
-                done["error"] = json!(error_text(span).unwrap_or_else(|| "the span's status is ERROR".into()));
-            }
-            done["otel"] = full(it);
-            push(start, "operation.tool_start", agent, begin)?;
-            push(end, "operation.tool_end", agent, done)?;
+            let tool = a.str(c::TOOL_NAME).unwrap_or(&span.name);
+            let tool_call_id = a.str(c::TOOL_CALL_ID);
+            let input = a.first(c::TOOL_INPUT).map(Loose::of);
+            push(start, "operation.tool_start", agent, &ToolStart { tool, input, tool_call_id, otel: identity(it) })?;
+            let done = ToolEnd {
+                tool,
+                tool_call_id,
+                success: !failed,
+                output_summary: a.first(c::TOOL_OUTPUT).map(Text::of),
+                error: failed.then(|| error_text(span).unwrap_or_else(|| "the span's status is ERROR".into())),
+                latency_ms,
+                otel: full(it, true),
+            };
+            push(end, "operation.tool_end", agent, &done)?;
         }
-        Class::Llm => push(end, "operation.external_call", agent, llm_call(it, failed, latency_ms, price))?,
+        Class::Llm => push(end, "operation.external_call", agent, &llm_call(it, failed, latency_ms, price))?,
         Class::Agent if agent_above.is_some() => {
-            let mut spawn = json!({ "child_agent_id": agent_name(it), "otel": full(it) });
-            if let Some(goal) = it.attrs.str(c::AGENT_GOAL) {
-                spawn["goal"] = json!(goal);
-            }
-            push(start, "operation.agent_spawn", agent, spawn)?;
+            let name = agent_name(it);
+            let spawn = Spawn { child_agent_id: &name, goal: a.str(c::AGENT_GOAL), otel: full(it, true) };
+            push(start, "operation.agent_spawn", agent, &spawn)?;
         }
         // The outermost agent's span is reported like any other span, at its start so that it
         // comes before what happened inside it.
-        Class::Agent => push(start, "otel.span", agent, other(it, latency_ms))?,
-        Class::Other => push(end, "otel.span", agent, other(it, latency_ms))?,
+        Class::Agent => push(start, "otel.span", agent, &other(it, latency_ms))?,
+        Class::Other => push(end, "otel.span", agent, &other(it, latency_ms))?,
     }
     if it.parent.is_none() {
-        let mut ended = json!({ "outcome": if failed { "failed" } else { "completed" }, "otel": identity(it) });
-        if failed {
-            ended["error_message"] =
-                json!(error_text(span).unwrap_or_else(|| "the root span's status is ERROR".into()));
-        }
-        push(end, "session.ended", t.agent, ended)?;
+        let ended = Ended {
+            outcome: if failed { "failed" } else { "completed" },
+            error_message: failed.then(|| error_text(span).unwrap_or_else(|| "the root span's status is ERROR".into())),
+            otel: identity(it),
+        };
+        push(end, "session.ended", t.agent, &ended)?;
     }
     Ok(evs)
 }
 
-fn llm_call(it: &Item<'_>, failed: bool, latency_ms: f64, price: Pricing<'_>) -> Json {
+/// `&dyn Serialize` is not object-safe: payloads go through this instead.
+mod erased {
+    pub(super) trait Payload {
+        fn json(&self) -> Result<String, serde_json::Error>;
+    }
+
+    impl<T: serde::Serialize> Payload for T {
+        fn json(&self) -> Result<String, serde_json::Error> {
+            serde_json::to_string(self)
+        }
+    }
+}
+
+fn llm_call<'a>(it: &'a Item<'a>, failed: bool, latency_ms: f64, price: Pricing<'_>) -> LlmCall<'a> {
     let a = it.attrs;
-    let method = a.str(c::OPERATION).map(str::to_owned).unwrap_or_else(|| {
+    let method = a.str(c::OPERATION).unwrap_or_else(|| {
         let embedding = a.str(&["openinference.span.kind"]).is_some_and(|k| k.eq_ignore_ascii_case("EMBEDDING"));
-        if embedding { "embeddings" } else { "chat" }.into()
-    });
-    let mut p = json!({
-        "service": a.str(c::PROVIDER).unwrap_or("llm"),
-        "method": method,
-        "latency_ms": latency_ms,
+        if embedding {
+            "embeddings"
+        } else {
+            "chat"
+        }
     });
     let request_model = a.str(c::REQUEST_MODEL);
     let response_model = a.str(c::RESPONSE_MODEL);
     let model = request_model.or(response_model);
-    if let Some(m) = model {
-        p["model"] = json!(m);
-    }
-    if let (Some(req), Some(resp)) = (request_model, response_model) {
-        if req != resp {
-            p["response_model"] = json!(resp);
-        }
-    }
-    let input = a.count(c::INPUT_TOKENS);
-    let output = a.count(c::OUTPUT_TOKENS);
-    if let Some(n) = input {
-        p["input_tokens"] = json!(n);
-    }
-    if let Some(n) = output {
-        p["output_tokens"] = json!(n);
-    }
-    if input.is_some() || output.is_some() {
-        let (i, o) = (input.unwrap_or(0), output.unwrap_or(0));
-        p["token_spend_delta"] = json!(i.saturating_add(o));
+    let input_tokens = a.count(c::INPUT_TOKENS);
+    let output_tokens = a.count(c::OUTPUT_TOKENS);
+    let mut call = LlmCall {
+        service: a.str(c::PROVIDER).unwrap_or("llm"),
+        method,
+        model,
+        response_model: response_model.filter(|r| request_model.is_some_and(|q| q != *r)),
+        input_tokens,
+        output_tokens,
+        token_spend_delta: None,
+        cost_usd: None,
+        cost_note: None,
+        latency_ms,
+        success: failed.then_some(false),
+        error: failed.then(|| error_text(it.span).unwrap_or_else(|| "the span's status is ERROR".into())),
+        otel: full(it, true),
+    };
+    if input_tokens.is_some() || output_tokens.is_some() {
+        let (i, o) = (input_tokens.unwrap_or(0), output_tokens.unwrap_or(0));
+        call.token_spend_delta = Some(i.saturating_add(o));
         // The dated model the provider answered with is priced first, then the one asked for.
         let cost = response_model.and_then(|m| price(m, i, o)).or_else(|| request_model.and_then(|m| price(m, i, o)));
         match (cost, model) {
-            (Some(usd), _) => p["cost_usd"] = json!((usd * 1e9).round() / 1e9),
-            (None, Some(m)) => p["cost_note"] = json!(format!("no price for model {m:?}")),
-            (None, None) => p["cost_note"] = json!("no model reported"),
+            (Some(usd), _) => call.cost_usd = Some((usd * 1e9).round() / 1e9),
+            (None, Some(m)) => call.cost_note = Some(format!("no price for model {m:?}")),
+            (None, None) => call.cost_note = Some("no model reported".into()),
         }
     }
-    if failed {
-        p["success"] = json!(false);
-        p["error"] = json!(error_text(it.span).unwrap_or_else(|| "the span's status is ERROR".into()));
-    }
-    p["otel"] = full(it);
-    p
+    call
 }
 
-fn other(it: &Item<'_>, duration_ms: f64) -> Json {
+fn other<'a>(it: &'a Item<'a>, duration_ms: f64) -> OtherSpan<'a> {
     let span = it.span;
-    json!({
-        "name": span.name,
-        "kind": kind_name(span.kind),
-        "status": status_name(status_code(span)),
-        "duration_ms": duration_ms,
-        "attributes": it.attrs.to_json(),
-        "otel": identity_with(it, false),
-    })
+    OtherSpan {
+        name: &span.name,
+        kind: kind_name(span.kind),
+        status: status_name(status_code(span)),
+        duration_ms,
+        attributes: Attributes(&span.attributes),
+        otel: full(it, false),
+    }
 }
 
 fn status_code(span: &Span) -> i32 {
@@ -364,42 +363,35 @@ fn error_text(span: &Span) -> Option<String> {
     }
 }
 
-fn identity(it: &Item<'_>) -> Json {
-    json!({ "trace_id": it.trace, "span_id": it.id, "parent_span_id": it.parent, "name": it.span.name })
-}
-
-fn full(it: &Item<'_>) -> Json {
-    identity_with(it, true)
+fn identity<'a>(it: &'a Item<'a>) -> Identity<'a> {
+    Identity { trace_id: &it.trace, span_id: &it.id, parent_span_id: it.parent.as_deref(), name: &it.span.name }
 }
 
 /// The span's identity and everything else it carried (`attributes` only when asked: an
 /// `otel.span` event has them at the top of its payload).
-fn identity_with(it: &Item<'_>, attributes: bool) -> Json {
+fn full<'a>(it: &'a Item<'a>, attributes: bool) -> Full<'a> {
     let span = it.span;
-    let mut o = identity(it);
-    o["kind"] = json!(kind_name(span.kind));
-    o["status"] = json!(status_name(status_code(span)));
-    if let Some(m) = span.status.as_ref().map(|s| s.message.as_str()).filter(|m| !m.is_empty()) {
-        o["status_message"] = json!(m);
-    }
-    if !it.scope.is_empty() {
-        o["scope"] = json!(it.scope);
-    }
-    if attributes {
-        o["attributes"] = it.attrs.to_json();
-    }
-    if !span.events.is_empty() {
-        o["events"] = span
+    Full {
+        trace_id: &it.trace,
+        span_id: &it.id,
+        parent_span_id: it.parent.as_deref(),
+        name: &span.name,
+        kind: kind_name(span.kind),
+        status: status_name(status_code(span)),
+        status_message: span.status.as_ref().map(|s| s.message.as_str()).filter(|m| !m.is_empty()),
+        scope: Some(it.scope).filter(|s| !s.is_empty()),
+        attributes: attributes.then_some(Attributes(&span.attributes)),
+        events: span
             .events
             .iter()
-            .map(|e| json!({ "name": e.name, "time": rfc3339(e.time_unix_nano), "attributes": Attrs(&e.attributes).to_json() }))
-            .collect();
+            .map(|e| SpanEvent {
+                name: &e.name,
+                time: rfc3339(e.time_unix_nano),
+                attributes: Attributes(&e.attributes),
+            })
+            .collect(),
+        links: span.links.iter().map(|l| Link { trace_id: hex(&l.trace_id), span_id: hex(&l.span_id) }).collect(),
     }
-    if !span.links.is_empty() {
-        o["links"] =
-            span.links.iter().map(|l| json!({ "trace_id": hex(&l.trace_id), "span_id": hex(&l.span_id) })).collect();
-    }
-    o
 }
 
 fn kind_name(kind: i32) -> &'static str {
@@ -428,10 +420,18 @@ fn rfc3339(ns: u64) -> String {
         .unwrap_or_default()
 }
 
-fn envelope(session: &str, agent: &str, seq: i64, at_ns: u64, kind: &str, payload: &Json) -> Result<Event, EventError> {
+fn envelope(
+    session: &str,
+    agent: &str,
+    seq: i64,
+    at_ns: u64,
+    kind: &str,
+    payload: &dyn erased::Payload,
+) -> Result<Event, EventError> {
+    let payload = payload.json().map_err(|e| EventError::NotJson(e.to_string()))?;
+    let agent = serde_json::to_string(agent).map_err(|e| EventError::NotJson(e.to_string()))?;
     let text = format!(
-        r#"{{"spec":"aop/1.0","session_id":"{session}","agent_id":{},"sequence":{seq},"timestamp":"{}","type":"{kind}","payload":{payload}}}"#,
-        Json::String(agent.to_owned()),
+        r#"{{"spec":"aop/1.0","session_id":"{session}","agent_id":{agent},"sequence":{seq},"timestamp":"{}","type":"{kind}","payload":{payload}}}"#,
         rfc3339(at_ns),
     );
     Event::parse(&text)
@@ -443,6 +443,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Status};
+    use serde_json::Value as Json;
 
     const T0: u64 = 1_764_756_000_000_000_000;
     const TRACE: [u8; 16] =

@@ -5,6 +5,7 @@ mod attrs;
 mod classify;
 mod decode;
 mod map;
+mod payload;
 
 pub use decode::{gunzip, json, protobuf, DecodeError, MAX_OTLP_BYTES};
 pub use map::{map_request, Mapped, Pricing};
