@@ -7,6 +7,6 @@ mod price;
 mod session;
 
 pub use event::{parse_timestamp, Event, EventError, MAX_EVENT_BYTES};
-pub use payload::Payload;
+pub use payload::{Cost, Payload};
 pub use price::{Price, PriceError, Prices, PRICES_AS_OF};
 pub use session::{SessionRow, SessionState};
