@@ -10,6 +10,7 @@ use clap::{ArgMatches, Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,6 +91,12 @@ pub struct StartArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub detect: DetectArgs,
+    /// The config file's price table, laid over the built-in one: `[prices."my-model"]` with
+    /// `input_per_mtok` and `output_per_mtok` (USD per million tokens). Too many entries for a
+    /// flag, so there is none.
+    #[arg(skip)]
+    #[serde(default)]
+    pub prices: Option<toml::Value>,
 }
 
 #[derive(Debug, Args)]
@@ -253,9 +260,9 @@ impl StartArgs {
         };
         // Flags only (no file key): the file's round trip through serde would reset them.
         let (open_flag, no_open) = (self.open_flag, self.no_open);
-        let s = match path {
+        let s = match &path {
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
+                let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
                 let file: toml::Table =
                     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
@@ -288,6 +295,10 @@ impl StartArgs {
         c.queue_capacity = s.queue_capacity;
         c.stream_buffer = usize::try_from(s.stream_buffer.0).unwrap_or(usize::MAX);
         c.detect = s.detect.resolve()?;
+        c.detect.prices = Arc::new(config::prices(s.prices).with_context(|| {
+            // Only the file sets prices.
+            format!("invalid config file {}", path.as_deref().unwrap_or(std::path::Path::new("")).display())
+        })?);
         if let Some(days) = s.retain {
             if !(days.is_finite() && days > 0.0) {
                 anyhow::bail!("--retain must be a positive number of days, got {days}");
@@ -333,6 +344,47 @@ mod tests {
         assert_eq!(c.open, OpenBrowser::Auto);
         assert_eq!(c.retention.max_bytes, Some(4096));
         assert_eq!(c.durability, Durability::Normal);
+    }
+
+    #[test]
+    fn the_file_prices_models() {
+        let c = start(
+            &[],
+            "port = 5000\n\n[prices.\"my-model\"]\ninput_per_mtok = 1.5\noutput_per_mtok = 6\n\n\
+             [prices.gpt-4o]\ninput_per_mtok = 2\noutput_per_mtok = 8.5\n",
+        )
+        .unwrap();
+        let price = |m: &str| c.prices().lookup(m).map(|p| (p.input_per_mtok(), p.output_per_mtok()));
+        assert_eq!(price("my-model"), Some((1.5, 6.0)), "an entry extends the table");
+        assert_eq!(price("gpt-4o-2024-08-06"), Some((2.0, 8.5)), "an entry replaces a built-in one");
+        assert_eq!(price("gpt-4o-mini"), Some((0.15, 0.60)), "the rest stays");
+        assert_eq!(c.prices().as_of(), crate::model::PRICES_AS_OF);
+        assert_eq!(c.port, 5000);
+        let plain = start(&[], "").unwrap();
+        assert_eq!(**plain.prices(), crate::model::Prices::builtin());
+    }
+
+    #[test]
+    fn a_bad_price_names_its_model() {
+        // (file, words the error must hold)
+        let cases: &[(&str, &[&str])] = &[
+            ("[prices.m1]\ninput_per_mtok = 1\n", &["\"m1\"", "output_per_mtok"]),
+            ("[prices.m2]\ninput_per_mtok = -1\noutput_per_mtok = 1\n", &["\"m2\"", "input_per_mtok", "-1"]),
+            (
+                "[prices.m3]\ninput_per_mtok = 1\noutput_per_mtok = 1\ncached_per_mtok = 1\n",
+                &["\"m3\"", "cached_per_mtok"],
+            ),
+            ("[prices.m4]\ninput_per_mtok = \"cheap\"\noutput_per_mtok = 1\n", &["\"m4\""]),
+            ("prices = { m5 = 3 }\n", &["\"m5\""]),
+            ("prices = 3\n", &["prices"]),
+            ("[prices.\" \"]\ninput_per_mtok = 1\noutput_per_mtok = 1\n", &["empty"]),
+        ];
+        for (file, words) in cases {
+            let e = format!("{:#}", start(&[], file).unwrap_err());
+            for w in *words {
+                assert!(e.contains(w), "{file:?}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! layering are in [`crate::cli`]), and the parsers settings share.
 
 use crate::detect::DetectConfig;
+use crate::model::{Price, Prices};
 use crate::store::sqlite::Durability;
 use crate::store::Retention;
 use anyhow::{bail, Context};
+use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub const DEFAULT_PORT: u16 = 4317;
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
@@ -33,6 +36,8 @@ pub struct Config {
     pub queue_capacity: usize,
     /// Bytes of recent messages kept for stream subscribers that fall behind.
     pub stream_buffer: usize,
+    /// The detectors' settings, and the model prices ([`Config::prices`]) that session
+    /// derivation and the cost rules share.
     pub detect: DetectConfig,
     pub retention: Retention,
 }
@@ -54,6 +59,13 @@ impl Config {
             detect: DetectConfig::default(),
             retention: Retention::default(),
         }
+    }
+
+    /// The prices of models, for events that report tokens but no cost: the built-in table with
+    /// the config file's `[prices]` over it. They live in one place, the detectors' settings, so
+    /// that session totals and the cost rules can never be given two different tables.
+    pub fn prices(&self) -> &Arc<Prices> {
+        &self.detect.prices
     }
 
     /// Refuses configurations that would expose traces.
@@ -85,6 +97,51 @@ pub fn disable_detectors(cfg: &mut DetectConfig, names: &[String]) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// One entry of the config file's `[prices]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceEntry {
+    input_per_mtok: f64,
+    output_per_mtok: f64,
+}
+
+/// The built-in price table with the config file's `[prices]` entries over it; a bad entry is an
+/// error naming it.
+pub fn prices(file: Option<toml::Value>) -> anyhow::Result<Prices> {
+    let table = match file {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t,
+        Some(other) => {
+            bail!("prices must be a table of models, like [prices.\"my-model\"]; found {}", other.type_str())
+        }
+    };
+    let mut entries = Vec::with_capacity(table.len());
+    for (model, value) in table {
+        if model.trim().is_empty() {
+            bail!("prices: a model name is empty");
+        }
+        if !value.is_table() {
+            bail!(
+                "prices.{model:?} must be a table like {{ input_per_mtok = 1.5, output_per_mtok = 6 }}; found {}",
+                value.type_str()
+            );
+        }
+        // toml's message ends with a newline, which would split the line the user reads.
+        let entry = PriceEntry::deserialize(value).map_err(|e| {
+            anyhow::anyhow!(
+                "prices.{model:?}: {}; an entry is {{ input_per_mtok = <USD>, output_per_mtok = <USD> }}, per million tokens",
+                e.to_string().trim_end()
+            )
+        })?;
+        let price =
+            Price::new(entry.input_per_mtok, entry.output_per_mtok).with_context(|| format!("prices.{model:?}"))?;
+        entries.push((model, price));
+    }
+    let mut prices = Prices::builtin();
+    prices.overlay(entries);
+    Ok(prices)
 }
 
 /// `~/.aop/<name>`.

@@ -1,6 +1,8 @@
 //! The detectors' thresholds, with the defaults of `COLLECTOR.md`.
 
+use crate::model::Prices;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Thresholds of the five detectors. `Default` is the table of `COLLECTOR.md`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,6 +35,11 @@ pub struct DetectConfig {
     /// Children of one parent ending `failed` within `child_fail_window_secs` of each other.
     pub child_fail_count: u32,
     pub child_fail_window_secs: f64,
+    /// Prices an event's tokens when it reports no `cost_usd`, for the cost rules and the
+    /// session's total alike: the built-in table, with the config file's `[prices]` over it. Not
+    /// part of the serialised form, which holds thresholds only.
+    #[serde(skip)]
+    pub prices: Arc<Prices>,
 }
 
 impl Default for DetectConfig {
@@ -54,6 +61,7 @@ impl Default for DetectConfig {
             cascade_run: 3,
             child_fail_count: 2,
             child_fail_window_secs: 60.0,
+            prices: Prices::shared_builtin(),
         }
     }
 }

@@ -26,10 +26,11 @@ impl SessionDetector {
     /// Feeds one stored event (never a duplicate), in arrival order; returns the alerts it raises.
     pub fn observe(&mut self, ev: &Event, cfg: &DetectConfig) -> Vec<NewAlert> {
         let kind = ev.kind.as_str();
+        // The cost rules read an event's cost through `Event::cost`, which parses what it needs.
         let reads_payload = matches!(
             kind,
             "operation.tool_start" | "operation.tool_end" | "cognition.thought" | "session.heartbeat" | "session.ended"
-        ) || ev.payload_json().contains("cost_usd");
+        );
         let empty = Payload::default();
         let payload = if reads_payload { ev.payload() } else { &empty };
 

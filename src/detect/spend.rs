@@ -9,8 +9,10 @@
 //! about what spending looks like, and a zero median would make any spend a spike. An event whose
 //! cost and tokens both spike raises one alert (about the cost).
 //!
-//! The session's total cost, for the budget, is the one the session row shows (`COLLECTOR.md`,
-//! Sessions): the latest reported `total_cost_usd`, else the sum of `cost_usd` in payloads.
+//! An event's cost is [`Event::cost`]'s, as in session derivation: its `cost_usd`, else its
+//! model's list price for its tokens. The session's total cost, for the budget, is the one the
+//! session row shows (`COLLECTOR.md`, Sessions): the latest reported `total_cost_usd`, else the sum
+//! of those costs.
 
 use super::alert::{AlertKind, NewAlert, Severity};
 use super::config::DetectConfig;
@@ -36,7 +38,7 @@ pub(crate) struct Spend {
     heartbeat_tokens_total: Option<Reported>,
     /// The latest `total_cost_usd` reported by a heartbeat or the end (highest sequence wins).
     reported_cost: Option<Reported>,
-    /// Sum of `cost_usd` over payloads, in nano-dollars like session derivation.
+    /// Sum of the events' costs, in nano-dollars like session derivation.
     cost_nano: Option<i64>,
     budget_alerted: bool,
 }
@@ -117,10 +119,11 @@ fn growth(prev: &mut Option<Reported>, seq: i64, value: f64) -> Option<f64> {
 impl Spend {
     pub(crate) fn observe(&mut self, ev: &Event, p: &Payload, cfg: &DetectConfig) -> Vec<NewAlert> {
         let seq = ev.sequence;
+        let cost = ev.cost(&cfg.prices);
         let mut spikes = Vec::new();
         match ev.kind.as_str() {
             "operation.tool_end" => {
-                if let Some(x) = p.num("cost_usd") {
+                if let Some(x) = cost.and_then(|c| c.usd()) {
                     spikes.push((Measure::ToolCost, x, self.tool_cost.push(x, cfg)));
                 }
                 if let Some(x) = p.num("token_spend_delta") {
@@ -149,8 +152,7 @@ impl Spend {
             .into_iter()
             .collect();
 
-        if let Some(c) = p.num("cost_usd") {
-            let nano = (c * 1e9).round() as i64;
+        if let Some(nano) = cost.and_then(|c| c.nano_usd()) {
             self.cost_nano = Some(self.cost_nano.unwrap_or(0).saturating_add(nano));
         }
         if matches!(ev.kind.as_str(), "session.heartbeat" | "session.ended") {
@@ -413,6 +415,76 @@ mod tests {
         events.push(ev(3, 3.0, "session.ended", r#"{"outcome":"completed","total_cost_usd":0.9}"#));
         check_with(&cfg, &events, &[(CostSpike, Some(2))]);
         check(&costs(&[0.4, 0.4, 0.2, 0.3]), &[]);
+    }
+
+    /// An LLM call reporting tokens of `model` and no cost, at second `seq`.
+    fn llm(seq: i64, kind: &str, model: &str, input: i64, output: i64) -> Event {
+        let p = format!(
+            r#"{{"tool":"llm","success":true,"model":"{model}","input_tokens":{input},"output_tokens":{output}}}"#
+        );
+        ev(seq, seq as f64, kind, &p)
+    }
+
+    #[test]
+    fn priced_tokens_count_like_a_reported_cost() {
+        let budget = DetectConfig { cost_budget_usd: Some(1.0), ..DetectConfig::default() };
+        let call = "operation.external_call";
+        // gpt-4o: $2.50 in, $10 out per million; 40k output tokens are $0.40.
+        let cases: &[(&str, Vec<Event>, &Want)] = &[
+            (
+                "priced calls pass the budget",
+                (1..=3).map(|s| llm(s, call, "gpt-4o", 0, 40_000)).collect(),
+                &[(CostSpike, Some(3))],
+            ),
+            (
+                "priced and reported costs add up",
+                vec![
+                    llm(1, call, "gpt-4o", 0, 40_000),
+                    ev(2, 2.0, call, r#"{"model":"gpt-4o","output_tokens":1,"cost_usd":0.7}"#),
+                ],
+                &[(CostSpike, Some(2))],
+            ),
+            (
+                "a model without a price costs nothing",
+                (1..=3).map(|s| llm(s, call, "my-local-llama", 1_000_000, 1_000_000)).collect(),
+                &[],
+            ),
+            (
+                "a session event's tokens are totals, not spend",
+                vec![ev(1, 1.0, "session.heartbeat", r#"{"model":"gpt-4o","output_tokens":200000}"#)],
+                &[],
+            ),
+        ];
+        for (name, events, want) in cases {
+            let got: Vec<_> = alerts_with(&budget, events).iter().map(|a| (a.kind, a.sequence)).collect();
+            assert_eq!(got, *want, "{name}");
+            check_with(&budget, events, want);
+        }
+        let a = &alerts_with(&budget, &cases[0].1)[0];
+        assert_eq!(a.severity, Severity::Critical);
+        assert_eq!(a.message, "session cost $1.20 passed the budget of $1.00");
+    }
+
+    #[test]
+    fn a_priced_tool_call_can_spike() {
+        // gpt-4o-mini output: $0.60 per million.
+        let mut events: Vec<Event> = (1..=5).map(|s| llm(s, "operation.tool_end", "gpt-4o-mini", 0, 1000)).collect();
+        events.push(llm(6, "operation.tool_end", "gpt-4o-mini-2024-07-18", 0, 10_000));
+        check(&events, &[(CostSpike, Some(6))]);
+        let a = &alerts(&events)[0];
+        assert_eq!(a.details["series"], "cost_usd");
+        assert_eq!(a.message, "llm cost $0.006 in one call, 10.0× the session's median of $0.0006 (last 5 calls)");
+    }
+
+    #[test]
+    fn the_configured_prices_are_the_ones_used() {
+        let mut prices = crate::model::Prices::builtin();
+        prices.overlay([("my-model".to_owned(), crate::model::Price::new(1.5, 6.0).unwrap())]);
+        let cfg =
+            DetectConfig { cost_budget_usd: Some(1.0), prices: std::sync::Arc::new(prices), ..DetectConfig::default() };
+        let events = [llm(1, "operation.external_call", "my-model", 1_000_000, 0)];
+        check_with(&cfg, &events, &[(CostSpike, Some(1))]);
+        check(&events, &[]);
     }
 
     #[test]

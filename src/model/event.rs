@@ -4,7 +4,8 @@
 //! in the program has passed the rules of `AOP.md`. The client's bytes are kept (only insignificant
 //! whitespace is removed), so what is stored and streamed is what the agent sent.
 
-use super::payload::{Parsed, Payload};
+use super::payload::{Cost, Parsed, Payload};
+use super::price::Prices;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::fmt;
@@ -310,6 +311,22 @@ impl Event {
     /// The payload object, parsed on first use and then shared by every reader.
     pub fn payload(&self) -> &Payload {
         self.parsed.get_or_parse(self.payload_json())
+    }
+
+    /// This event's cost ([`Payload::cost`]). A `session.*` event's token counts are totals so
+    /// far (`token_spend`, `total_tokens`), not spend of its own, so only its reported `cost_usd`
+    /// counts. The payload is not parsed when its text cannot hold a cost.
+    pub fn cost(&self, prices: &Prices) -> Option<Cost<'_>> {
+        let text = self.payload_json();
+        if !text.contains("cost_usd") && !text.contains("_tokens") {
+            return None;
+        }
+        let payload = self.payload();
+        if self.kind.starts_with("session.") {
+            payload.reported_cost().map(Cost::Reported)
+        } else {
+            payload.cost(prices)
+        }
     }
 
     /// Consumes the event, keeping only its JSON text.

@@ -1,6 +1,7 @@
 //! An event's payload object, parsed at most once per event whoever reads it (session derivation
 //! and the detectors both do), with typed getters for the fields AOP names.
 
+use super::price::Prices;
 use serde_json::{Map, Value};
 use std::sync::OnceLock;
 
@@ -53,6 +54,57 @@ impl Payload {
     /// The tool's name in either vocabulary.
     pub fn tool(&self) -> Option<&str> {
         self.first_str(&["tool", "tool_name"])
+    }
+
+    /// The `cost_usd` the agent reported.
+    pub fn reported_cost(&self) -> Option<f64> {
+        self.num("cost_usd")
+    }
+
+    /// What this payload cost: its reported `cost_usd`; else, when it names a model and that
+    /// model's tokens, their price; else nothing. The one rule for session totals and the cost
+    /// detectors alike (through [`Event::cost`](super::Event::cost)), so they cannot disagree.
+    pub fn cost(&self, prices: &Prices) -> Option<Cost<'_>> {
+        if let Some(usd) = self.reported_cost() {
+            return Some(Cost::Reported(usd));
+        }
+        let model = self.first_str(&["model", "llm", "request_model"]).filter(|m| !m.trim().is_empty())?;
+        let input = self.count("input_tokens").or_else(|| self.count("prompt_tokens"));
+        let output = self.count("output_tokens").or_else(|| self.count("completion_tokens"));
+        if input.is_none() && output.is_none() {
+            return None;
+        }
+        Some(match prices.lookup(model) {
+            Some(price) => Cost::Priced { usd: price.cost(input.unwrap_or(0), output.unwrap_or(0)), model },
+            None => Cost::Unpriced { model },
+        })
+    }
+}
+
+/// One event's cost, as the session's total and the cost rules count it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Cost<'a> {
+    /// The agent's own `cost_usd`: it wins over any price, since the agent knows its discounts.
+    Reported(f64),
+    /// No `cost_usd`, but a model with a list price and its tokens.
+    Priced { usd: f64, model: &'a str },
+    /// Tokens of a model without a price: it costs nothing, and the session says so.
+    Unpriced { model: &'a str },
+}
+
+impl Cost<'_> {
+    /// In USD; `None` for a model without a price.
+    pub fn usd(&self) -> Option<f64> {
+        match *self {
+            Cost::Reported(usd) | Cost::Priced { usd, .. } => Some(usd),
+            Cost::Unpriced { .. } => None,
+        }
+    }
+
+    /// In nano-dollars: sums of integers do not depend on the order of their terms, so a
+    /// session's total does not depend on the order its events arrived in.
+    pub fn nano_usd(&self) -> Option<i64> {
+        self.usd().map(|usd| (usd * 1e9).round() as i64)
     }
 }
 

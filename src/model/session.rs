@@ -3,11 +3,23 @@
 //!
 //! [`SessionState`] is folded one event at a time, and every field keeps enough to make the fold
 //! commutative: values that "win" remember the rank (sequence, event kind) that won them, sums are
-//! kept in integers (cost in nano-dollars) so float rounding cannot depend on order.
+//! kept in integers (cost in nano-dollars) so float rounding cannot depend on order, and sets are
+//! ordered.
+//!
+//! An event's cost is [`Event::cost`]'s: reported, else priced from its model and tokens with the
+//! collector's [`Prices`]. A price is applied when its event arrives, so a session keeps the costs
+//! it was given if the table changes later.
 
 use super::event::Event;
-use super::payload::Payload;
+use super::payload::{Cost, Payload};
+use super::price::Prices;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Models without a price listed per session, and the characters kept of each name: enough to
+/// say what to add to the price table, bounded whatever the agent sends.
+const MAX_UNPRICED_MODELS: usize = 16;
+const MAX_MODEL_CHARS: usize = 128;
 
 /// A value chosen among several events, with the rank that chose it (lower rank wins).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,6 +75,10 @@ pub struct SessionState {
     tokens_delta: i64,
     cost_reported: Option<Pick<f64>>,
     cost_nano: Option<i64>,
+    /// Models that reported tokens but have no price: the smallest names, so the set does not
+    /// depend on arrival order when there are more than it keeps.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    unpriced: BTreeSet<String>,
     event_count: i64,
 }
 
@@ -80,14 +96,14 @@ impl SessionState {
         SessionState { id: id.to_owned(), ..Default::default() }
     }
 
-    /// Folds one stored event (never a duplicate) into the session.
-    pub fn apply(&mut self, ev: &Event) {
+    /// Folds one stored event (never a duplicate) into the session, pricing its tokens with
+    /// `prices` when it reports no cost.
+    pub fn apply(&mut self, ev: &Event, prices: &Prices) {
         let seq = ev.sequence;
         let is_started = ev.kind == "session.started";
         let rank = (u8::from(!is_started), seq);
         let empty = Payload::default();
-        let facts =
-            if needs_payload(&ev.kind) || ev.payload_json().contains("cost_usd") { ev.payload() } else { &empty };
+        let facts = if needs_payload(&ev.kind) { ev.payload() } else { &empty };
 
         self.event_count += 1;
         pick(&mut self.agent, rank, ev.agent_id.clone());
@@ -146,9 +162,21 @@ impl SessionState {
                 self.tokens_delta = self.tokens_delta.saturating_add(n);
             }
         }
-        if let Some(c) = facts.num("cost_usd") {
-            let nano = (c * 1e9).round() as i64;
-            self.cost_nano = Some(self.cost_nano.unwrap_or(0).saturating_add(nano));
+        match ev.cost(prices) {
+            Some(Cost::Unpriced { model }) => self.unpriced_model(model),
+            Some(cost) => {
+                let nano = cost.nano_usd().unwrap_or(0);
+                self.cost_nano = Some(self.cost_nano.unwrap_or(0).saturating_add(nano));
+            }
+            None => {}
+        }
+    }
+
+    fn unpriced_model(&mut self, model: &str) {
+        let name: String = model.trim().chars().take(MAX_MODEL_CHARS).collect();
+        self.unpriced.insert(name);
+        if self.unpriced.len() > MAX_UNPRICED_MODELS {
+            self.unpriced.pop_last();
         }
     }
 
@@ -200,6 +228,7 @@ impl SessionState {
             total_cost_usd: self.cost_reported.as_ref().map(|p| p.value).or(self.cost_nano.map(|n| n as f64 / 1e9)),
             outcome_summary: ended.and_then(|e| e.summary.clone()),
             error_message: ended.and_then(|e| e.error.clone()),
+            unpriced_models: self.unpriced.iter().cloned().collect(),
             event_count: self.event_count,
             alert_count,
             child_count,
@@ -229,6 +258,10 @@ pub struct SessionRow {
     pub total_cost_usd: Option<f64>,
     pub outcome_summary: Option<String>,
     pub error_message: Option<String>,
+    /// Models whose tokens were reported without a cost and that have no price: they count
+    /// nothing toward `total_cost_usd`. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unpriced_models: Vec<String>,
     pub event_count: i64,
     pub alert_count: i64,
     pub child_count: i64,
@@ -253,9 +286,13 @@ mod tests {
     }
 
     fn derive(events: &[Event]) -> SessionRow {
+        derive_with(&Prices::builtin(), events)
+    }
+
+    fn derive_with(prices: &Prices, events: &[Event]) -> SessionRow {
         let mut s = SessionState::new("s1");
         for e in events {
-            s.apply(e);
+            s.apply(e, prices);
         }
         s.view(0, 0)
     }
@@ -399,10 +436,111 @@ mod tests {
         assert!((row.total_cost_usd.unwrap() - 8.370000001).abs() < 1e-12);
     }
 
+    /// An LLM call with these payload fields, at second `seq`.
+    fn call(seq: i64, fields: &str) -> Event {
+        ev(seq, "operation.external_call", &format!("{{{fields}}}"), seq as u32)
+    }
+
+    #[test]
+    fn tokens_of_a_priced_model_cost_its_list_price() {
+        // (payload fields, total_cost_usd, unpriced_models)
+        let cases: &[(&[&str], Option<f64>, &[&str])] = &[
+            // gpt-4o: $2.50 in, $10 out per million.
+            (&[r#""model":"gpt-4o","input_tokens":1000,"output_tokens":500"#], Some(0.0075), &[]),
+            (&[r#""model":"gpt-4o-2024-08-06","prompt_tokens":1000,"completion_tokens":500"#], Some(0.0075), &[]),
+            (&[r#""llm":"GPT-4o","input_tokens":1000"#], Some(0.0025), &[]),
+            (&[r#""request_model":"openai/gpt-4o","output_tokens":100"#], Some(0.001), &[]),
+            (&[r#""model":"text-embedding-3-small","input_tokens":1000000"#], Some(0.02), &[]),
+            // A reported cost wins over the price, and adds up with priced ones.
+            (&[r#""model":"gpt-4o","input_tokens":1000,"cost_usd":0.5"#], Some(0.5), &[]),
+            (
+                &[
+                    r#""model":"gpt-4o","input_tokens":1000,"output_tokens":500"#,
+                    r#""cost_usd":0.25"#,
+                    r#""model":"claude-3-5-haiku-20241022","input_tokens":10000,"output_tokens":1000"#,
+                ],
+                Some(0.0075 + 0.25 + 0.012),
+                &[],
+            ),
+            // No model, or no tokens: nothing to price, and nothing unpriced either.
+            (&[r#""input_tokens":1000,"output_tokens":500"#], None, &[]),
+            (&[r#""model":"gpt-4o","token_spend_delta":1500"#], None, &[]),
+            (&[r#""model":"","input_tokens":1000"#], None, &[]),
+            // A model without a price costs nothing and says so.
+            (&[r#""model":"my-local-llama","input_tokens":1000,"output_tokens":500"#], None, &["my-local-llama"]),
+            (
+                &[
+                    r#""model":"my-local-llama","input_tokens":1000"#,
+                    r#""model":"gpt-4o","input_tokens":1000"#,
+                    r#""model":"claude-opus-4-6","output_tokens":1"#,
+                    r#""model":"my-local-llama","input_tokens":7"#,
+                ],
+                Some(0.0025),
+                &["claude-opus-4-6", "my-local-llama"],
+            ),
+        ];
+        for (fields, cost, unpriced) in cases {
+            let events: Vec<Event> = fields.iter().enumerate().map(|(i, f)| call(i as i64 + 1, f)).collect();
+            let row = check_order_free(&events);
+            match (row.total_cost_usd, cost) {
+                (Some(got), Some(want)) => assert!((got - want).abs() < 1e-12, "{fields:?}: {got} != {want}"),
+                (got, want) => assert_eq!(got, *want, "{fields:?}"),
+            }
+            assert_eq!(row.unpriced_models, *unpriced, "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_of_a_session_event_are_totals_and_are_not_priced_again() {
+        let row = check_order_free(&[
+            call(1, r#""model":"gpt-4o","input_tokens":1000,"output_tokens":500"#),
+            ev(2, "session.heartbeat", r#"{"status":"running","model":"gpt-4o","input_tokens":1000}"#, 2),
+            ev(3, "session.ended", r#"{"outcome":"completed","llm":"gpt-4o","input_tokens":1000,"cost_usd":1}"#, 3),
+        ]);
+        assert_eq!(row.total_cost_usd, Some(1.0075), "the end's reported cost_usd counts, its tokens do not");
+    }
+
+    #[test]
+    fn the_price_table_in_use_prices_the_tokens() {
+        let events = [call(1, r#""model":"my-model","input_tokens":1000000,"output_tokens":1000000"#)];
+        assert_eq!(derive(&events).total_cost_usd, None);
+        let mut prices = Prices::builtin();
+        prices.overlay([("my-model".to_owned(), crate::model::Price::new(1.5, 6.0).unwrap())]);
+        let row = derive_with(&prices, &events);
+        assert_eq!(row.total_cost_usd, Some(7.5));
+        assert!(row.unpriced_models.is_empty());
+    }
+
+    #[test]
+    fn unpriced_models_are_bounded_and_order_free() {
+        let names: Vec<String> = (0..40).map(|i| format!("m-{i:02}-{}", "x".repeat(200))).collect();
+        let events: Vec<Event> = names
+            .iter()
+            .enumerate()
+            .map(|(i, m)| call(i as i64 + 1, &format!(r#""model":"{m}","input_tokens":1"#)))
+            .collect();
+        let forward = derive(&events);
+        let backward = derive(&events.iter().rev().cloned().collect::<Vec<_>>());
+        assert_eq!(forward, backward);
+        assert_eq!(forward.unpriced_models.len(), MAX_UNPRICED_MODELS);
+        assert!(forward.unpriced_models[0].starts_with("m-00-"));
+        assert_eq!(forward.unpriced_models[0].chars().count(), MAX_MODEL_CHARS);
+    }
+
+    #[test]
+    fn the_row_names_unpriced_models_only_when_there_are_some() {
+        let plain = serde_json::to_value(derive(&[call(1, r#""model":"gpt-4o","input_tokens":1"#)])).unwrap();
+        assert!(plain.get("unpriced_models").is_none(), "{plain}");
+        let row = serde_json::to_value(derive(&[call(1, r#""model":"nope","input_tokens":1"#)])).unwrap();
+        assert_eq!(row["unpriced_models"], serde_json::json!(["nope"]));
+        assert_eq!(row["total_cost_usd"], serde_json::Value::Null);
+    }
+
     #[test]
     fn state_survives_a_round_trip_through_json() {
         let mut s = SessionState::new("s1");
-        s.apply(&ev(1, "session.started", r#"{"goal":"g"}"#, 0));
+        s.apply(&ev(1, "session.started", r#"{"goal":"g"}"#, 0), &Prices::builtin());
+        s.apply(&call(2, r#""model":"nope","input_tokens":1"#), &Prices::builtin());
         let back: SessionState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }

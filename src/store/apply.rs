@@ -117,7 +117,7 @@ impl Tracked {
     /// Folds a newly stored event (never a duplicate) at global `position`.
     pub fn apply(&mut self, position: i64, ev: &Event, cfg: &DetectConfig) -> Applied {
         let was_running = self.state.is_running();
-        self.state.apply(ev);
+        self.state.apply(ev, &cfg.prices);
         let alerts = self.detector.observe(ev, cfg);
         self.detect_upto = position;
         self.detect_unsaved += 1;
@@ -346,6 +346,27 @@ mod tests {
         let mut lone = Tracked::fresh(20, "lone");
         let end = ev("lone", None, 1, "session.ended", "{}");
         assert_eq!(lone.apply(1, &end, &cfg).child_end, None);
+    }
+
+    #[test]
+    fn the_row_and_the_budget_count_the_same_priced_cost() {
+        let cfg = DetectConfig { cost_budget_usd: Some(0.01), ..DetectConfig::default() };
+        let mut t = Tracked::fresh(1, "s");
+        // claude-3-5-haiku: $0.80 in, $4 out per million: $0.006 per call.
+        let call = |seq| {
+            ev(
+                "s",
+                None,
+                seq,
+                "operation.external_call",
+                r#"{"model":"claude-3-5-haiku-latest","input_tokens":2500,"output_tokens":1000}"#,
+            )
+        };
+        assert!(t.apply(1, &call(1), &cfg).alerts.is_empty());
+        let second = t.apply(2, &call(2), &cfg);
+        assert_eq!(second.alerts.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlertKind::CostSpike]);
+        assert_eq!(second.alerts[0].details["total_cost_usd"], 0.012);
+        assert_eq!(t.state.view(0, 0).total_cost_usd, Some(0.012));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`sessions`]: derivation, the list and its paging and filters, detail, children, export, delete.
 //! - [`stream`]: `GET /stream` — framing, order, resumption, filters, slow subscribers.
 //! - [`alerts`]: the detectors through the API — stored, listed, streamed, replayed, restarted.
+//! - [`prices`]: costs priced from a model and its tokens, the config file's prices, models
+//!   without a price, and the budget on priced costs.
 //! - [`security`]: the Host check, CORS, the access token, file permissions, what is never logged.
 //! - [`hostile`]: slow, endless and idle clients, bodies and headers built to hurt, and the
 //!   validator's properties (in-process and over HTTP).
@@ -27,6 +29,7 @@ mod ingest;
 mod lifecycle;
 mod ops;
 mod otlp;
+mod prices;
 mod reliability;
 mod security;
 mod sessions;
