@@ -67,6 +67,7 @@ impl App {
             started: Instant::now(),
             stall_after_secs: config.detect.stall_after_secs,
             exports: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_EXPORTS)),
+            prices: Arc::clone(config.prices()),
         };
         let shortest = config.detect.stall_after_secs.min(config.detect.stall_after_tool_secs);
         let stall_every = Duration::from_secs_f64((shortest / 10.0).max(1.0));

@@ -2,7 +2,7 @@
 //! the cost budget.
 //!
 //! Increments come in four series, each with its own median, because they are not comparable: a
-//! tool end's `cost_usd` and `token_spend_delta` (one call's spend), and the growth of a
+//! tool end's or an LLM call's (`external_call`) `cost_usd` and `token_spend_delta` (one call's spend), and the growth of a
 //! heartbeat's reported `total_cost_usd` and `token_spend`/`total_tokens` since the previous
 //! heartbeat (30 s of spend). Mixing them would make every heartbeat a "spike" for an agent that
 //! reports both. Zero increments are not samples: an idle heartbeat or a free tool says nothing
@@ -122,7 +122,8 @@ impl Spend {
         let cost = ev.cost(&cfg.prices);
         let mut spikes = Vec::new();
         match ev.kind.as_str() {
-            "operation.tool_end" => {
+            // An LLM call is one call's spend like a tool's (and what OTLP spans become).
+            "operation.tool_end" | "operation.external_call" => {
                 if let Some(x) = cost.and_then(|c| c.usd()) {
                     spikes.push((Measure::ToolCost, x, self.tool_cost.push(x, cfg)));
                 }
@@ -148,7 +149,7 @@ impl Spend {
         let mut alerts: Vec<NewAlert> = spikes
             .into_iter()
             .filter(|_| cfg.spike_enabled)
-            .find_map(|(m, x, spike)| spike.map(|(median, n)| spike_alert(m, p.tool(), x, median, n, seq, cfg)))
+            .find_map(|(m, x, spike)| spike.map(|(median, n)| spike_alert(m, &Call::of(ev, p), x, median, n, seq, cfg)))
             .into_iter()
             .collect();
 
@@ -188,9 +189,25 @@ impl Spend {
     }
 }
 
+/// The call a per-call spike is about: a tool by its name, an LLM call by its model.
+struct Call<'a> {
+    name: Option<&'a str>,
+    source: &'static str,
+}
+
+impl<'a> Call<'a> {
+    fn of(ev: &Event, p: &'a Payload) -> Call<'a> {
+        if ev.kind == "operation.external_call" {
+            Call { name: p.str("model").or_else(|| p.str("service")), source: "external_call" }
+        } else {
+            Call { name: p.tool(), source: "tool_end" }
+        }
+    }
+}
+
 fn spike_alert(
     m: Measure,
-    tool: Option<&str>,
+    call: &Call<'_>,
     x: f64,
     median: f64,
     samples: usize,
@@ -198,7 +215,13 @@ fn spike_alert(
     cfg: &DetectConfig,
 ) -> NewAlert {
     let ratio = x / median;
-    let tool_label = tool.map_or_else(|| "a tool call".to_owned(), |t| super::json::cut(t, 128).0);
+    let tool = call.name;
+    let tool_label = match (tool, call.source) {
+        (Some(t), "external_call") => format!("a {} call", super::json::cut(t, 128).0),
+        (Some(t), _) => super::json::cut(t, 128).0,
+        (None, "external_call") => "an external call".to_owned(),
+        (None, _) => "a tool call".to_owned(),
+    };
     let (message, series, source) = match m {
         Measure::ToolCost => (
             format!(
@@ -207,7 +230,7 @@ fn spike_alert(
                 usd(median)
             ),
             "cost_usd",
-            "tool_end",
+            call.source,
         ),
         Measure::ToolTokens => (
             format!(
@@ -216,7 +239,7 @@ fn spike_alert(
                 tokens(median)
             ),
             "tokens",
-            "tool_end",
+            call.source,
         ),
         Measure::HeartbeatCost => (
             format!(

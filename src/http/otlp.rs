@@ -245,7 +245,8 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Failure> {
 /// Derives and stores the request's events; answers with the spans that could not be used.
 /// Acknowledged only once they are committed, like `POST /events`.
 async fn export(app: &AppState, req: &ExportTraceServiceRequest) -> Result<Partial, Failure> {
-    let price = |_: &str, _: i64, _: i64| -> Option<f64> { None }; // PRICES-PENDING
+    let prices = &app.prices;
+    let price = |model: &str, input: i64, output: i64| prices.lookup(model).map(|p| p.cost(input, output));
     let Mapped { events, origin, spans, mut rejected } = otlp::map_request(req, &price);
     let outcomes = if events.is_empty() { Vec::new() } else { app.store.ingest(events).await? };
     let (mut stored, mut duplicates) = (0u64, 0u64);

@@ -2,6 +2,7 @@
 
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::model::Prices;
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub stall_after_secs: f64,
     /// One permit per export in progress ([`MAX_EXPORTS`]).
     pub exports: Arc<tokio::sync::Semaphore>,
+    /// Model prices, for the cost of LLM calls derived from OTLP spans.
+    pub prices: Arc<Prices>,
 }
 
 /// Exports served at once. Each holds about one chunk and the server's write buffer (well under

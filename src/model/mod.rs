@@ -6,12 +6,7 @@ mod payload;
 mod price;
 mod session;
 
-<<<<<<< HEAD
 pub use event::{parse_timestamp, Event, EventError, SpanRef, SpanRole, MAX_EVENT_BYTES};
-pub use payload::Payload;
-=======
-pub use event::{parse_timestamp, Event, EventError, MAX_EVENT_BYTES};
 pub use payload::{Cost, Payload};
 pub use price::{Price, PriceError, Prices, PRICES_AS_OF};
->>>>>>> cost
 pub use session::{SessionRow, SessionState};

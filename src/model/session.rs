@@ -65,6 +65,10 @@ pub struct SessionState {
     version: Option<Pick<String>>,
     goal: Option<Pick<String>>,
     llm: Option<Pick<String>>,
+    /// The conversation the run belongs to (`metadata.conversation_id` of `session.started`, or
+    /// an OTel conversation attribute of any span), searchable by the sessions list's `q`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    conversation: Option<Pick<String>>,
     started: Option<Pick<Stamp>>,
     ended: Option<Pick<Ended>>,
     first: Option<Stamp>,
@@ -84,7 +88,22 @@ pub struct SessionState {
 
 /// Whether the payload may hold fields derivation reads; others are not looked at.
 fn needs_payload(kind: &str) -> bool {
-    kind.starts_with("session.") || kind.starts_with("operation.")
+    kind.starts_with("session.") || kind.starts_with("operation.") || kind == "otel.span"
+}
+
+/// The conversation an event names: `metadata.conversation_id`, or, in a span-derived event,
+/// one of the conversation attributes OTel dialects use.
+fn conversation(p: &Payload) -> Option<String> {
+    const ATTRIBUTES: [&str; 4] =
+        ["session.id", "gen_ai.conversation.id", "langfuse.session.id", "traceloop.association.properties.session_id"];
+    let from_metadata = p.get("metadata").and_then(|m| m.get("conversation_id"));
+    let from_span = || {
+        let attrs =
+            p.get("otel").and_then(|o| o.get("attributes")).or_else(|| p.get("otel").and(p.get("attributes")))?;
+        ATTRIBUTES.iter().find_map(|k| attrs.get(*k))
+    };
+    let c = from_metadata.or_else(from_span)?.as_str()?;
+    (!c.is_empty()).then(|| c.chars().take(256).collect())
 }
 
 fn text(p: &Payload, key: &str) -> Option<String> {
@@ -113,6 +132,9 @@ impl SessionState {
         let version = ev.agent_version.clone().or_else(|| if is_started { text(facts, "agent_version") } else { None });
         if let Some(v) = version {
             pick(&mut self.version, rank, v);
+        }
+        if let Some(c) = conversation(facts) {
+            pick(&mut self.conversation, rank, c);
         }
         let stamp = Stamp { us: ev.ts_us, text: ev.timestamp.clone() };
         if self.first.as_ref().is_none_or(|f| stamp < *f) {
@@ -157,7 +179,7 @@ impl SessionState {
                 latest(&mut self.cost_reported, seq, c);
             }
         }
-        if ev.kind == "operation.tool_end" {
+        if matches!(ev.kind.as_str(), "operation.tool_end" | "operation.external_call") {
             if let Some(n) = facts.count("token_spend_delta") {
                 self.tokens_delta = self.tokens_delta.saturating_add(n);
             }
@@ -186,6 +208,10 @@ impl SessionState {
     pub fn parent_session_id(&self) -> Option<&str> {
         self.parent.as_ref().map(|p| p.value.as_str())
     }
+    pub fn conversation_id(&self) -> Option<&str> {
+        self.conversation.as_ref().map(|p| p.value.as_str())
+    }
+
     pub fn goal(&self) -> Option<&str> {
         self.goal.as_ref().map(|p| p.value.as_str())
     }
@@ -215,6 +241,7 @@ impl SessionState {
             parent_session_id: self.parent_session_id().map(str::to_owned),
             goal: self.goal().map(str::to_owned),
             llm: self.llm.as_ref().map(|p| p.value.clone()),
+            conversation_id: self.conversation_id().map(str::to_owned),
             status: self.status().to_owned(),
             started_at: started.map(|s| s.text.clone()),
             ended_at: ended.map(|e| e.stamp.text.clone()),
@@ -247,6 +274,9 @@ pub struct SessionRow {
     pub goal: Option<String>,
     /// The model name some SDKs report in `session.started` (`llm`).
     pub llm: Option<String>,
+    /// The conversation the run belongs to, when the agent (or its OTel spans) said. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
     pub status: String,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,

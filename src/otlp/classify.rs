@@ -49,7 +49,8 @@ pub(crate) fn classify(a: Attrs<'_>) -> Class {
 }
 
 /// Where each dialect puts what aop reads, most specific first.
-pub(crate) const REQUEST_MODEL: &[&str] = &["gen_ai.request.model", "llm.model_name", "llm.request.model"];
+pub(crate) const REQUEST_MODEL: &[&str] =
+    &["gen_ai.request.model", "llm.model_name", "embedding.model_name", "llm.request.model"];
 pub(crate) const RESPONSE_MODEL: &[&str] = &["gen_ai.response.model", "llm.response.model"];
 pub(crate) const PROVIDER: &[&str] =
     &["gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system", "openinference.llm.provider"];

@@ -338,3 +338,55 @@ async fn the_token_rules_apply() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(server.events(&session_of(9)).await.len(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_spans_count_tokens_and_cost_and_conversations_are_searchable() {
+    let server = TestServer::start().await;
+    // gpt-4o-mini is in the built-in price table; the third call's model is not.
+    let mut spans = run(10);
+    spans.push(span(
+        10,
+        4,
+        Some(1),
+        "chat gpt-4o-mini",
+        (2000, 2600),
+        vec![
+            attr("gen_ai.request.model", s("gpt-4o-mini")),
+            attr("gen_ai.usage.input_tokens", Any::IntValue(800)),
+            attr("gen_ai.usage.output_tokens", Any::IntValue(200)),
+            attr("gen_ai.conversation.id", s("thread-Xy7")),
+        ],
+    ));
+    spans.push(span(
+        10,
+        5,
+        Some(1),
+        "chat",
+        (2700, 2900),
+        vec![attr("gen_ai.request.model", s("house-model-1")), attr("gen_ai.usage.input_tokens", Any::IntValue(50))],
+    ));
+    // As a batch processor sends them: children first, the root last.
+    post_protobuf(&server, &request(spans[1..].to_vec())).await;
+    post_protobuf(&server, &request(spans[..1].to_vec())).await;
+    let id = session_of(10);
+    let session = server.session(&id).await;
+    assert_eq!(session["total_tokens"], 1200 + 300 + 800 + 200 + 50, "{session:#}");
+    let calls: Vec<Value> = server
+        .events(&id)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "operation.external_call")
+        .map(|e| e["payload"].clone())
+        .collect();
+    let costs: Vec<f64> = calls.iter().filter_map(|c| c["cost_usd"].as_f64()).collect();
+    assert_eq!(costs.len(), 2, "{calls:#?}");
+    assert!(costs.iter().all(|c| *c > 0.0));
+    let total = session["total_cost_usd"].as_f64().expect("a total cost");
+    assert!((total - costs.iter().sum::<f64>()).abs() < 1e-9, "{total} vs {costs:?}");
+    assert_eq!(calls[2]["cost_note"], "no price for model \"house-model-1\"");
+    assert_eq!(session["unpriced_models"], json!(["house-model-1"]));
+    // The conversation id came in a span of the first batch's, not on the root: still found.
+    assert_eq!(session["conversation_id"], "thread-Xy7");
+    assert_eq!(server.session_ids("q=thread-xy7").await, [id.clone()]);
+    assert_eq!(server.session_ids("q=no-such-thread").await, Vec::<String>::new());
+}

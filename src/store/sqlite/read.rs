@@ -109,7 +109,7 @@ pub(super) fn list_sessions(
     }
     if let Some(text) = q.q.as_deref().filter(|t| !t.is_empty()) {
         sql.push_str(
-            " AND (instr(lower(s.id), lower(?1q)) > 0 OR instr(lower(s.agent_id), lower(?1q)) > 0 OR instr(lower(coalesce(s.goal, '')), lower(?1q)) > 0)",
+            " AND (instr(lower(s.id), lower(?1q)) > 0 OR instr(lower(s.agent_id), lower(?1q)) > 0 OR instr(lower(coalesce(s.goal, '')), lower(?1q)) > 0 OR instr(lower(coalesce(s.conversation, '')), lower(?1q)) > 0)",
         );
         let n = args.len() + 1;
         sql = sql.replace("?1q", &format!("?{n}"));

@@ -53,6 +53,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX alerts_by_session ON alerts(sid, id);
     ",
+    // v2. The conversation a session belongs to, for the sessions list's `q`.
+    "ALTER TABLE sessions ADD COLUMN conversation TEXT;",
 ];
 
 /// The schema version this build writes.

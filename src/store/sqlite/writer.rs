@@ -469,7 +469,8 @@ impl Writer {
              event_count = ?7, state = ?8, \
              detect = CASE WHEN ?9 IS NULL THEN detect ELSE ?9 END, \
              detect_upto = CASE WHEN ?9 IS NULL THEN detect_upto ELSE ?10 END, \
-             heard_ms = CASE WHEN ?11 THEN ?12 ELSE heard_ms END, stalled = CASE WHEN ?11 THEN 0 ELSE stalled END \
+             heard_ms = CASE WHEN ?11 THEN ?12 ELSE heard_ms END, stalled = CASE WHEN ?11 THEN 0 ELSE stalled END, \
+             conversation = ?13 \
              WHERE sid = ?1",
         )?;
         for (t, snap) in self.live.snapshots() {
@@ -487,7 +488,8 @@ impl Writer {
                 detector,
                 upto,
                 snap.heard,
-                self.now_ms
+                self.now_ms,
+                s.conversation_id()
             ])?;
             if snap.heard {
                 if s.is_running() {
