@@ -14,6 +14,8 @@
 //! - [`ops`]: `/health`, `/metrics`, the index, the dashboard's routes, unknown routes.
 //! - [`reliability`]: SIGKILL at random moments, SIGTERM under load, overload, stalled
 //!   subscribers, a full disk, retention, damaged databases.
+//! - [`otlp_clients`]: OTLP trace ingest driven by real OpenTelemetry clients (the Python SDK's
+//!   exporters and two `openai` instrumentors, run from `tests/otel/` in a pinned environment).
 //! - [`browser`]: the dashboard in headless Chromium (live views, export and delete, reconnects,
 //!   100k events), and pages of another origin trying to write or to get the token.
 
@@ -25,6 +27,7 @@ mod hostile;
 mod ingest;
 mod lifecycle;
 mod ops;
+mod otlp_clients;
 mod reliability;
 mod security;
 mod sessions;
