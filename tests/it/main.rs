@@ -17,6 +17,8 @@
 //! - [`reliability`]: SIGKILL at random moments, SIGTERM under load, overload, stalled
 //!   subscribers, a full disk, retention, damaged databases.
 //! - [`otlp`]: OTLP/HTTP trace ingest — protobuf, JSON, gzip, retries, bad bodies, partial success.
+//! - [`otlp_clients`]: OTLP trace ingest driven by real OpenTelemetry clients (the Python SDK's
+//!   exporters and two `openai` instrumentors, run from `tests/otel/` in a pinned environment).
 //! - [`browser`]: the dashboard in headless Chromium (live views, export and delete, reconnects,
 //!   100k events), and pages of another origin trying to write or to get the token.
 
@@ -30,6 +32,7 @@ mod lifecycle;
 mod ops;
 mod otlp;
 mod prices;
+mod otlp_clients;
 mod reliability;
 mod security;
 mod sessions;
