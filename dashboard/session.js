@@ -48,7 +48,7 @@ export class SessionView {
       onInspect: (it) => this.inspector.show(it),
       onWindow: (from, to) => this.calls.setWindow(from, to),
     });
-    this.tree = new AgentTree(id);
+    this.tree = new AgentTree(id, { records: this.records, onSeq: showSeq });
     this.inspector = new Inspector({ records: this.records, spanState: state, skew, onSeq: showSeq });
     this.notice = h('div', { class: 'notice', hidden: true, role: 'status' });
     this.el = h('section', { class: 'view sv', 'data-testid': 'session-view', 'data-session-id': id, 'aria-labelledby': 'sv-title' },
@@ -297,6 +297,7 @@ export class SessionView {
     }
     this.timeline.rebuild();
     this.calls.redraw();
+    this.tree.onRecords();
     this.updateMetricsSoon();
     this.inspector.refresh();
   }
