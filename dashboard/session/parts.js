@@ -1,8 +1,8 @@
 // Pieces the session view's panels share, so a tool call, an LLM call or a confidence looks the
-// same in the timeline, the inspector and the metrics.
+// same in the timeline, the inspector and the metrics (and a session's source in the overview).
 
 import { h, clip, fmtDuration } from '../dom.js';
-import { llmTokens, llmCost } from '../model.js';
+import { llmTokens, llmCost, isOtelId } from '../model.js';
 
 /** A confidence as a CSS class suffix (the text itself is shown as sent). */
 export const confCls = (c) => (c === 'high' || c === 'medium' || c === 'low' ? c : 'other');
@@ -58,4 +58,14 @@ export function otelSpanEl(name, status, dur) {
   h('span', { class: 'span-icon', 'aria-hidden': 'true' }, state === 'ok' ? '✓' : state === 'error' ? '✕' : '•'),
   h('span', { class: 'span-name' }, clip(name, 48)),
   h('span', { class: 'span-dur' }, fmtDuration(dur)));
+}
+
+/**
+ * "OTel" for a session derived from an OpenTelemetry trace: its `session.started` says so
+ * (`meta.source`), or, before that is known, its id has the form the collector gives traces.
+ */
+export function sourceBadge(id, meta) {
+  const otel = meta && meta.source ? meta.source === 'otlp' : isOtelId(id);
+  if (!otel) return null;
+  return h('span', { class: 'badge src-otel', 'data-testid': 'source-badge', title: 'Received as OpenTelemetry traces (OTLP)' }, 'OTel');
 }
