@@ -5,7 +5,11 @@ use std::fmt::Write;
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard");
+    // Read when the script runs, not baked in when it is compiled (`env!`): a target directory
+    // copied from another checkout keeps its compiled build script, which must still embed this
+    // checkout's files.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&root).join("dashboard");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut files: Vec<String> = Vec::new();
     collect(&dir, &dir, &mut files);

@@ -11,13 +11,15 @@
 //   overview.js   the sessions list
 //   session.js    one session: composes session/*.js, loads and follows the session
 //     session/records.js    its events, tool-call pairing and alerts; no DOM
+//     session/trace.js      which span of an OpenTelemetry trace is inside which; no DOM
 //     session/header.js     goal, ids, export and delete
 //     session/metrics.js    the metrics strip
 //     session/calls.js      the tool calls panel (the waterfall)
 //     session/timeline.js   the event timeline, its filters and keys
 //     session/tree.js       the agent tree
 //     session/inspector.js  the selected event's details
-//     session/parts.js      pieces several of those draw (tool-call chip, confidence)
+//     session/otel.js       the details of an event derived from a span (attributes, events)
+//     session/parts.js      pieces several of those draw (tool-call and LLM-call chips, confidence)
 //   waterfall.js  the SVG chart of tool calls
 //   vlist.js      the virtualised list used by both views
 //   dom.js        safe DOM building (text only, never innerHTML) and formatting

@@ -144,9 +144,19 @@ export function fmtCost(c) {
   if (c === null || c === undefined || !Number.isFinite(Number(c))) return '—';
   c = Number(c);
   if (c === 0) return '$0';
+  // One LLM call can cost a few millionths of a dollar: two significant digits, not "$0.0000".
+  if (c > 0 && c < 0.0001) return `$${c.toFixed(Math.min(10, 1 - Math.floor(Math.log10(c))))}`;
   if (c < 0.01) return `$${c.toFixed(4)}`;
   if (c < 100) return `$${c.toFixed(2)}`;
   return `$${Math.round(c).toLocaleString('en-US')}`;
+}
+
+/** One call's cost, which is usually cents or less: `$0.0123`, `$0.35`, `$0.000045`. */
+export function fmtCallCost(c) {
+  if (c === null || c === undefined || !Number.isFinite(Number(c))) return '—';
+  c = Number(c);
+  if (c <= 0 || c < 0.0001 || c >= 1) return fmtCost(c);
+  return `$${c.toFixed(4).replace(/(\.\d\d\d*?)0+$/, '$1')}`;
 }
 
 // ---------- clipboard ----------

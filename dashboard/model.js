@@ -12,7 +12,7 @@
 // view refetches its own row after each burst of live events. A change to the collector's rules
 // that the copy misses is therefore wrong on screen for seconds, not for good; keep them close.
 
-import { parseTs, str, clip } from './dom.js';
+import { parseTs, str, clip, fmtInt, fmtCallCost } from './dom.js';
 
 const obj = (p) => (p && typeof p === 'object' && !Array.isArray(p) ? p : {});
 const first = (...vals) => vals.find((v) => v !== undefined && v !== null);
@@ -43,7 +43,54 @@ export const view = {
   latency: (p) => num(first(obj(p).latency_ms, obj(p).duration_ms)),
   memoryOp: (p) => first(obj(p).operation, obj(p).action),
   outcome: (p) => first(obj(p).outcome, obj(p).status),
+  /**
+   * An LLM call's figures, from an external call or a tool end whose payload reports a model or
+   * token counts (the OTLP mapping writes them, and so do AOP agents that know them); else null.
+   */
+  llm: (p) => {
+    p = obj(p);
+    const model = typeof p.model === 'string' && p.model ? p.model : null;
+    const input = num(p.input_tokens);
+    const output = num(p.output_tokens);
+    if (model === null && input === null && output === null) return null;
+    const total = num(p.token_spend_delta) ?? (input !== null || output !== null ? (input || 0) + (output || 0) : null);
+    const note = typeof p.cost_note === 'string' && p.cost_note ? p.cost_note : null;
+    const provider = typeof p.service === 'string' && p.service ? p.service : null;
+    return { model, input, output, total, cost: num(p.cost_usd), note, provider };
+  },
+  /** The OpenTelemetry identity an event derived from a span carries (`payload.otel`), or null. */
+  otel: (p) => {
+    const o = obj(p).otel;
+    return o && typeof o === 'object' && !Array.isArray(o) ? o : null;
+  },
 };
+
+/** An LLM call's tokens as text, without the unit: `1,204 → 318` (input → output), or the total alone. */
+export function llmTokens(f) {
+  if (f.input !== null || f.output !== null) return `${fmtInt(f.input)} → ${fmtInt(f.output)}`;
+  return f.total !== null ? fmtInt(f.total) : '';
+}
+
+/** An LLM call's cost as text: the price, else the collector's note on why there is none. */
+export function llmCost(f) {
+  if (f.cost !== null) return fmtCallCost(f.cost);
+  if (f.note === null) return '';
+  return /^no price/i.test(f.note) ? 'no price' : clip(f.note, 32);
+}
+
+/**
+ * Where a session comes from, as its `session.started` says (`metadata`): `source` is "otlp" for a
+ * session derived from an OpenTelemetry trace, which may also name its `conversation` (the
+ * instrumentation's session or conversation id) and the `service` that sent it.
+ */
+export function startMeta(p) {
+  const m = obj(obj(p).metadata);
+  const s = (v) => (typeof v === 'string' && v ? v : null);
+  return { source: s(m.source), conversation: s(m.conversation_id), service: s(m.service_name) };
+}
+
+/** Whether a session id is one the collector gives a trace received over OTLP (`otel-` + trace id). */
+export const isOtelId = (id) => typeof id === 'string' && /^otel-[0-9a-f]{32}$/.test(id);
 
 /** Whether an event reports a failure. */
 export function isError(ev) {
@@ -54,7 +101,8 @@ export function isError(ev) {
       const o = str(view.outcome(p)).toLowerCase();
       return ['failed', 'error', 'timeout', 'crashed'].includes(o) || !!p.error_message;
     }
-    case 'operation.external_call': return num(p.status_code) !== null && p.status_code >= 400;
+    case 'operation.external_call': return (num(p.status_code) !== null && p.status_code >= 400) || view.otel(p)?.status === 'error';
+    case 'otel.span': return p.status === 'error';
     default: return p.error !== undefined && p.error !== null && p.error !== '' && p.error !== false;
   }
 }
@@ -92,7 +140,12 @@ export function summarize(ev) {
     }
     case 'operation.agent_spawn': return `Spawned ${str(p.child_agent_id) || 'agent'}${p.goal ? `: ${str(p.goal)}` : ''}`;
     case 'operation.memory': return `memory ${str(view.memoryOp(p)) || ''} ${str(p.key)}${p.summary ? ` — ${str(p.summary)}` : ''}`.replace(/\s+/g, ' ');
-    case 'operation.external_call': return [str(p.method), str(p.service), str(p.endpoint), p.status_code !== undefined ? `→ ${str(p.status_code)}` : ''].filter(Boolean).join(' ') || 'external call';
+    case 'operation.external_call': {
+      const f = view.llm(p);
+      if (f) return [str(p.method), f.model || str(p.service), llmTokens(f) && `${llmTokens(f)} tokens`, llmCost(f)].filter(Boolean).join(' · ');
+      return [str(p.method), str(p.service), str(p.endpoint), p.status_code !== undefined ? `→ ${str(p.status_code)}` : ''].filter(Boolean).join(' ') || 'external call';
+    }
+    case 'otel.span': return [str(p.name) || 'span', str(p.kind), str(p.status)].filter(Boolean).join(' · ');
     default: {
       const keys = Object.keys(p);
       return keys.length ? clip(str(p), 200) : '';
@@ -107,6 +160,7 @@ export function typeLabel(type) {
     'cognition.thought': 'thought', 'cognition.goal': 'goal', 'cognition.decision': 'decision',
     'cognition.uncertainty': 'uncertain', 'operation.tool_start': 'tool', 'operation.tool_end': 'tool end',
     'operation.agent_spawn': 'spawn', 'operation.memory': 'memory', 'operation.external_call': 'external',
+    'otel.span': 'span',
   };
   return map[type] || clip(String(type), 24);
 }

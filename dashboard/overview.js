@@ -4,8 +4,9 @@
 
 import { api } from './api.js';
 import { h, icon, clip, parseTs, fmtDateTime, fmtDuration, fmtInt, fmtTokens, fmtCost, debounce } from './dom.js';
-import { store, subscribe, mergeRow, getRow, liveness, skewOf, statusOf } from './store.js';
-import { isRunningStatus } from './model.js';
+import { store, subscribe, mergeRow, getRow, liveness, skewOf, statusOf, wantMeta } from './store.js';
+import { isRunningStatus, isOtelId } from './model.js';
+import { sourceBadge } from './session/parts.js';
 import { sessionHref, overviewHref } from './routes.js';
 import { VList } from './vlist.js';
 
@@ -23,6 +24,8 @@ export class Overview {
     this.filters = { q: '', status: '', agent: '' };
     this.recentIds = [];
     this.recentSet = new Set();
+    /** rows the collector returned for the current filters: they match, whatever `matches` sees */
+    this.found = new Set();
     this.cursor = null;
     this.loading = false;
     this.error = null;
@@ -97,6 +100,7 @@ export class Overview {
     if (same) return;
     this.recentIds = [];
     this.recentSet = new Set();
+    this.found = new Set();
     this.cursor = null;
     this.error = null;
     this.loaded = true;
@@ -114,8 +118,11 @@ export class Overview {
     const f = this.filters;
     if (f.agent && row.agent_id !== f.agent) return false;
     if (f.q) {
+      // The collector's search also looks where a row does not show (a trace's conversation id).
+      if (this.found.has(row.id)) return true;
       const q = f.q.toLowerCase();
-      if (!`${row.id}\n${row.agent_id || ''}\n${row.goal || ''}`.toLowerCase().includes(q)) return false;
+      const conv = row._meta && row._meta.conversation ? row._meta.conversation : '';
+      if (!`${row.id}\n${row.agent_id || ''}\n${row.goal || ''}\n${conv}`.toLowerCase().includes(q)) return false;
     }
     return true;
   }
@@ -135,6 +142,7 @@ export class Overview {
       if (gen !== this.gen) return;
       for (const raw of r.sessions || []) {
         const row = mergeRow(raw);
+        this.found.add(row.id);
         if (!this.recentSet.has(row.id)) { this.recentSet.add(row.id); this.recentIds.push(row.id); }
         this.noteAgent(row.agent_id);
       }
@@ -254,7 +262,10 @@ export class Overview {
     const { running, live, text: statusText, cls: sc, dot } = statusOf(row);
     row._live = live;
     const started = parseTs(row.started_at);
-    const sub = row.error_message || row.outcome_summary || (row.llm ? `model ${row.llm}` : '');
+    // A trace's source and conversation come from its first event: asked for once, when shown.
+    if (isOtelId(row.id)) wantMeta(row);
+    const conv = row._meta && row._meta.conversation ? `conversation ${row._meta.conversation}` : '';
+    const sub = row.error_message || row.outcome_summary || conv || (row.llm ? `model ${row.llm}` : '');
     const dur = running && Number.isFinite(started)
       ? h('span', { class: 'num tick', 'data-since': String(started + skewOf(row.id)) }, fmtDuration(Date.now() - started - skewOf(row.id)))
       : h('span', { class: 'num' }, fmtDuration(row.duration_ms));
@@ -270,7 +281,7 @@ export class Overview {
     },
     h('span', { class: `dot live-${dot}`, title: running ? `${LIVE_TEXT[live]}` : statusText, 'aria-hidden': 'true' }),
     h('span', { class: 'cell-agent' },
-      h('span', { class: 'agent' }, row.agent_id || '—'),
+      h('span', { class: 'agent' }, row.agent_id || '—', sourceBadge(row.id, row._meta)),
       h('span', { class: 'sid mono' }, row.parent_session_id ? `↳ ${clip(row.id, 40)}` : clip(row.id, 40))),
     h('span', { class: 'cell-goal' },
       h('span', { class: 'goal' }, row.goal ? clip(row.goal, 200) : h('span', { class: 'muted' }, 'no goal')),

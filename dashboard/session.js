@@ -39,7 +39,7 @@ export class SessionView {
     const skew = () => skewOf(id);
     const state = (sp) => spanState(sp, this.running && !this.deleted);
     const showSeq = (seq) => this.timeline.selectSeq(seq, true);
-    this.header = new Header({ id, onBack, onError: (text) => this.showNotice(text) });
+    this.header = new Header({ id, onBack, onError: (text) => this.showNotice(text), meta: () => this.records.meta });
     this.metrics = new Metrics();
     this.calls = new CallsPanel({ records: this.records, spanState: state, range: () => this.timeRange(), onPick: showSeq });
     this.timeline = new Timeline({
@@ -48,7 +48,7 @@ export class SessionView {
       onInspect: (it) => this.inspector.show(it),
       onWindow: (from, to) => this.calls.setWindow(from, to),
     });
-    this.tree = new AgentTree(id);
+    this.tree = new AgentTree(id, { records: this.records, onSeq: showSeq });
     this.inspector = new Inspector({ records: this.records, spanState: state, skew, onSeq: showSeq });
     this.notice = h('div', { class: 'notice', hidden: true, role: 'status' });
     this.el = h('section', { class: 'view sv', 'data-testid': 'session-view', 'data-session-id': id, 'aria-labelledby': 'sv-title' },
@@ -283,8 +283,10 @@ export class SessionView {
   }
 
   addEvents(evs, live) {
+    const meta = this.records.meta;
     const added = this.records.add(evs, live, this.timeline.selected());
     if (!added) return;
+    if (this.records.meta !== meta) this.header.render(this.row);
     if (added.reordered) this.timeline.invalidate();
     if (added.trimmed) {
       this.showNotice(`The ${fmtInt(this.records.trimmed)} oldest events are not kept in this view, to bound memory. Export the session for the complete record.`);
@@ -297,6 +299,7 @@ export class SessionView {
     }
     this.timeline.rebuild();
     this.calls.redraw();
+    this.tree.onRecords();
     this.updateMetricsSoon();
     this.inspector.refresh();
   }

@@ -7,7 +7,7 @@
 
 import { api, ApiError } from './api.js';
 import { parseTs, debounce } from './dom.js';
-import { applyEventToRow, rowFromEvent, isRunningStatus, statusClass } from './model.js';
+import { applyEventToRow, rowFromEvent, isRunningStatus, statusClass, startMeta } from './model.js';
 
 const SEV_RANK = { info: 1, warning: 2, critical: 3 };
 
@@ -112,6 +112,7 @@ export function applyEvent(ev) {
     if (row._provisional || !isRunningStatus(row.status)) scheduleFetch(id);
   }
   if (row._stalled && ev.type !== 'session.ended') row._stalled = false;
+  if (ev.type === 'session.started') row._meta = startMeta(ev.payload);
   touch(row);
   return row;
 }
@@ -193,11 +194,28 @@ function scheduleFetch(id) {
 export async function fetchRow(id) {
   try {
     const r = await api(`/sessions/${encodeURIComponent(id)}`, { params: { limit: 1 } });
-    if (r && r.session) return mergeRow(r.session);
+    if (r && r.session) {
+      // The first event, when it is the session's start, says where the session comes from.
+      const first = (r.events || [])[0];
+      const row = store.rows.get(id);
+      if (first && first.type === 'session.started') (row || r.session)._meta = startMeta(first.payload);
+      else if (row && row._meta === undefined) row._meta = null;
+      return mergeRow(r.session);
+    }
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) removeRow(id);
   }
   return null;
+}
+
+/**
+ * Asks, once per session, for what its `session.started` says of its source (`row._meta`): the
+ * sessions list has no such column, and only some rows need it (see the overview).
+ */
+export function wantMeta(row) {
+  if (row._meta !== undefined || row._metaAsked) return;
+  row._metaAsked = true;
+  scheduleFetch(row.id);
 }
 
 /** Reloads the running sessions (one request) and reconciles the cache with them. */

@@ -1,5 +1,6 @@
 // The waterfall: tool calls over time, one lane per tool (overlapping calls of one tool stack in up
-// to three sub-lanes), drawn in SVG without a library. Bars narrower than a pixel are merged, so the
+// to three sub-lanes), and LLM calls in lanes of their own, one per model; drawn in SVG without a
+// library. Bars narrower than a pixel are merged, so the
 // number of SVG nodes is bounded by the chart's width, not by the number of calls.
 
 import { h, s, fmtDuration, clip } from './dom.js';
@@ -31,7 +32,8 @@ export class Waterfall {
   }
 
   /**
-   * @param spans  [{name, t0, t1 (NaN while running), state, seq}]
+   * @param spans  [{name, t0, t1 (NaN while running), state, seq, llm?}]: `llm` for an LLM call,
+   *   named after its model
    * @param range  {from, to} in ms (the session's span of time)
    */
   update(spans, range) {
@@ -69,12 +71,13 @@ export class Waterfall {
     const x = (t) => LABEL_W + ((t - from) / (to - from)) * plotW;
     this.scale = { from, to, x };
 
-    // Lanes per tool name, in order of first use; sub-lanes for overlapping calls.
+    // Lanes per tool name (or model), in order of first use; sub-lanes for overlapping calls.
     const lanes = new Map();
     for (const sp of spans) {
       if (!Number.isFinite(sp.t0)) continue;
-      let lane = lanes.get(sp.name);
-      if (!lane) { lane = { name: sp.name, subs: [], bars: [[], [], []], count: 0, errors: 0 }; lanes.set(sp.name, lane); }
+      const key = sp.llm ? `llm:${sp.name}` : `tool:${sp.name}`;
+      let lane = lanes.get(key);
+      if (!lane) { lane = { name: sp.name, llm: !!sp.llm, subs: [], bars: [[], [], []], count: 0, errors: 0 }; lanes.set(key, lane); }
       lane.count++;
       if (sp.state === 'error') lane.errors++;
       const end = Number.isFinite(sp.t1) ? sp.t1 : (sp.state === 'running' ? now : sp.t0);
@@ -98,8 +101,9 @@ export class Waterfall {
     for (const lane of lanes.values()) {
       const subs = Math.max(1, lane.subs.length);
       const laneH = subs * LANE_H + (subs - 1) * 2;
-      kids.push(s('text', { x: 4, y: y + LANE_H - 3, class: 'wf-label' },
-        clip(lane.name, 18), s('title', null, `${lane.name}: ${lane.count} call(s), ${lane.errors} failed`)));
+      kids.push(s('text', { x: 4, y: y + LANE_H - 3, class: lane.llm ? 'wf-label wf-llm' : 'wf-label' },
+        lane.llm ? `✦ ${clip(lane.name, 16)}` : clip(lane.name, 18),
+        s('title', null, `${lane.llm ? 'LLM ' : ''}${lane.name}: ${lane.count} call(s), ${lane.errors} failed`)));
       for (let k = 0; k < subs; k++) {
         const yy = y + k * (LANE_H + 2);
         let merged = null;
@@ -113,7 +117,7 @@ export class Waterfall {
             : `${lane.name} · ${merged.sp.state}${Number.isFinite(merged.sp.dur) ? ` · ${fmtDuration(merged.sp.dur)}` : ''} · #${merged.sp.seq}`;
           kids.push(s('rect', {
             x: merged.x0.toFixed(1), y: yy, width: w.toFixed(1), height: LANE_H, rx: 2,
-            class: `wf-bar st-${merged.state}`, 'data-span': idx, 'data-state': merged.state,
+            class: `wf-bar st-${merged.state}${lane.llm ? ' wf-llm' : ''}`, 'data-span': idx, 'data-state': merged.state,
           }, s('title', null, title)));
           merged = null;
         };

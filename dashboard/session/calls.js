@@ -1,5 +1,7 @@
 // The "Tool calls" panel: the session's tool calls on the waterfall chart (waterfall.js), with a
-// count of calls, failures and running ones, and the slice of time the timeline shows.
+// count of calls, failures and running ones, and the slice of time the timeline shows. A session
+// that reports LLM calls (an OpenTelemetry trace's, or an agent's external calls with a model)
+// has them drawn too, a lane per model.
 
 import { h, fmtInt, debounce } from '../dom.js';
 import { Waterfall } from '../waterfall.js';
@@ -20,8 +22,9 @@ export class CallsPanel {
     this.redraw = debounce(() => this.draw(), 250, 1000);
     this.waterfall = new Waterfall({ onPick: (sp) => o.onPick((sp.start || sp.end).seq) });
     this.infoEl = h('span', { class: 'muted small' });
+    this.titleEl = h('h2', null, 'Tool calls');
     this.el = h('section', { class: 'panel wf-panel', 'aria-label': 'Tool calls over time' },
-      h('div', { class: 'panel-head' }, h('h2', null, 'Tool calls'), this.infoEl),
+      h('div', { class: 'panel-head' }, this.titleEl, this.infoEl),
       this.waterfall.el);
   }
 
@@ -38,10 +41,20 @@ export class CallsPanel {
     }));
     const { from, to, now } = this.o.range();
     for (const sp of spans) if (sp.state === 'running') sp.t1 = now;
+    const tools = spans.length;
+    const llms = this.o.records.llmCalls;
+    // An LLM call is written when it ends, with its latency: it started that long before.
+    for (const r of llms) {
+      const lat = Number.isFinite(r.lat) ? r.lat : 0;
+      spans.push({ name: r.llm.model || r.llm.provider || 'LLM', llm: true, t0: r.t - lat, t1: r.t, state: r.err ? 'error' : 'ok', seq: r.seq, dur: r.lat, end: r });
+    }
     this.waterfall.update(spans, { from, to });
     const running = spans.filter((sp) => sp.state === 'running').length;
     const failed = spans.filter((sp) => sp.state === 'error').length;
-    this.infoEl.textContent = `${fmtInt(spans.length)} calls${failed ? ` · ${fmtInt(failed)} failed` : ''}${running ? ` · ${running} running` : ''}`;
+    const calls = llms.length ? `${fmtInt(tools)} tool · ${fmtInt(llms.length)} LLM calls` : `${fmtInt(tools)} calls`;
+    this.infoEl.textContent = `${calls}${failed ? ` · ${fmtInt(failed)} failed` : ''}${running ? ` · ${running} running` : ''}`;
+    const title = llms.length ? 'Tool and LLM calls' : 'Tool calls';
+    if (this.titleEl.textContent !== title) this.titleEl.textContent = title;
   }
 
   /** Marks the slice of time the timeline shows (NaN: nothing). */

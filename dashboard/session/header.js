@@ -1,10 +1,12 @@
-// The session view's header: back, what the session is (goal, agent, ids, parent, outcome) and
-// its actions (export, delete behind a confirmation dialog).
+// The session view's header: back, what the session is (goal, agent, ids, parent, outcome, and
+// for a session derived from an OpenTelemetry trace its source and conversation) and its actions
+// (export, delete behind a confirmation dialog).
 
 import { api, apiUrl, getToken } from '../api.js';
 import { h, replace, clip, fmtInt, copyButton } from '../dom.js';
 import { getRow, removeRow, statusOf } from '../store.js';
 import { sessionHref } from '../routes.js';
+import { sourceBadge } from './parts.js';
 
 export class Header {
   /**
@@ -12,6 +14,7 @@ export class Header {
    * @param {string} o.id  the session
    * @param {(deleted?: boolean) => void} o.onBack  leave the view (`true`: the session is gone)
    * @param {(text: string) => void} o.onError  something the user asked for failed
+   * @param {() => object|null} o.meta  what the session's `session.started` says of its source
    */
   constructor(o) {
     this.o = o;
@@ -40,13 +43,19 @@ export class Header {
     if (this.titleEl.textContent !== goal) this.titleEl.textContent = goal;
     document.title = `${row.agent_id || 'session'} · aop`;
     const st = statusOf(row);
-    const sig = JSON.stringify([row.agent_id, row.id, row.llm, row.agent_version, row.parent_session_id, st.text, row.error_message, row.outcome_summary]);
+    const meta = this.o.meta() || row._meta || null;
+    const sig = JSON.stringify([row.agent_id, row.id, row.llm, row.agent_version, row.parent_session_id, st.text, row.error_message, row.outcome_summary, meta]);
     if (sig === this.sig && !force) return;
     this.sig = sig;
     replace(this.subEl,
       h('span', { class: `dot live-${st.dot}`, 'aria-hidden': 'true' }),
       h('strong', null, row.agent_id || '—'),
+      sourceBadge(row.id, meta),
       h('span', { class: 'mono small sid' }, row.id), copyButton(() => row.id, 'Copy session id', 'copy-session-id'),
+      meta && meta.service && meta.service !== row.agent_id ? h('span', { class: 'muted small', title: 'OpenTelemetry service.name' }, `service ${clip(meta.service, 60)}`) : null,
+      meta && meta.conversation ? h('span', { class: 'small conv', title: 'conversation (session) id the instrumentation reported' },
+        h('span', { class: 'muted' }, 'conversation '), h('span', { class: 'mono', 'data-testid': 'conversation-id' }, clip(meta.conversation, 80)),
+        ' ', copyButton(() => meta.conversation, 'Copy conversation id', 'copy-conversation-id')) : null,
       row.llm ? h('span', { class: 'muted small' }, row.llm) : null,
       row.agent_version ? h('span', { class: 'muted small' }, `v${row.agent_version}`) : null,
       row.parent_session_id ? h('a', { class: 'small', href: sessionHref(row.parent_session_id), 'data-testid': 'parent-link' }, '↑ parent') : null,

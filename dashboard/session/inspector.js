@@ -1,10 +1,12 @@
 // The details pane: everything about the selected event (fetched again when its payload was
 // dropped to bound memory) or alert, with copy buttons and links to the related event or session.
+// An event derived from an OpenTelemetry span also shows the span (otel.js).
 
-import { h, replace, str, pretty, parseTs, fmtDuration, fmtInt, fmtCost, fmtDateTime, copyButton } from '../dom.js';
-import { view } from '../model.js';
+import { h, replace, str, pretty, parseTs, fmtDuration, fmtInt, fmtCost, fmtCallCost, fmtDateTime, copyButton } from '../dom.js';
+import { view, llmTokens } from '../model.js';
 import { sessionHref } from '../routes.js';
-import { confCls, spanEl } from './parts.js';
+import { confCls, spanEl, llmEl } from './parts.js';
+import { spanDetail } from './otel.js';
 
 export class Inspector {
   /**
@@ -27,9 +29,15 @@ export class Inspector {
     this.destroyed = true;
   }
 
-  /** What the pane shows depends on: the span's state and the alerts at the event. */
+  /**
+   * What the pane shows depends on: the span's state, the alerts at the event and, in a trace,
+   * which enclosing spans have arrived.
+   */
   sig(it) {
-    return it.kind === 'alert' ? '' : `${it.span ? this.o.spanState(it.span) : ''}:${it.alerts ? it.alerts.length : 0}`;
+    if (it.kind === 'alert') return '';
+    const o = it.otel;
+    const up = o && o.psid ? `${it.depth}:${this.o.records.trace.recordOf(o.psid) ? 1 : 0}` : '';
+    return `${it.span ? this.o.spanState(it.span) : ''}:${it.alerts ? it.alerts.length : 0}:${up}`;
   }
 
   /** Redraws the pane if what it shows has changed (a tool call ended, an alert arrived). */
@@ -129,8 +137,12 @@ export class Inspector {
         if (end) {
           rows.push(['success', str(sp1.success)]);
           if (view.latency(sp1) !== null) rows.push(['latency', fmtDuration(view.latency(sp1))]);
-          if (sp1.token_spend_delta !== undefined) rows.push(['tokens', fmtInt(sp1.token_spend_delta)]);
-          if (sp1.cost_usd !== undefined) rows.push(['cost', fmtCost(sp1.cost_usd)]);
+          const f = view.llm(sp1);
+          if (f) llmRows(rows, f);
+          else {
+            if (sp1.token_spend_delta !== undefined) rows.push(['tokens', fmtInt(sp1.token_spend_delta)]);
+            if (sp1.cost_usd !== undefined) rows.push(['cost', fmtCost(sp1.cost_usd)]);
+          }
         }
         // The call's facts come before its input and output, which can be long.
         parts.push(kv(rows));
@@ -148,6 +160,22 @@ export class Inspector {
         if (p.goal !== undefined) rows.push(['goal', str(p.goal)]);
         if (p.reason !== undefined) rows.push(['reason', str(p.reason)]);
         break;
+      case 'operation.external_call': {
+        const f = view.llm(p);
+        if (f) parts.push(h('div', { class: 'd-span' }, llmEl(f, view.latency(p), rec.err)));
+        if (p.service !== undefined) rows.push([f ? 'provider' : 'service', str(p.service)]);
+        if (p.method !== undefined) rows.push([f ? 'operation' : 'method', str(p.method)]);
+        if (p.endpoint !== undefined) rows.push(['endpoint', str(p.endpoint)]);
+        if (p.status_code !== undefined) rows.push(['status code', h('span', { class: rec.err ? 'error-text' : null }, str(p.status_code))]);
+        // The chip above says the model, cost and latency already.
+        if (f) llmRows(rows, f, true);
+        else if (view.latency(p) !== null) rows.push(['latency', fmtDuration(view.latency(p))]);
+        break;
+      }
+      case 'otel.span':
+        rows.push(['span', h('strong', { class: 'mono' }, str(p.name))]);
+        if (view.latency(p) !== null) rows.push(['duration', fmtDuration(view.latency(p))]);
+        break;
       case 'session.ended':
         rows.push(['outcome', str(view.outcome(p)) || 'completed']);
         if (p.outcome_summary !== undefined) rows.push(['summary', str(p.outcome_summary)]);
@@ -157,10 +185,31 @@ export class Inspector {
         parts.push(h('p', { class: 'prose' }, rec.label));
     }
     if (rows.length) parts.push(kv(rows));
+    // A tool call's start carries the span's identity only; its end has the attributes too.
+    const own = view.otel(p);
+    const theirs = other ? view.otel(other.payload) : null;
+    const otel = own && own.attributes === undefined && theirs && theirs.attributes !== undefined ? theirs : own;
+    if (otel) {
+      const withSpan = otel === own ? ev : other;
+      const t = parseTs(withSpan.timestamp);
+      const lat = view.latency(withSpan.payload);
+      // Events written at a span's end carry its length: the span started that long before.
+      const atEnd = withSpan.type !== 'operation.tool_start' && withSpan.type !== 'operation.agent_spawn';
+      parts.push(spanDetail(otel, { trace: this.o.records.trace, onSeq: this.o.onSeq, start: atEnd && lat !== null ? t - lat : t }));
+    }
     if (rec.alerts) parts.push(h('div', { class: 'd-sub' }, 'Alerts', rec.alerts.map((a) => h('div', { class: `al-inline sev-${str(a.severity)}`, 'data-testid': 'alert-detail' }, h('strong', null, str(a.type)), ' ', str(a.message)))));
     parts.push(jsonBlock('Event', ev, 'copy-payload', true));
     return h('div', { class: 'detail' }, parts);
   }
+}
+
+/** An LLM call's figures as detail rows; `brief` leaves out what its chip shows. */
+function llmRows(rows, f, brief = false) {
+  if (f.model !== null && !brief) rows.push(['model', h('span', { class: 'mono', 'data-testid': 'llm-model' }, f.model)]);
+  const tokens = llmTokens(f);
+  if (tokens) rows.push(['tokens', `${tokens}${f.input !== null || f.output !== null ? ` in → out${f.total !== null ? ` (${fmtInt(f.total)})` : ''}` : ''}`]);
+  if (f.cost !== null && !brief) rows.push(['cost', fmtCallCost(f.cost)]);
+  else if (f.cost === null && f.note !== null) rows.push(['cost', h('span', { class: 'muted' }, f.note)]);
 }
 
 function kv(rows) {

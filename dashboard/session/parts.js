@@ -1,7 +1,8 @@
-// Pieces the session view's panels share, so a tool call or a confidence looks the same in the
-// timeline, the inspector and the metrics.
+// Pieces the session view's panels share, so a tool call, an LLM call or a confidence looks the
+// same in the timeline, the inspector and the metrics (and a session's source in the overview).
 
 import { h, clip, fmtDuration } from '../dom.js';
+import { llmTokens, llmCost, isOtelId } from '../model.js';
 
 /** A confidence as a CSS class suffix (the text itself is shown as sent). */
 export const confCls = (c) => (c === 'high' || c === 'medium' || c === 'low' ? c : 'other');
@@ -26,4 +27,45 @@ export function spanEl(sp, state, skew, testid = 'tool-span') {
     class: `span st-${state}`, 'data-testid': testid, 'data-state': state, 'data-tool': sp.name,
     title: `${sp.name}: ${state === 'running' ? 'running' : state === 'ok' ? 'succeeded' : sp.end ? 'failed' : 'never ended'}`,
   }, icon, h('span', { class: 'span-name' }, clip(sp.name, 40)), dur);
+}
+
+/**
+ * An LLM call's figures (model.js, `view.llm`): model, input → output tokens, cost (or why there
+ * is none) and, when given, latency.
+ */
+export function llmEl(f, latency, failed = false) {
+  const tokens = llmTokens(f);
+  const cost = llmCost(f);
+  return h('span', { class: 'llm', 'data-testid': 'llm-call', 'data-model': f.model || '' },
+    h('span', { class: `llm-model${failed ? ' st-error' : ''}`, title: f.model ? `model ${f.model}` : 'model not reported' },
+      h('span', { class: 'llm-icon', 'aria-hidden': 'true' }, '✦'), clip(f.model || 'LLM', 40)),
+    tokens ? h('span', { class: 'llm-tokens', 'data-testid': 'llm-tokens', title: 'input → output tokens' }, tokens) : null,
+    cost ? h('span', {
+      class: f.cost !== null ? 'llm-cost' : 'llm-cost no-price', 'data-testid': 'llm-cost', title: f.note || 'cost of this call',
+    }, cost) : null,
+    latency !== null && latency !== undefined ? h('span', { class: 'span-dur', 'data-testid': 'llm-latency' }, fmtDuration(latency)) : null);
+}
+
+/** An OpenTelemetry span's state from its status: `error`, `ok`, or `unset` (neither said). */
+export const otelState = (status) => (status === 'error' ? 'error' : status === 'ok' ? 'ok' : 'unset');
+
+/** A span that is neither a tool nor an LLM call (an `otel.span` event), as a chip like a tool call's. */
+export function otelSpanEl(name, status, dur) {
+  const state = otelState(status);
+  return h('span', {
+    class: `span st-${state}`, 'data-testid': 'otel-span', 'data-state': state, title: `${name}: status ${status || 'unset'}`,
+  },
+  h('span', { class: 'span-icon', 'aria-hidden': 'true' }, state === 'ok' ? '✓' : state === 'error' ? '✕' : '•'),
+  h('span', { class: 'span-name' }, clip(name, 48)),
+  h('span', { class: 'span-dur' }, fmtDuration(dur)));
+}
+
+/**
+ * "OTel" for a session derived from an OpenTelemetry trace: its `session.started` says so
+ * (`meta.source`), or, before that is known, its id has the form the collector gives traces.
+ */
+export function sourceBadge(id, meta) {
+  const otel = meta && meta.source ? meta.source === 'otlp' : isOtelId(id);
+  if (!otel) return null;
+  return h('span', { class: 'badge src-otel', 'data-testid': 'source-badge', title: 'Received as OpenTelemetry traces (OTLP)' }, 'OTel');
 }

@@ -6,11 +6,16 @@
 // dropped by sequence. Memory: every event keeps a compact record; full payloads are kept for the
 // newest KEEP_FULL only and fetched again on demand for older ones, and beyond MAX_RECS the oldest
 // records go.
+//
+// Events derived from OpenTelemetry spans carry the span's identity (`payload.otel`): a SpanIndex
+// (trace.js) places them in their trace, and the session's `session.started` says where it comes
+// from (`meta`).
 
 import { api } from '../api.js';
 import { str, clip, parseTs } from '../dom.js';
-import { tierOf, summarize, isError, view } from '../model.js';
+import { tierOf, summarize, isError, view, startMeta } from '../model.js';
 import { skewOf } from '../store.js';
+import { SpanIndex } from './trace.js';
 
 const KEEP_FULL = 20000;
 const MAX_RECS = 300000;
@@ -26,6 +31,10 @@ export class Records {
     this.bySeq = new Map();
     /** tool calls: {name, start, end, state, t0, t1, dur, …}; start or end may be missing */
     this.spans = [];
+    /** records of LLM calls made as external calls (those made as tool calls are in `spans`) */
+    this.llmCalls = [];
+    /** spawns of agents nested in this session's trace (agent spans inside the root's) */
+    this.agentSpans = [];
     /** alert id → alert */
     this.alerts = new Map();
     /** alerts of no event (stalls), by time, placed in the timeline by when they were raised */
@@ -33,6 +42,11 @@ export class Records {
     this.errorCount = 0;
     /** how many of the oldest records were dropped to bound memory */
     this.trimmed = 0;
+
+    /** spans of an OpenTelemetry trace, by span id */
+    this.trace = new SpanIndex();
+    /** what the session's `session.started` says of its source (model.js, startMeta), once seen */
+    this.meta = null;
 
     this.alertItems = new Map();
     // Alerts that reached us before their event did.
@@ -73,6 +87,9 @@ export class Records {
       if (!ev || typeof ev !== 'object' || !Number.isInteger(ev.sequence) || this.bySeq.has(ev.sequence)) continue;
       const rec = this.makeRec(ev, live);
       this.bySeq.set(rec.seq, rec);
+      if (rec.otel && rec.otel.sid) this.trace.add(rec);
+      if (rec.llm && rec.type === 'operation.external_call') this.llmCalls.push(rec);
+      if (rec.child !== undefined) this.agentSpans.push(rec);
       fresh.push(rec);
     }
     if (!fresh.length) return null;
@@ -107,15 +124,40 @@ export class Records {
       seq: ev.sequence, type, tier: tierOf(type), ts: ev.timestamp, t: parseTs(ev.timestamp),
       label: clip(summarize(ev), 300).replace(/\s+/g, ' '), err: isError(ev), ev, key: `e${ev.sequence}`, ver: 0,
       alerts: null, span: null, lanes: 0, laneStart: -1, laneEnd: -1, lc: null,
+      agent: str(ev.agent_id), depth: 0, otel: null, llm: null,
     };
     // A running call's duration counts from when the browser saw it start, immune to clock skew.
     if (live) rec.arrived = Date.now();
     if (type === 'cognition.thought') rec.conf = view.confidence(p);
+    const o = view.otel(p);
+    if (o) {
+      // Only what the rows need is kept: the payload itself may be dropped later.
+      rec.otel = {
+        sid: typeof o.span_id === 'string' && o.span_id ? o.span_id : null,
+        psid: typeof o.parent_span_id === 'string' && o.parent_span_id ? o.parent_span_id : null,
+        name: str(o.name), status: str(o.status),
+      };
+    }
+    if (type === 'session.started') this.meta = startMeta(p);
+    if (type === 'operation.agent_spawn' && rec.otel && rec.otel.sid) {
+      rec.child = str(p.child_agent_id) || 'agent';
+      rec.goal = clip(str(p.goal), 120);
+    }
     if (type === 'operation.tool_start' || type === 'operation.tool_end') {
       rec.tool = str(view.tool(p)) || '(tool)';
       rec.callId = p.tool_call_id !== undefined && p.tool_call_id !== null ? str(p.tool_call_id) : null;
+      // A span's start and end share its span id: an exact pair when there is no call id.
+      if (rec.callId === null && rec.otel && rec.otel.sid) rec.callId = `otel:${rec.otel.sid}`;
       if (type === 'operation.tool_end') rec.lat = view.latency(p);
       else rec.input = p.input !== undefined ? clip(str(p.input), 200) : '';
+    }
+    if (type === 'operation.external_call' || type === 'operation.tool_end') {
+      rec.llm = view.llm(p);
+      if (rec.llm) rec.lat = view.latency(p);
+    }
+    if (type === 'otel.span') {
+      rec.lat = view.latency(p);
+      rec.attrs = attrsLine(p.attributes);
     }
     const pending = this.pendingAlerts.get(rec.seq);
     if (pending) { rec.alerts = pending; this.pendingAlerts.delete(rec.seq); }
@@ -129,10 +171,15 @@ export class Records {
     if (recs.length > MAX_RECS) {
       const cut = recs.length - Math.floor(MAX_RECS * 0.9);
       const gone = recs.splice(0, cut);
-      for (const r of gone) this.bySeq.delete(r.seq);
+      for (const r of gone) {
+        this.bySeq.delete(r.seq);
+        if (r.otel && r.otel.sid) this.trace.drop(r);
+      }
       const firstSeq = recs[0].seq;
       this.spans = this.spans.filter((sp) => (sp.end || sp.start).seq >= firstSeq);
       for (const sp of this.spans) if (sp.start && sp.start.seq < firstSeq) sp.start = null;
+      this.llmCalls = this.llmCalls.filter((r) => r.seq >= firstSeq);
+      this.agentSpans = this.agentSpans.filter((r) => r.seq >= firstSeq);
       this.trimmed += cut;
       this.compactFrom = 0;
       trimmed = true;
@@ -236,4 +283,18 @@ export class Records {
     if (!ev) throw new Error('event not found');
     return ev;
   }
+}
+
+/** A span's first attributes as one line (`key=value …`), for its timeline row. */
+function attrsLine(attrs) {
+  if (!attrs || typeof attrs !== 'object' || Array.isArray(attrs)) return '';
+  const out = [];
+  let len = 0;
+  for (const [k, v] of Object.entries(attrs)) {
+    const bit = `${k}=${clip(str(v), 60)}`;
+    out.push(bit);
+    len += bit.length;
+    if (len > 160 || out.length >= 6) break;
+  }
+  return out.join('  ');
 }

@@ -1,15 +1,19 @@
 // The event timeline: a virtualised list of the session's records and alerts, its toolbar (tier,
 // error and alert filters, text filter, next problem, follow), selection and keyboard. It draws
 // from a Records it never changes; what selecting an item shows is the caller's (`onInspect`).
+// Events of an OpenTelemetry trace are indented under the span they happened in (trace.js), and
+// an event of another agent than the session's names it.
 
 import { h, str, clip, parseTs, fmtDuration, fmtOffset, fmtInt, fmtDateTime, debounce } from '../dom.js';
 import { typeLabel, view } from '../model.js';
 import { sessionHref } from '../routes.js';
 import { VList } from '../vlist.js';
 import { LANES } from './records.js';
-import { confCls, spanEl } from './parts.js';
+import { confCls, spanEl, llmEl, otelSpanEl } from './parts.js';
 
 const ROW_H = 30;
+/** Indentation per level of span nesting, in pixels (app.css draws the guides at this pitch). */
+const NEST_W = 16;
 const TIERS = ['session', 'cognition', 'operation', 'custom'];
 
 const allShown = () => ({ tiers: new Set(TIERS), errors: false, alerts: false, text: '' });
@@ -109,7 +113,8 @@ export class Timeline {
     if (f.errors && !(rec.err || (rec.span && rec.span.start === rec && rec.span.state === 'error'))) return false;
     if (f.alerts && !rec.alerts) return false;
     if (f.text) {
-      if (rec.lc === null) rec.lc = `${rec.type} ${rec.label} #${rec.seq}`.toLowerCase();
+      // A span's name and agent are worth finding too.
+      if (rec.lc === null) rec.lc = `${rec.type} ${rec.label} #${rec.seq}${rec.otel ? ` ${rec.otel.name} ${rec.agent}` : ''}`.toLowerCase();
       if (!rec.lc.includes(f.text)) return false;
     }
     return true;
@@ -187,6 +192,10 @@ export class Timeline {
   renderRec(rec) {
     const body = h('span', { class: 'ev-body' });
     const flags = h('span', { class: 'ev-flags' });
+    if (rec.depth > 0) body.append(h('span', { class: 'nest', 'aria-hidden': 'true', style: { width: `${rec.depth * NEST_W}px` } }));
+    const row = this.o.row();
+    const other = row && row.agent_id && rec.agent && rec.agent !== row.agent_id ? rec.agent : null;
+    if (other) body.append(h('span', { class: 'ev-agent', 'data-testid': 'event-agent', title: `agent ${other}` }, clip(other, 32)));
     switch (rec.type) {
       case 'operation.tool_start':
         body.append(this.spanEl(rec.span), h('span', { class: 'ev-text muted' }, rec.input ? `(${rec.input})` : ''));
@@ -200,9 +209,22 @@ export class Timeline {
         let text = rec.label.replace(/^[^ ]+ (→ |failed: )/, '');
         if (p) text = rec.err ? str(p.error) || 'failed' : str(view.output(p)) || 'ok';
         body.append(h('span', { class: `ev-text ${rec.err ? 'error-text' : ''}` }, clip(text, 300)));
+        if (rec.llm) flags.append(llmEl(rec.llm, null, rec.err));
         if (sp && sp.start) flags.append(h('span', { class: 'muted small' }, `#${sp.start.seq} · ${fmtDuration(sp.dur)}`));
         break;
       }
+      case 'operation.external_call':
+        if (!rec.llm) {
+          body.append(h('span', { class: `ev-text ${rec.err ? 'error-text' : ''}` }, rec.label));
+          break;
+        }
+        body.append(llmEl(rec.llm, rec.lat, rec.err));
+        if (rec.llm.provider) body.append(h('span', { class: 'ev-text muted' }, clip(rec.llm.provider, 40)));
+        break;
+      case 'otel.span':
+        body.append(otelSpanEl(rec.otel ? rec.otel.name : rec.label, rec.otel ? rec.otel.status : '', rec.lat));
+        if (rec.attrs) body.append(h('span', { class: 'ev-text muted' }, rec.attrs));
+        break;
       case 'cognition.thought':
         if (rec.conf) body.append(h('span', { class: `conf conf-${confCls(rec.conf)}`, title: `confidence: ${rec.conf}` }, clip(String(rec.conf), 12)));
         body.append(h('span', { class: 'ev-text' }, rec.label));
@@ -220,14 +242,17 @@ export class Timeline {
       const worst = rec.alerts.some((a) => a.severity === 'critical') ? 'critical' : 'warning';
       flags.append(h('span', { class: `badge sev-${worst}`, title: rec.alerts.map((a) => a.message).join('\n') }, `⚠\uFE0E ${rec.alerts.length}`));
     }
+    const o = rec.otel;
     return h('div', {
       class: `ev tier-${rec.tier}${rec.err ? ' is-err' : ''}${rec.alerts ? ' has-alert' : ''}`,
       'data-testid': 'timeline-event', 'data-sequence': String(rec.seq), 'data-type': rec.type, 'data-tier': rec.tier,
+      'data-depth': String(rec.depth), 'data-agent': rec.agent,
+      'data-span-id': o && o.sid, 'data-parent-span-id': o && o.psid,
     },
     this.gutter(rec),
     h('span', { class: 'ev-seq mono' }, `#${rec.seq}`),
     h('span', { class: 'ev-time mono', title: str(rec.ts) }, fmtOffset(rec.t - this.o.t0())),
-    h('span', { class: 'ev-type', title: rec.type }, typeLabel(rec.type)),
+    h('span', { class: 'ev-type', title: rec.type }, rec.llm && rec.type === 'operation.external_call' ? 'llm' : typeLabel(rec.type)),
     body, flags);
   }
 

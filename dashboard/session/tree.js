@@ -1,15 +1,28 @@
 // The agent tree: the session's chain of parents up to the root, and the root's descendants (a
 // bounded number of requests), each linking to its session. Reloaded when a relative appears or is
-// deleted; redrawn when a shown row changes.
+// deleted; redrawn when a shown row changes. The agents nested inside this session's own trace
+// (an OpenTelemetry trace is one session, whatever agents ran in it) hang under it, each leading
+// to the event of its start.
 
 import { api } from '../api.js';
 import { h, replace, clip, debounce } from '../dom.js';
 import { getRow, mergeRow, fetchRow, statusOf } from '../store.js';
 import { sessionHref } from '../routes.js';
 
+/** At most this many agents of the session's own trace are drawn. */
+const MAX_TRACE_AGENTS = 100;
+
 export class AgentTree {
-  constructor(id) {
+  /**
+   * @param {string} id  the session
+   * @param {object} o
+   * @param {import('./records.js').Records} o.records  the session's events (for its trace's agents)
+   * @param {(seq) => void} o.onSeq  an agent of the trace was picked: the event of its start
+   */
+  constructor(id, o) {
     this.id = id;
+    this.o = o;
+    this.traceAgentCount = 0;
     this.destroyed = false;
     /** ids of the sessions shown: changes to them redraw, events of their children reload */
     this.ids = new Set();
@@ -37,6 +50,48 @@ export class AgentTree {
   /** Another session was deleted. */
   onDeleted(sid) {
     if (this.ids.has(sid)) this.reload();
+  }
+
+  /** Events were added: redraws when the trace's agents changed. */
+  onRecords() {
+    const n = this.o.records.agentSpans.length;
+    if (n === this.traceAgentCount) return;
+    this.traceAgentCount = n;
+    this.render();
+  }
+
+  /** The trace's agents, each under the nearest agent span enclosing it; null when there are none. */
+  traceAgents() {
+    const { agentSpans, trace } = this.o.records;
+    if (!agentSpans.length) return null;
+    const spawns = agentSpans.slice(0, MAX_TRACE_AGENTS);
+    const isSpawn = new Set(spawns);
+    const kids = new Map([[null, []]]);
+    for (const s of spawns) {
+      const up = trace.ancestors(s.otel.sid);
+      let parent = null;
+      for (let i = up.length - 1; i >= 0; i--) if (isSpawn.has(up[i])) { parent = up[i]; break; }
+      if (!kids.has(parent)) kids.set(parent, []);
+      kids.get(parent).push(s);
+    }
+    const seen = new Set();
+    const list = (parent) => {
+      const items = (kids.get(parent) || []).filter((s) => !seen.has(s));
+      for (const s of items) seen.add(s);
+      if (!items.length) return null;
+      return h('ul', null, items.map((s) => h('li', null,
+        h('button', {
+          type: 'button', class: 'tnode trace-agent', 'data-testid': 'trace-agent', 'data-agent': s.child,
+          title: `${s.child}: an agent inside this trace (show its start, #${s.seq})`, onclick: () => this.o.onSeq(s.seq),
+        },
+        h('span', { class: 'tn-mark', 'aria-hidden': 'true' }, '◇'),
+        h('span', { class: 'tn-agent' }, clip(s.child, 60)),
+        s.goal ? h('span', { class: 'tn-goal muted' }, s.goal) : null),
+        list(s))));
+    };
+    const el = list(null);
+    const more = agentSpans.length - spawns.length;
+    return more > 0 ? [el, h('p', { class: 'muted small' }, `+ ${more} more agents in this trace`)] : el;
   }
 
   /** Rows changed in the store. */
@@ -93,6 +148,7 @@ export class AgentTree {
     if (!t) return;
     const ids = new Set();
     const ancestors = new Set(t.chain.map((n) => n.id));
+    const inTrace = this.traceAgents();
     const node = (row) => {
       ids.add(row.id);
       const st = statusOf(row);
@@ -112,6 +168,7 @@ export class AgentTree {
       const children = t.kids.get(row.id) || [];
       const shown = children.slice(0, 30);
       return h('li', null, el,
+        row.id === this.id ? inTrace : null,
         shown.length ? h('ul', null, shown.map((c) => node(c)),
           children.length > shown.length ? h('li', { class: 'muted small' }, `+ ${children.length - shown.length} more`) : null) : null);
     };
@@ -124,8 +181,8 @@ export class AgentTree {
     } else {
       tree = h('ul', null, node(t.root));
     }
-    const alone = ids.size === 1;
-    this.ids = alone ? new Set([this.id]) : ids;
+    const alone = ids.size === 1 && !inTrace;
+    this.ids = ids.size === 1 ? new Set([this.id]) : ids;
     replace(this.bodyEl, alone ? h('p', { class: 'muted small' }, 'No parent or child agents.') : tree);
   }
 }

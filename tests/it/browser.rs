@@ -10,6 +10,7 @@
 
 mod cross_site;
 mod driver;
+mod otel;
 mod site;
 
 use crate::support::*;
