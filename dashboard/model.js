@@ -227,7 +227,7 @@ export function applyEventToRow(row, ev) {
     if (tokens !== null) { rep.tokens = true; row.total_tokens = Math.round(tokens); }
     if (cost !== null) { rep.cost = true; row.total_cost_usd = cost; }
   }
-  if (ev.type === 'operation.tool_end' && !rep.tokens) {
+  if ((ev.type === 'operation.tool_end' || ev.type === 'operation.external_call') && !rep.tokens) {
     const d = num(p.token_spend_delta);
     if (d !== null) row.total_tokens = (row.total_tokens || 0) + Math.round(d);
   }

@@ -4,8 +4,8 @@
 
 import { api } from './api.js';
 import { h, icon, clip, parseTs, fmtDateTime, fmtDuration, fmtInt, fmtTokens, fmtCost, debounce } from './dom.js';
-import { store, subscribe, mergeRow, getRow, liveness, skewOf, statusOf, wantMeta } from './store.js';
-import { isRunningStatus, isOtelId } from './model.js';
+import { store, subscribe, mergeRow, getRow, liveness, skewOf, statusOf } from './store.js';
+import { isRunningStatus } from './model.js';
 import { sourceBadge } from './session/parts.js';
 import { sessionHref, overviewHref } from './routes.js';
 import { VList } from './vlist.js';
@@ -121,7 +121,7 @@ export class Overview {
       // The collector's search also looks where a row does not show (a trace's conversation id).
       if (this.found.has(row.id)) return true;
       const q = f.q.toLowerCase();
-      const conv = row._meta && row._meta.conversation ? row._meta.conversation : '';
+      const conv = conversationOf(row) || '';
       if (!`${row.id}\n${row.agent_id || ''}\n${row.goal || ''}\n${conv}`.toLowerCase().includes(q)) return false;
     }
     return true;
@@ -262,9 +262,8 @@ export class Overview {
     const { running, live, text: statusText, cls: sc, dot } = statusOf(row);
     row._live = live;
     const started = parseTs(row.started_at);
-    // A trace's source and conversation come from its first event: asked for once, when shown.
-    if (isOtelId(row.id)) wantMeta(row);
-    const conv = row._meta && row._meta.conversation ? `conversation ${row._meta.conversation}` : '';
+    const convId = conversationOf(row);
+    const conv = convId ? `conversation ${convId}` : '';
     const sub = row.error_message || row.outcome_summary || conv || (row.llm ? `model ${row.llm}` : '');
     const dur = running && Number.isFinite(started)
       ? h('span', { class: 'num tick', 'data-since': String(started + skewOf(row.id)) }, fmtDuration(Date.now() - started - skewOf(row.id)))
@@ -300,4 +299,9 @@ export class Overview {
     this.q.focus();
     this.q.select();
   }
+}
+
+/** The conversation a session belongs to: on the collector's row, or in a live `session.started`. */
+function conversationOf(row) {
+  return row.conversation_id || (row._meta && row._meta.conversation) || null;
 }

@@ -208,16 +208,6 @@ export async function fetchRow(id) {
   return null;
 }
 
-/**
- * Asks, once per session, for what its `session.started` says of its source (`row._meta`): the
- * sessions list has no such column, and only some rows need it (see the overview).
- */
-export function wantMeta(row) {
-  if (row._meta !== undefined || row._metaAsked) return;
-  row._metaAsked = true;
-  scheduleFetch(row.id);
-}
-
 /** Reloads the running sessions (one request) and reconciles the cache with them. */
 export async function reconcileRunning() {
   const started = Date.now();
