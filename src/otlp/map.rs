@@ -261,10 +261,9 @@ fn span_events(
             let spawn = Spawn { child_agent_id: &name, goal: a.str(c::AGENT_GOAL), otel: full(it, true) };
             push(start, "operation.agent_spawn", agent, &spawn)?;
         }
-        // The outermost agent's span is reported like any other span, at its start so that it
-        // comes before what happened inside it.
-        Class::Agent => push(start, "otel.span", agent, &other(it, latency_ms))?,
-        Class::Other => push(end, "otel.span", agent, &other(it, latency_ms))?,
+        // Any other span (the outermost agent's too) is reported at its start, so that it comes
+        // before what happened inside it; its duration is known, since spans arrive ended.
+        Class::Agent | Class::Other => push(start, "otel.span", agent, &other(it, latency_ms))?,
     }
     if it.parent.is_none() {
         let ended = Ended {

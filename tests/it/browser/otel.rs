@@ -381,3 +381,45 @@ async fn an_agents_own_llm_calls_show_like_a_traces() {
     browser.screenshot("session").await;
     browser.assert_no_script_errors().await;
 }
+
+/// The real thing end to end: an `openai` client instrumented by OpenLLMetry, calling an
+/// OpenAI-compatible server inside one application span, exported by the OpenTelemetry SDK to
+/// the collector; the dashboard shows the LLM calls with their model and tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_from_an_instrumented_openai_client_shows_its_calls() {
+    use crate::support::pyenv::{run_script, FakeOpenAi};
+    let Some((browser, server)) = browser_and_server("otel-openai").await else { return };
+    let fake = FakeOpenAi::start().await;
+    let (base_url, endpoint) = (fake.base_url(), server.base());
+    let args = [
+        "--instrumentation",
+        "openllmetry",
+        "--base-url",
+        base_url.as_str(),
+        "--endpoint",
+        endpoint.as_str(),
+        "--parent",
+        "answer the user",
+        "--embeddings",
+    ];
+    let ran = run_script("instrumented_openai.py", &args, &[]).await;
+    assert!(ran.exported(), "{}\n{}", ran.output, fake.log());
+    let id = format!("otel-{}", ran.trace_id());
+    let events = server.events(&id).await;
+    let calls: Vec<&Value> = events.iter().filter(|e| e["type"] == "operation.external_call").collect();
+    assert_eq!(calls.len(), 3, "two chats and an embedding\n{events:#?}");
+
+    open(&browser, &server, &format!("#/sessions/{id}")).await;
+    browser.wait_for(&session_view(&id)).await;
+    let first = calls[0]["sequence"].as_i64().expect("sequence");
+    let llm = row(first, "[data-testid=llm-call]");
+    browser.wait_attr(&llm, "data-model", "gpt-4o-mini").await;
+    let p = &calls[0]["payload"];
+    let tokens = format!("{} → {}", p["input_tokens"], p["output_tokens"]);
+    assert_eq!(browser.text(&row(first, "[data-testid=llm-tokens]")).await.as_deref(), Some(tokens.as_str()));
+    assert!(p["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "gpt-4o-mini is priced: {p}");
+    browser.click(&timeline_event(first)).await;
+    let attr = "[data-testid=inspector] [data-testid=otel-attr][data-key=\"gen_ai.request.model\"] td";
+    browser.wait_text(attr, "gpt-4o-mini").await;
+    browser.screenshot("session").await;
+}
