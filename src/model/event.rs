@@ -1,6 +1,8 @@
 //! The AOP event envelope: parsing and validation of one event, with no I/O.
 //!
-//! "Parse, don't validate": [`Event::parse`] is the only way to obtain an [`Event`], so every `Event`
+//! "Parse, don't validate": [`Event::parse`] is the only way to obtain an [`Event`] from outside
+//! (the collector's own derived events come from [`Event::derived`], which gives exactly what
+//! parsing their text would), so every `Event`
 //! in the program has passed the rules of `AOP.md`. The client's bytes are kept (only insignificant
 //! whitespace is removed), so what is stored and streamed is what the agent sent.
 
@@ -278,6 +280,67 @@ impl Event {
         })
     }
 
+    /// An event the collector derives itself (from an OpenTelemetry span): the envelope's parts
+    /// are valid by construction (a session id and type of the collector's making, an agent name
+    /// already made a label, a timestamp from a clock), so only the payload, which carries what
+    /// the exporter sent, is checked, as [`Event::parse`] checks it: size, depth, an object. The
+    /// result is exactly what `Event::parse` would give for its text (a unit test holds the two
+    /// together), without parsing the envelope back.
+    pub fn derived(
+        session_id: &str,
+        agent_id: &str,
+        sequence: i64,
+        ts_ns: u64,
+        kind: &str,
+        payload_json: &str,
+    ) -> Result<Event, EventError> {
+        let (payload, depth) = minify(payload_json);
+        if depth + 1 > MAX_DEPTH {
+            return Err(EventError::invalid(
+                "payload",
+                format!("is nested {} levels deep, more than {MAX_DEPTH}", depth + 1),
+            ));
+        }
+        if !payload.starts_with('{') {
+            return Err(EventError::invalid("payload", "must be a JSON object"));
+        }
+        debug_assert!(check_session_id("session_id", session_id).is_ok() && check_label("agent_id", agent_id).is_ok());
+        let timestamp = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ns))
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .ok_or_else(|| EventError::invalid("timestamp", "is out of range"))?;
+        let agent = serde_json::to_string(agent_id).map_err(|e| EventError::NotJson(e.to_string()))?;
+        let head = format!(r#"{{"spec":"aop/1.0","session_id":"{session_id}","agent_id":{agent},"sequence":"#);
+        let seq_text = sequence.to_string();
+        let mid = format!(r#","timestamp":"{timestamp}","type":"{kind}","payload":"#);
+        let mut raw = String::with_capacity(head.len() + seq_text.len() + mid.len() + payload.len() + 1);
+        raw.push_str(&head);
+        let sequence_at = (raw.len(), raw.len() + seq_text.len());
+        raw.push_str(&seq_text);
+        raw.push_str(&mid);
+        let payload_at = (raw.len(), raw.len() + payload.len());
+        raw.push_str(&payload);
+        raw.push('}');
+        if raw.len() > MAX_EVENT_BYTES {
+            return Err(EventError::TooLarge(raw.len()));
+        }
+        Ok(Event {
+            session_id: session_id.to_owned(),
+            parent_session_id: None,
+            agent_id: agent_id.to_owned(),
+            agent_version: None,
+            sequence,
+            ts_us: (ts_ns / 1000) as i64,
+            timestamp,
+            kind: kind.to_owned(),
+            raw,
+            payload_at,
+            parsed: Parsed::default(),
+            sequence_at,
+            span_ref: None,
+        })
+    }
+
     /// Marks the event as derived from a span (see [`SpanRef`]).
     pub fn from_span(mut self, span_ref: SpanRef) -> Event {
         self.span_ref = Some(span_ref);
@@ -433,39 +496,97 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 /// parse recursively.
 fn minify(text: &str) -> (String, usize) {
     let trimmed = text.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{feff}'));
-    let mut out = Vec::with_capacity(trimmed.len());
-    let (mut in_string, mut escaped) = (false, false);
+    let b = trimmed.as_bytes();
+    // Copied only from the first whitespace to drop: most texts have none.
+    let mut out: Option<Vec<u8>> = None;
+    let (mut i, mut kept_from) = (0, 0);
     let (mut depth, mut max_depth) = (0usize, 0usize);
-    for &b in trimmed.as_bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else {
-            match b {
-                b' ' | b'\t' | b'\n' | b'\r' => continue,
-                b'"' => in_string = true,
-                b'{' | b'[' => {
-                    depth += 1;
-                    max_depth = max_depth.max(depth);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                // A string is kept whole: jump to its closing quote, over escapes.
+                i += 1;
+                loop {
+                    match b.get(i..).and_then(|rest| rest.iter().position(|&c| c == b'"' || c == b'\\')) {
+                        // Unterminated: it runs to the end (and the text is not JSON).
+                        None => {
+                            i = b.len();
+                            break;
+                        }
+                        Some(p) if b[i + p] == b'\\' => i += p + 2,
+                        Some(p) => {
+                            i += p + 1;
+                            break;
+                        }
+                    }
                 }
-                b'}' | b']' => depth = depth.saturating_sub(1),
-                _ => {}
+                continue;
             }
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                out.get_or_insert_with(|| Vec::with_capacity(b.len())).extend_from_slice(&b[kept_from..i]);
+                kept_from = i + 1;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                max_depth = max_depth.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
         }
-        out.push(b);
+        i += 1;
     }
-    // Only ASCII bytes were dropped, so `out` is still UTF-8.
-    (String::from_utf8(out).unwrap_or_default(), max_depth)
+    let text = match out {
+        None => trimmed.to_owned(),
+        Some(mut o) => {
+            o.extend_from_slice(&b[kept_from.min(b.len())..]);
+            // Only ASCII bytes were dropped, so `o` is still UTF-8.
+            String::from_utf8(o).unwrap_or_default()
+        }
+    };
+    (text, max_depth)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plain reading of `minify`, byte by byte: the fast one must agree with it.
+    fn minify_simply(text: &str) -> (String, usize) {
+        let trimmed = text.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{feff}'));
+        let mut out = Vec::new();
+        let (mut in_string, mut escaped, mut depth, mut max_depth) = (false, false, 0usize, 0usize);
+        for &b in trimmed.as_bytes() {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+            } else {
+                match b {
+                    b' ' | b'\t' | b'\n' | b'\r' => continue,
+                    b'"' => in_string = true,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        max_depth = max_depth.max(depth);
+                    }
+                    b'}' | b']' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            out.push(b);
+        }
+        (String::from_utf8(out).unwrap(), max_depth)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn minify_agrees_with_the_simple_reading(text in "[ \t\n\r\"\\\\{}\\[\\]a:,é]{0,40}") {
+            proptest::prop_assert_eq!(minify(&text), minify_simply(&text));
+        }
+    }
 
     const GOOD: &str = r#"{"spec":"aop/1.0","session_id":"sess_1","parent_session_id":null,"agent_id":"a","sequence":1,"timestamp":"2026-04-03T10:00:00.000Z","type":"session.started","payload":{"goal":"g"}}"#;
 

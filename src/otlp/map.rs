@@ -428,12 +428,7 @@ fn envelope(
     payload: &dyn erased::Payload,
 ) -> Result<Event, EventError> {
     let payload = payload.json().map_err(|e| EventError::NotJson(e.to_string()))?;
-    let agent = serde_json::to_string(agent).map_err(|e| EventError::NotJson(e.to_string()))?;
-    let text = format!(
-        r#"{{"spec":"aop/1.0","session_id":"{session}","agent_id":{agent},"sequence":{seq},"timestamp":"{}","type":"{kind}","payload":{payload}}}"#,
-        rfc3339(at_ns),
-    );
-    Event::parse(&text)
+    Event::derived(session, agent, seq, at_ns, kind, &payload)
 }
 
 #[cfg(test)]
@@ -693,6 +688,55 @@ mod tests {
             assert!(reason.contains(want), "{reason}");
         }
         assert_eq!(kinds(&m), ["session.started", "otel.span"]);
+    }
+
+    #[test]
+    fn derived_events_are_what_parsing_their_text_gives() {
+        let mut failed = span(
+            3,
+            Some(1),
+            "t\u{1}\"q",
+            (1, 2),
+            &[("gen_ai.tool.name", s("t")), ("gen_ai.tool.call.arguments", s("{ \"a\" :\n [1, 2] }"))],
+        );
+        failed.status = Some(Status { code: 2, message: "é \"x\"".into() });
+        let m = map(vec![
+            span(
+                1,
+                None,
+                "invoke_agent a\u{7}",
+                (0, 9),
+                &[("gen_ai.operation.name", s("invoke_agent")), ("gen_ai.agent.name", s("ag\"ent"))],
+            ),
+            failed,
+            span(
+                4,
+                Some(1),
+                "chat",
+                (3, 4),
+                &[("gen_ai.request.model", s("gpt-4o-mini")), ("x", Value::DoubleValue(f64::NAN))],
+            ),
+        ]);
+        assert_eq!(m.events.len(), 6);
+        for ev in &m.events {
+            let parsed = Event::parse(ev.raw()).unwrap_or_else(|e| panic!("{e}: {}", ev.raw()));
+            let fields = |e: &Event| {
+                (
+                    e.raw().to_owned(),
+                    e.session_id.clone(),
+                    e.agent_id.clone(),
+                    e.sequence,
+                    e.ts_us,
+                    e.timestamp.clone(),
+                    e.kind.clone(),
+                )
+            };
+            assert_eq!(fields(&parsed), fields(ev));
+            assert_eq!(parsed.payload_json(), ev.payload_json());
+            assert_eq!(parsed.with_sequence(7).unwrap().raw(), ev.with_sequence(7).unwrap().raw());
+        }
+        let start = m.events.iter().find(|e| e.kind == "operation.tool_start").unwrap();
+        assert!(start.raw().contains(r#""input":{"a":[1,2]}"#), "embedded JSON is made one line: {}", start.raw());
     }
 
     #[test]
