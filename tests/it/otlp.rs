@@ -387,6 +387,6 @@ async fn llm_spans_count_tokens_and_cost_and_conversations_are_searchable() {
     assert_eq!(session["unpriced_models"], json!(["house-model-1"]));
     // The conversation id came in a span of the first batch's, not on the root: still found.
     assert_eq!(session["conversation_id"], "thread-Xy7");
-    assert_eq!(server.session_ids("q=thread-xy7").await, [id.clone()]);
+    assert_eq!(server.session_ids("q=thread-xy7").await, std::slice::from_ref(&id));
     assert_eq!(server.session_ids("q=no-such-thread").await, Vec::<String>::new());
 }
