@@ -122,12 +122,17 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections until `stop`, then lets open ones finish. axum's own `serve` cannot bound
 /// the time to read headers, hence hyper directly.
+///
+/// HTTP/1.1 serves the API and the dashboard; HTTP/2 cleartext (prior knowledge) beside it on the
+/// same port serves OTLP/gRPC exporters. The connection's first bytes tell which, and they must
+/// come within [`HEADER_TIMEOUT`] like a request's headers: hyper's own detection would wait for
+/// them forever.
 async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
-    // HTTP/1.1 for the API and the dashboard, and HTTP/2 cleartext (prior knowledge) beside it
-    // on the same port for OTLP/gRPC exporters: the first bytes of a connection tell which.
     let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     http.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
     http.http2().timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    let h1 = Arc::new(http.clone().http1_only());
+    let h2 = Arc::new(http.http2_only());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, _) = tokio::select! {
@@ -145,16 +150,45 @@ async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationTo
         // Acks are small: do not let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service).into_owned();
-        let conn = graceful.watch(conn);
+        let (h1, h2, watcher, stop) = (Arc::clone(&h1), Arc::clone(&h2), graceful.watcher(), stop.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let http2 = tokio::select! {
+                () = stop.cancelled() => return,
+                sniffed = tokio::time::timeout(HEADER_TIMEOUT, is_http2(&tcp)) => match sniffed {
+                    Ok(Ok(http2)) => http2,
+                    // Silent, or gone: nothing to answer.
+                    _ => return,
+                },
+            };
+            let io = hyper_util::rt::TokioIo::new(tcp);
+            let http = if http2 { h2 } else { h1 };
+            if let Err(e) = watcher.watch(http.serve_connection(io, service).into_owned()).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Whether the connection opens with HTTP/2's preface, looking without consuming.
+async fn is_http2(tcp: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // Part of the preface so far: `peek` would return at once with the same bytes.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Stalls are judged on the collector's clock, so something must look while nothing arrives.

@@ -390,3 +390,55 @@ async fn llm_spans_count_tokens_and_cost_and_conversations_are_searchable() {
     assert_eq!(server.session_ids("q=thread-xy7").await, std::slice::from_ref(&id));
     assert_eq!(server.session_ids("q=no-such-thread").await, Vec::<String>::new());
 }
+
+/// gRPC over HTTP/2 cleartext: what a malformed call gets back. (The real SDK exporter's calls,
+/// plain and gzip, are in `otlp_clients`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_grpc_calls_get_a_grpc_status_and_change_nothing() {
+    let server = TestServer::start().await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().no_proxy().build().unwrap();
+    let call = |body: Vec<u8>, encoding: Option<&str>| {
+        let mut req = h2
+            .post(server.url("/opentelemetry.proto.collector.trace.v1.TraceService/Export"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body);
+        if let Some(e) = encoding {
+            req = req.header("grpc-encoding", e);
+        }
+        req.send()
+    };
+    let message = request(run(11)).encode_to_vec();
+    let frame = |flag: u8, bytes: &[u8], len: usize| {
+        let mut f = vec![flag];
+        f.extend_from_slice(&(len as u32).to_be_bytes());
+        f.extend_from_slice(bytes);
+        f
+    };
+    // (case, body, grpc-encoding, a fragment of the reason)
+    type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        ("no prefix", vec![0, 0], None, "truncated"),
+        ("a length that does not match", frame(0, &message, message.len() + 9), None, "says"),
+        ("not protobuf", frame(0, &[0x0a, 0xff, 0xff, 0x03], 4), None, "protobuf"),
+        ("compressed without an encoding", frame(1, &message, message.len()), None, "grpc-encoding"),
+        ("compressed with snappy", frame(1, &message, message.len()), Some("snappy"), "only gzip"),
+    ];
+    for (case, body, encoding, reason) in cases {
+        let resp = call(body, encoding).await.unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2, "{case}");
+        assert_eq!(resp.status(), StatusCode::OK, "{case}: gRPC errors travel in grpc-status");
+        let h = resp.headers();
+        assert_eq!(h["content-type"], "application/grpc", "{case}");
+        assert_eq!(h["grpc-status"], "3", "{case}: INVALID_ARGUMENT");
+        let message = h["grpc-message"].to_str().unwrap();
+        assert!(message.contains(reason), "{case}: {message:?} lacks {reason:?}");
+    }
+    assert_eq!(server.sessions("").await, Vec::<Value>::new(), "nothing stored");
+    // A well-formed call over the same connection pool is stored.
+    let resp = call(frame(0, &message, message.len()), None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(&body[..5], &[0, 0, 0, 0, 0], "an empty ExportTraceServiceResponse, framed");
+    assert_eq!(server.events(&session_of(11)).await.len(), 6);
+}
