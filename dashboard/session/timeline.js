@@ -250,7 +250,7 @@ export class Timeline {
       'data-span-id': o && o.sid, 'data-parent-span-id': o && o.psid,
     },
     this.gutter(rec),
-    h('span', { class: 'ev-seq mono' }, `#${rec.seq}`),
+    seqLabel(rec.seq),
     h('span', { class: 'ev-time mono', title: str(rec.ts) }, fmtOffset(rec.t - this.o.t0())),
     h('span', { class: 'ev-type', title: rec.type }, rec.llm && rec.type === 'operation.external_call' ? 'llm' : typeLabel(rec.type)),
     body, flags);
@@ -363,4 +363,15 @@ export class Timeline {
     for (let i = Math.min(end, items.length) - 1; i >= start; i--) if (items[i].kind !== 'alert' && Number.isFinite(items[i].t)) { b = items[i]; break; }
     this.o.onWindow(a ? a.t : NaN, b ? b.t : NaN);
   }
+}
+
+/**
+ * An event's sequence as the timeline's first column shows it. Sequences of events derived from
+ * OpenTelemetry spans are the span's clock in microseconds, too long for the column: their last
+ * digits are shown, the whole number on hover (the details pane shows it too).
+ */
+function seqLabel(seq) {
+  const text = String(seq);
+  const short = text.length > 7 ? `…${text.slice(-6)}` : `#${text}`;
+  return h('span', { class: 'ev-seq mono', title: `sequence ${text}` }, short);
 }
