@@ -61,21 +61,27 @@ pub(crate) async fn ingest(State(app): State<AppState>, headers: HeaderMap, body
     resp
 }
 
-async fn handle(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let form = form(headers)?;
+/// Reads a whole request body of at most `limit` bytes within [`BODY_TIMEOUT`]: a declared
+/// length over the limit is refused before anything is read.
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
-        if len > MAX_BATCH_BYTES as u64 {
+        if len > limit as u64 {
             return Err(ApiError::BodyTooLarge);
         }
     }
-    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BATCH_BYTES));
-    let bytes = read.await.map_err(|_| ApiError::BodyTimeout)?.map_err(|e| {
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit));
+    read.await.map_err(|_| ApiError::BodyTimeout)?.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             ApiError::BodyTooLarge
         } else {
             ApiError::BadRequest(format!("could not read the request body: {e}"))
         }
-    })?;
+    })
+}
+
+async fn handle(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let form = form(headers)?;
+    let bytes = read_body(headers, body, MAX_BATCH_BYTES).await?;
     let text =
         std::str::from_utf8(&bytes).map_err(|e| ApiError::BadRequest(format!("body is not valid UTF-8: {e}")))?;
     match form {

@@ -7,6 +7,7 @@
 
 use super::error::is_overload;
 use super::state::AppState;
+use super::ApiError;
 use crate::otlp::{self, DecodeError, Mapped, MAX_OTLP_BYTES};
 use crate::store::{Outcome, StoreError};
 use axum::body::Body;
@@ -20,10 +21,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub(crate) const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Encoding {
@@ -72,7 +72,7 @@ pub(crate) async fn http_export(State(app): State<AppState>, headers: HeaderMap,
         Some("application/x-protobuf" | "application/protobuf") => Encoding::Protobuf,
         Some("application/json") => Encoding::Json,
         other => {
-            return super::ApiError::UnsupportedMediaType(format!(
+            return ApiError::UnsupportedMediaType(format!(
                 "content type {:?} is not accepted on /v1/traces: send application/x-protobuf or application/json (OTLP/HTTP)",
                 other.unwrap_or("")
             ))
@@ -142,7 +142,7 @@ pub(crate) async fn grpc_export(State(app): State<AppState>, headers: HeaderMap,
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "application/grpc" || v.starts_with("application/grpc+proto"));
     if !grpc {
-        return super::ApiError::UnsupportedMediaType("gRPC requests must have content type application/grpc".into())
+        return ApiError::UnsupportedMediaType("gRPC requests must have content type application/grpc".into())
             .into_response();
     }
     let result = async {
@@ -224,21 +224,10 @@ fn unframe(body: &[u8], encoding: Option<&str>) -> Result<Vec<u8>, Failure> {
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Failure> {
-    let too_large = || Failure::TooLarge(DecodeError::TooLarge(false).to_string());
     // gRPC adds a 5-byte prefix to the 16 MiB a request may hold.
-    let limit = MAX_OTLP_BYTES + 5;
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
-        if len > limit as u64 {
-            return Err(too_large());
-        }
-    }
-    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit));
-    read.await.map_err(|_| Failure::Invalid("the request body did not arrive within 30 s".into()))?.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            too_large()
-        } else {
-            Failure::Invalid(format!("could not read the request body: {e}"))
-        }
+    super::events::read_body(headers, body, MAX_OTLP_BYTES + 5).await.map_err(|e| match e {
+        ApiError::BodyTooLarge => Failure::TooLarge(DecodeError::TooLarge(false).to_string()),
+        other => Failure::Invalid(other.to_string()),
     })
 }
 

@@ -91,16 +91,19 @@ fn needs_payload(kind: &str) -> bool {
     kind.starts_with("session.") || kind.starts_with("operation.") || kind == "otel.span"
 }
 
+/// The span attributes that name a run's conversation, in the OTel dialects (`OTLP.md`): the OTLP
+/// mapping reads them from spans, derivation from the attributes a derived event keeps.
+pub const CONVERSATION_ATTRIBUTES: &[&str] =
+    &["session.id", "gen_ai.conversation.id", "langfuse.session.id", "traceloop.association.properties.session_id"];
+
 /// The conversation an event names: `metadata.conversation_id`, or, in a span-derived event,
 /// one of the conversation attributes OTel dialects use.
 fn conversation(p: &Payload) -> Option<String> {
-    const ATTRIBUTES: [&str; 4] =
-        ["session.id", "gen_ai.conversation.id", "langfuse.session.id", "traceloop.association.properties.session_id"];
     let from_metadata = p.get("metadata").and_then(|m| m.get("conversation_id"));
     let from_span = || {
         let attrs =
             p.get("otel").and_then(|o| o.get("attributes")).or_else(|| p.get("otel").and(p.get("attributes")))?;
-        ATTRIBUTES.iter().find_map(|k| attrs.get(*k))
+        CONVERSATION_ATTRIBUTES.iter().find_map(|k| attrs.get(*k))
     };
     let c = from_metadata.or_else(from_span)?.as_str()?;
     (!c.is_empty()).then(|| c.chars().take(256).collect())

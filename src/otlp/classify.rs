@@ -69,8 +69,7 @@ pub(crate) const TOOL_INPUT: &[&str] = &["gen_ai.tool.call.arguments", "input.va
 pub(crate) const TOOL_OUTPUT: &[&str] = &["gen_ai.tool.call.result", "output.value", "traceloop.entity.output"];
 pub(crate) const AGENT_NAME: &[&str] = &["gen_ai.agent.name", "agent.name", "traceloop.entity.name"];
 pub(crate) const AGENT_GOAL: &[&str] = &["gen_ai.agent.description", "input.value", "traceloop.entity.input"];
-pub(crate) const CONVERSATION: &[&str] =
-    &["session.id", "gen_ai.conversation.id", "langfuse.session.id", "traceloop.association.properties.session_id"];
+pub(crate) use crate::model::CONVERSATION_ATTRIBUTES as CONVERSATION;
 
 #[cfg(test)]
 mod tests {
