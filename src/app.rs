@@ -4,8 +4,7 @@ use crate::config::Config;
 use crate::http::{self, AppState, Security};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::sqlite::{Options, SqliteStore};
-use crate::store::{Retention, Store, StoreError};
+use crate::store::{OpenOptions, Retention, Store, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +31,7 @@ pub struct App {
     listener: TcpListener,
     addr: SocketAddr,
     state: AppState,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     security: Security,
     /// How often silent sessions are checked: a tenth of the shortest stall threshold, at least 1 s.
     stall_every: Duration,
@@ -49,16 +48,18 @@ impl App {
         })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: want.to_string(), source })?;
         let hub = Arc::new(Hub::new(config.stream_buffer));
-        let store = Arc::new(SqliteStore::open(
-            Options {
-                path: config.db.clone(),
+        let store = crate::store::open(
+            &config.db,
+            OpenOptions {
                 durability: config.durability,
                 queue_capacity: config.queue_capacity,
                 detect: config.detect.clone(),
                 max_bytes: config.retention.max_bytes,
+                pool_size: config.db_pool,
             },
             Arc::clone(&hub),
-        )?);
+        )
+        .await?;
         let state = AppState {
             store: store.clone(),
             hub,

@@ -4,6 +4,7 @@
 use crate::config::{self, Config, OpenBrowser};
 use crate::detect::DetectConfig;
 use crate::store::sqlite::Durability;
+use crate::store::Location;
 use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Parser, Subcommand};
@@ -46,9 +47,12 @@ pub struct StartArgs {
     /// Address to bind (an IP address or localhost). Anything but loopback requires --token.
     #[arg(long, env = "AOP_HOST", default_value = "127.0.0.1")]
     pub host: String,
-    /// SQLite database file. [default: ~/.aop/events.db]
-    #[arg(long, env = "AOP_DB")]
-    pub db: Option<PathBuf>,
+    /// Where events are stored: a SQLite file, or a postgres:// URL (libpq style, with sslmode) shared by a fleet of instances. [default: ~/.aop/events.db]
+    #[arg(long, env = "AOP_DB", hide_env_values = true)]
+    pub db: Option<String>,
+    /// Read connections each instance keeps to PostgreSQL (the writer and the listener have one more each).
+    #[arg(long, env = "AOP_DB_POOL", default_value_t = config::DEFAULT_DB_POOL)]
+    pub db_pool: usize,
     /// Access token: when set, every endpoint but /health needs `Authorization: Bearer <token>`.
     #[arg(long, env = "AOP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -270,14 +274,17 @@ impl StartArgs {
             }
             None => self,
         };
-        if let Some(scheme) = s.db.as_deref().and_then(|d| d.to_str()?.split_once("://")).map(|(scheme, _)| scheme) {
-            // Taken as a path, `postgres://…` would become a folder named `postgres:`; and the
-            // rest of the URL may hold a password, so it is not repeated.
-            anyhow::bail!(
-                "--db {scheme}://… is not supported: this aop stores events in a SQLite file; give --db a file path"
-            );
+        let db = match s.db.as_deref() {
+            Some(db) => Location::parse(db).map_err(anyhow::Error::msg)?,
+            None => Location::File(config::aop_home("events.db")),
+        };
+        if s.max_db_size.is_some() && matches!(db, Location::Postgres(_)) {
+            // Space in a shared server is its administrator's business, and deleted rows free
+            // nothing until a vacuum: a size cap there would delete sessions without effect.
+            anyhow::bail!("--max-db-size applies to a SQLite file only; with PostgreSQL use --retain");
         }
-        let mut c = Config::with_db(s.db.unwrap_or_else(|| config::aop_home("events.db")));
+        let mut c = Config::at(db);
+        c.db_pool = s.db_pool.max(1);
         c.port = s.port;
         c.host = config::parse_host(&s.host)?;
         c.token = s.token.filter(|t| !t.is_empty());

@@ -4,7 +4,7 @@
 use crate::detect::DetectConfig;
 use crate::model::{Price, Prices};
 use crate::store::sqlite::Durability;
-use crate::store::Retention;
+use crate::store::{Location, Retention};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -14,6 +14,7 @@ use std::sync::Arc;
 pub const DEFAULT_PORT: u16 = 4317;
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 pub const DEFAULT_STREAM_BUFFER: u64 = 32 << 20;
+pub const DEFAULT_DB_POOL: usize = 8;
 
 /// Whether `aop start` opens the dashboard in a browser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,9 @@ pub enum OpenBrowser {
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
-    pub db: PathBuf,
+    pub db: Location,
+    /// Read connections to PostgreSQL per instance.
+    pub db_pool: usize,
     pub token: Option<String>,
     pub durability: Durability,
     pub open: OpenBrowser,
@@ -45,10 +48,16 @@ pub struct Config {
 impl Config {
     /// Defaults, with the database in a given place: what tests and embedders start from.
     pub fn with_db(db: impl Into<PathBuf>) -> Config {
+        Config::at(Location::File(db.into()))
+    }
+
+    /// Defaults, with the events in a given store.
+    pub fn at(db: Location) -> Config {
         Config {
             host: IpAddr::from([127, 0, 0, 1]),
             port: DEFAULT_PORT,
-            db: db.into(),
+            db,
+            db_pool: DEFAULT_DB_POOL,
             token: None,
             durability: Durability::Full,
             open: OpenBrowser::Auto,

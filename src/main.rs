@@ -66,7 +66,7 @@ fn start(args: StartArgs, matches: &clap::ArgMatches) -> ExitCode {
         println!("aop {} is collecting AOP events", env!("CARGO_PKG_VERSION"));
         println!("  collector  {base}  (agents send to {base}/events)");
         println!("  dashboard  {base}/dashboard/");
-        println!("  database   {} (durability: {})", config.db.display(), config.durability);
+        println!("  database   {}", describe_db(&config));
         if config.token.is_some() {
             println!("  access     a token is required (Authorization: Bearer …)");
         }
@@ -82,6 +82,14 @@ fn start(args: StartArgs, matches: &clap::ArgMatches) -> ExitCode {
             }
         }
     })
+}
+
+/// The store as startup reports it: never a password.
+fn describe_db(config: &Config) -> String {
+    match &config.db {
+        aop::store::Location::File(_) => format!("{} (durability: {})", config.db, config.durability),
+        aop::store::Location::Postgres(_) => format!("{} (PostgreSQL, {} read connections)", config.db, config.db_pool),
+    }
 }
 
 async fn startup_failure(config: &Config, e: StartError) -> ExitCode {
@@ -105,7 +113,7 @@ async fn startup_failure(config: &Config, e: StartError) -> ExitCode {
         }
         StartError::Store(e) => {
             eprintln!("aop: {e}");
-            eprintln!("aop: database: {}", config.db.display());
+            eprintln!("aop: database: {}", config.db);
             ExitCode::from(EXIT_DATABASE)
         }
     }

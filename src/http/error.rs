@@ -67,7 +67,10 @@ impl ApiError {
 
 /// Store failures a client should retry later (503 with `Retry-After`).
 pub(crate) fn is_overload(e: &StoreError) -> bool {
-    matches!(e, StoreError::QueueFull | StoreError::Busy | StoreError::Full | StoreError::Closed)
+    matches!(
+        e,
+        StoreError::QueueFull | StoreError::Busy | StoreError::Full | StoreError::Closed | StoreError::Unavailable(_)
+    )
 }
 
 impl IntoResponse for ApiError {
@@ -83,6 +86,7 @@ impl IntoResponse for ApiError {
                 "the collector is overloaded (write queue full); retry shortly".to_owned()
             }
             ApiError::Store(StoreError::Busy) => "the database is busy; retry shortly".to_owned(),
+            ApiError::Store(StoreError::Unavailable(_)) => "the database is unavailable; retry shortly".to_owned(),
             ApiError::Store(StoreError::Full) => "the collector cannot store events: its disk is full".to_owned(),
             other => other.to_string(),
         };

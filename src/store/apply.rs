@@ -26,6 +26,9 @@ pub const MAX_CACHED_SESSIONS: usize = 20_000;
 pub struct Tracked {
     /// The backend's key for the session row.
     pub key: i64,
+    /// The backend's version of the row this copy was read from or last written as (a backend
+    /// shared by several writers compares it to tell a stale copy).
+    pub rev: i64,
     pub state: SessionState,
     pub detector: SessionDetector,
     /// Changed since the last snapshot.
@@ -75,6 +78,7 @@ impl Tracked {
     pub fn fresh(key: i64, id: &str) -> Tracked {
         Tracked {
             key,
+            rev: 0,
             state: SessionState::new(id),
             detector: SessionDetector::default(),
             dirty: true,
@@ -91,6 +95,7 @@ impl Tracked {
     pub fn loaded(key: i64, id: &str, state: &str, detector: Option<&str>, detect_upto: i64) -> Tracked {
         Tracked {
             key,
+            rev: 0,
             state: serde_json::from_str(state).unwrap_or_else(|_| SessionState::new(id)),
             detector: detector.and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default(),
             dirty: false,
@@ -197,6 +202,11 @@ impl Live {
 
     pub fn remove(&mut self, id: &str) {
         self.sessions.remove(id);
+    }
+
+    /// Takes a session out, for a writer that puts it back only if its transaction commits.
+    pub fn take(&mut self, id: &str) -> Option<Tracked> {
+        self.sessions.remove(id)
     }
 
     /// Forgets everything: after a rollback, the cache may hold states of undone events.

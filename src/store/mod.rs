@@ -1,7 +1,8 @@
 //! The store: durable events, derived sessions and alerts, behind one narrow interface.
 //!
-//! HTTP code talks to `dyn Store` only, so another backend (PostgreSQL) can be added without
-//! touching it. The SQLite backend ([`sqlite::SqliteStore`]) is the only code that knows SQL.
+//! HTTP code talks to `dyn Store` only. Two backends: a SQLite file ([`sqlite::SqliteStore`], the
+//! default, one process) and PostgreSQL ([`postgres::PgStore`], any number of processes sharing
+//! one database); [`open`] picks one from a [`Location`]. Only the backends know SQL.
 //!
 //! Contract of every backend: an `Ok` from [`Store::ingest`] means the events are committed
 //! durably; committed events, alerts and deletions are published to the [`crate::hub::Hub`] in
@@ -9,13 +10,18 @@
 //! (the stream's cursor).
 
 pub mod apply;
+mod counters;
+pub mod postgres;
 pub mod sqlite;
 
+use crate::hub::Hub;
 use crate::model::{Event, SessionRow};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// What happened to one event of an ingest call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +45,9 @@ pub enum StoreError {
     /// The database itself is busy or locked by another connection: back off and retry.
     #[error("the database is busy")]
     Busy,
+    /// The database server cannot be reached (or answered too slowly): retry later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// The disk (or the configured size limit) is full.
     #[error("the database cannot grow: disk full")]
     Full,
@@ -67,6 +76,78 @@ impl StoreError {
     pub fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
         StoreError::Db(std::sync::Arc::new(e))
     }
+}
+
+/// Where the events live: a SQLite file, or a PostgreSQL database shared by a fleet.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    /// A `postgres://` or `postgresql://` URL, libpq style (checked when parsed).
+    Postgres(String),
+}
+
+impl Location {
+    /// A file path, or a URL whose scheme aop supports. Any other `scheme://` is refused rather
+    /// than taken for a path (which would create a folder named after the scheme); the message
+    /// never repeats the rest of a URL, which may hold a password.
+    pub fn parse(s: &str) -> Result<Location, String> {
+        match s.split_once("://") {
+            None => Ok(Location::File(PathBuf::from(s))),
+            Some((scheme, _)) if matches!(scheme.to_ascii_lowercase().as_str(), "postgres" | "postgresql") => {
+                postgres::conn::Target::parse(s).map_err(|e| format!("--db {scheme}://…: {e}"))?;
+                Ok(Location::Postgres(s.to_owned()))
+            }
+            Some((scheme, _)) => {
+                Err(format!("--db {scheme}://… is not supported: give a SQLite file path or a postgres:// URL"))
+            }
+        }
+    }
+}
+
+/// Shown in logs and on startup: a URL's password is masked.
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::Postgres(url) => f.write_str(&postgres::conn::redact(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Location({self})")
+    }
+}
+
+/// What every backend is opened with.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub durability: sqlite::Durability,
+    /// Write jobs (requests) that may wait for the writer before ingest answers 503.
+    pub queue_capacity: usize,
+    pub detect: crate::detect::DetectConfig,
+    /// A hard cap on the database's size (SQLite only).
+    pub max_bytes: Option<u64>,
+    /// Connections to PostgreSQL for reads (the writer and the listener have one each).
+    pub pool_size: usize,
+}
+
+/// Opens the store at `location`, migrating its schema, and starts its writer.
+pub async fn open(location: &Location, opts: OpenOptions, hub: Arc<Hub>) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match location {
+        Location::File(path) => {
+            let opts = sqlite::Options {
+                path: path.clone(),
+                durability: opts.durability,
+                queue_capacity: opts.queue_capacity,
+                detect: opts.detect,
+                max_bytes: opts.max_bytes,
+            };
+            Arc::new(sqlite::SqliteStore::open(opts, hub)?)
+        }
+        Location::Postgres(url) => Arc::new(postgres::PgStore::open(url, opts, hub).await?),
+    })
 }
 
 /// What retention may delete: ended, unpinned sessions older than `max_age_ms` (collector

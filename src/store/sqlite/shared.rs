@@ -1,33 +1,10 @@
-//! What the writer, the readers and the store's handle share: the store's health counters, and
-//! the mapping of SQLite's errors to what callers act on.
+//! The mapping of SQLite's errors to what callers act on (and the health counters, shared by
+//! every backend).
 
 use crate::store::StoreError;
 use rusqlite::ErrorCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
-/// State the writer shares with readers of health and metrics.
-#[derive(Default)]
-pub(super) struct Shared {
-    pub(super) writable: AtomicBool,
-    pub(super) last_error: Mutex<Option<String>>,
-    pub(super) queue_depth: AtomicUsize,
-    pub(super) commits: AtomicU64,
-    pub(super) alerts: AtomicU64,
-    pub(super) closing: AtomicBool,
-}
-
-impl Shared {
-    pub(super) fn mark_writable(&self) {
-        if !self.writable.swap(true, Ordering::Relaxed) {
-            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
-    }
-    pub(super) fn mark_failed(&self, err: &StoreError) {
-        self.writable.store(false, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
-    }
-}
+pub(super) use crate::store::counters::Shared;
 
 /// rusqlite's error is not `Clone`; the store's error is (one failed group answers many callers),
 /// so the cause is kept as an owned copy with the same message and SQLite code.

@@ -1,0 +1,262 @@
+//! Reads, on the pool's connections (never the writer's). What must agree (a session's row,
+//! events and alerts; an export chunk and its session's existence) is read in one
+//! repeatable-read transaction, as SQLite's readers do.
+
+use super::feed::Envelope;
+use super::{classify, pool_error};
+use crate::model::{SessionRow, SessionState};
+use crate::store::{
+    AlertPage, AlertQuery, DetailQuery, ExportStream, FeedEvent, SessionDetail, SessionPage, SessionQuery, StoreError,
+    StoredEvent,
+};
+use bytes::Bytes;
+use deadpool_postgres::{Client, Pool};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Error, IsolationLevel, Row};
+
+/// An export chunk ends at this many rows or this many bytes, whichever comes first.
+const EXPORT_CHUNK_ROWS: i64 = 2000;
+const EXPORT_CHUNK_BYTES: usize = 256 * 1024;
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+const ROW_COLUMNS: &str = "s.id, s.state, s.alert_count, \
+     (SELECT count(*) FROM aop_sessions c WHERE c.parent_id = s.id), s.last_seen_us, s.pinned";
+
+fn row_from(r: &Row) -> (SessionRow, i64) {
+    let id: String = r.get(0);
+    let state: &str = r.get(1);
+    let mut row =
+        serde_json::from_str::<SessionState>(state).unwrap_or_else(|_| SessionState::new(&id)).view(r.get(2), r.get(3));
+    row.pinned = r.get(5);
+    (row, r.get(4))
+}
+
+/// Cursor of the sessions list: the last row's `(last_seen_us, id)`, as SQLite's.
+fn encode_cursor(us: i64, id: &str) -> String {
+    format!("{us}~{id}")
+}
+
+pub(super) fn decode_cursor(c: &str) -> Option<(i64, String)> {
+    let (us, id) = c.split_once('~')?;
+    Some((us.parse().ok()?, id.to_owned()))
+}
+
+fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
+pub(super) async fn list_sessions(
+    c: &mut Client,
+    q: SessionQuery,
+    cursor: Option<(i64, String)>,
+) -> Result<SessionPage, Error> {
+    let mut sql = format!("SELECT {ROW_COLUMNS} FROM aop_sessions s WHERE s.event_count > 0");
+    let mut params: Vec<Param> = Vec::new();
+    if let Some((us, id)) = cursor {
+        sql.push_str(&format!(" AND (s.last_seen_us, s.id) < (${}, ${})", params.len() + 1, params.len() + 2));
+        params.push(Box::new(us));
+        params.push(Box::new(id));
+    }
+    for (column, value) in [("s.status", &q.status), ("s.agent_id", &q.agent_id), ("s.parent_id", &q.parent_session_id)]
+    {
+        if let Some(v) = value {
+            params.push(Box::new(v.clone()));
+            sql.push_str(&format!(" AND {column} = ${}", params.len()));
+        }
+    }
+    if let Some(text) = q.q.as_deref().filter(|t| !t.is_empty()) {
+        params.push(Box::new(text.to_lowercase()));
+        let n = params.len();
+        sql.push_str(&format!(
+            " AND (strpos(lower(s.id), ${n}) > 0 OR strpos(lower(s.agent_id), ${n}) > 0 \
+             OR strpos(lower(coalesce(s.goal, '')), ${n}) > 0 OR strpos(lower(coalesce(s.conversation, '')), ${n}) > 0)"
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY s.last_seen_us DESC, s.id DESC LIMIT {}", q.limit + 1));
+    let mut rows: Vec<(SessionRow, i64)> = c.query(&sql, &refs(&params)).await?.iter().map(row_from).collect();
+    let next_cursor = if rows.len() > q.limit {
+        rows.truncate(q.limit);
+        rows.last().map(|(r, us)| encode_cursor(*us, &r.id))
+    } else {
+        None
+    };
+    Ok(SessionPage { sessions: rows.into_iter().map(|(r, _)| r).collect(), next_cursor })
+}
+
+pub(super) async fn children(c: &mut Client, id: String) -> Result<Option<Vec<SessionRow>>, Error> {
+    let rows: Vec<SessionRow> = c
+        .query(
+            &format!(
+                "SELECT {ROW_COLUMNS} FROM aop_sessions s WHERE s.parent_id = $1 AND s.event_count > 0 \
+                 ORDER BY s.last_seen_us DESC, s.id DESC LIMIT 10000"
+            ),
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| row_from(r).0)
+        .collect();
+    if rows.is_empty() && session_sid(c, &id).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(rows))
+}
+
+async fn session_sid(c: &Client, id: &str) -> Result<Option<i64>, Error> {
+    Ok(c.query_opt("SELECT sid FROM aop_sessions WHERE id = $1 AND event_count > 0", &[&id]).await?.map(|r| r.get(0)))
+}
+
+/// The row, its events and its alerts, read together so they agree with each other.
+pub(super) async fn session_detail(c: &mut Client, id: String, q: DetailQuery) -> Result<Option<SessionDetail>, Error> {
+    let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+    let DetailQuery { after, limit, alerts_after, alerts_limit } = q;
+    let Some(found) = tx
+        .query_opt(
+            &format!("SELECT {ROW_COLUMNS}, s.sid FROM aop_sessions s WHERE s.id = $1 AND s.event_count > 0"),
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (session, sid) = (row_from(&found).0, found.get::<_, i64>(6));
+    let mut events: Vec<StoredEvent> = tx
+        .query(
+            "SELECT pos, seq, body FROM aop_events WHERE sid = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            &[&sid, &after.unwrap_or(-1), &(limit as i64 + 1)],
+        )
+        .await?
+        .into_iter()
+        .map(|r| StoredEvent { id: r.get(0), sequence: r.get(1), json: r.get(2) })
+        .collect();
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let mut alerts: Vec<(i64, String)> = tx
+        .query(
+            "SELECT id, body FROM aop_alerts WHERE sid = $1 AND id > $2 ORDER BY id LIMIT $3",
+            &[&sid, &alerts_after.unwrap_or(-1), &(alerts_limit as i64 + 1)],
+        )
+        .await?
+        .iter()
+        .map(alert_json)
+        .collect();
+    tx.commit().await?;
+    let next_alerts_after = if alerts.len() > alerts_limit {
+        alerts.truncate(alerts_limit);
+        alerts.last().map(|(id, _)| *id)
+    } else {
+        None
+    };
+    let alerts = alerts.into_iter().map(|(_, a)| a).collect();
+    Ok(Some(SessionDetail { session, events, more, alerts, next_alerts_after }))
+}
+
+/// An alert row's JSON with its id (stored without it: unknown before the insert).
+fn alert_json(r: &Row) -> (i64, String) {
+    let id: i64 = r.get(0);
+    (id, crate::detect::with_alert_id(r.get(1), id))
+}
+
+/// `GET /alerts`, before the alert id `before` (the decoded cursor).
+pub(super) async fn alerts(c: &mut Client, q: AlertQuery, before: Option<i64>) -> Result<AlertPage, Error> {
+    let mut sql = "SELECT id, body FROM aop_alerts WHERE true".to_owned();
+    let mut params: Vec<Param> = Vec::new();
+    if let Some(before) = before {
+        params.push(Box::new(before));
+        sql.push_str(&format!(" AND id < ${}", params.len()));
+    }
+    if let Some(s) = &q.session_id {
+        params.push(Box::new(s.clone()));
+        sql.push_str(&format!(" AND session_id = ${}", params.len()));
+    }
+    if let Some(t) = &q.kind {
+        params.push(Box::new(t.clone()));
+        sql.push_str(&format!(" AND type = ${}", params.len()));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
+    let mut rows: Vec<(i64, String)> = c.query(&sql, &refs(&params)).await?.iter().map(alert_json).collect();
+    let next_cursor = if rows.len() > q.limit {
+        rows.truncate(q.limit);
+        rows.last().map(|(id, _)| id.to_string())
+    } else {
+        None
+    };
+    Ok(AlertPage { alerts: rows.into_iter().map(|(_, a)| a).collect(), next_cursor })
+}
+
+pub(super) async fn events_since(c: &mut Client, after: i64, limit: usize) -> Result<Vec<FeedEvent>, Error> {
+    // Only up to the head: a position above it may belong to a transaction still committing
+    // behind one that holds a smaller position... which the head's lock rules out, but reading
+    // up to the head costs nothing and states the rule where the cursor is read.
+    let rows = c
+        .query(
+            "SELECT pos, body FROM aop_events WHERE pos > $1 AND pos <= (SELECT events FROM aop_head) \
+             ORDER BY pos LIMIT $2",
+            &[&after, &(limit as i64)],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let (id, json): (i64, String) = (r.get(0), r.get(1));
+            let env = serde_json::from_str::<Envelope>(&json).ok()?;
+            Some(FeedEvent { id, session_id: env.session_id, agent_id: env.agent_id, event_type: env.kind, json })
+        })
+        .collect())
+}
+
+/// Streams a session's events as JSON lines, one chunk (≤ [`EXPORT_CHUNK_BYTES`] plus one event)
+/// read when the client took the last; a session deleted meanwhile ends it with an error.
+pub(super) async fn export(pool: Pool, id: String) -> Result<Option<ExportStream>, StoreError> {
+    let sid = {
+        let c = pool.get().await.map_err(pool_error)?;
+        session_sid(&c, &id).await.map_err(|e| classify(&e))?
+    };
+    let Some(sid) = sid else { return Ok(None) };
+    let stream = futures_util::stream::unfold(Some(-1i64), move |after| {
+        let (pool, id) = (pool.clone(), id.clone());
+        async move {
+            let after = after?;
+            let chunk = async {
+                let mut c = pool.get().await.map_err(pool_error)?;
+                export_chunk(&mut c, sid, after).await.map_err(|e| classify(&e))
+            };
+            match chunk.await {
+                Err(e) => Some((Err(e), None)),
+                Ok(None) => Some((Err(StoreError::Gone(id)), None)),
+                Ok(Some((bytes, _))) if bytes.is_empty() => None,
+                Ok(Some((bytes, next))) => Some((Ok(Bytes::from(bytes)), next)),
+            }
+        }
+    });
+    Ok(Some(Box::pin(stream)))
+}
+
+/// One chunk and the sequence after which more may follow; `None` when the session is gone.
+async fn export_chunk(c: &mut Client, sid: i64, after: i64) -> Result<Option<(Vec<u8>, Option<i64>)>, Error> {
+    let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+    if tx.query_opt("SELECT 1 FROM aop_sessions WHERE sid = $1", &[&sid]).await?.is_none() {
+        return Ok(None);
+    }
+    // The byte bound is applied by the server: rows past it are never sent.
+    let rows = tx
+        .query(
+            "SELECT seq, body FROM ( \
+                SELECT seq, body, sum(octet_length(body)) OVER (ORDER BY seq) - octet_length(body) AS before \
+                FROM aop_events WHERE sid = $1 AND seq > $2 ORDER BY seq LIMIT $3) t \
+             WHERE before < $4 ORDER BY seq",
+            &[&sid, &after, &EXPORT_CHUNK_ROWS, &(EXPORT_CHUNK_BYTES as i64)],
+        )
+        .await?;
+    tx.commit().await?;
+    let mut bytes = Vec::with_capacity(EXPORT_CHUNK_BYTES + 64 * 1024);
+    let mut last = after;
+    for r in &rows {
+        last = r.get(0);
+        bytes.extend_from_slice(r.get::<_, &str>(1).as_bytes());
+        bytes.push(b'\n');
+    }
+    let more = rows.len() as i64 == EXPORT_CHUNK_ROWS || bytes.len() >= EXPORT_CHUNK_BYTES;
+    Ok(Some((bytes, more.then_some(last))))
+}
