@@ -21,6 +21,8 @@
 //!   exporters and two `openai` instrumentors, run from `tests/otel/` in a pinned environment).
 //! - [`browser`]: the dashboard in headless Chromium (live views, export and delete, reconnects,
 //!   100k events), and pages of another origin trying to write or to get the token.
+//! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh
+//!   clusters, databases, crashes and restarts, terminated sessions, TLS.
 
 mod support;
 
@@ -32,6 +34,7 @@ mod lifecycle;
 mod ops;
 mod otlp;
 mod otlp_clients;
+mod pg_harness;
 mod prices;
 mod reliability;
 mod security;
