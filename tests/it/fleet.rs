@@ -383,6 +383,9 @@ async fn a_rolled_back_transaction_leaves_no_hole_in_the_positions() {
     assert_eq!(ids, (1..=n).collect::<Vec<_>>());
 }
 
+/// A refused request: its status, its `Retry-After`, and how long the answer took.
+type Refusal = (StatusCode, Option<String>, Duration);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_stopped_immediately_under_load_loses_nothing_acknowledged() {
     let pg = Pg::start();
@@ -392,7 +395,7 @@ async fn postgres_stopped_immediately_under_load_loses_nothing_acknowledged() {
     let mut s = nodes[1].stream("/stream").await;
     let bases: Arc<Vec<String>> = Arc::new(nodes.iter().map(TestServer::base).collect());
     let acked: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
-    let refusals: Arc<Mutex<Vec<(StatusCode, Option<String>, Duration)>>> = Arc::default();
+    let refusals: Arc<Mutex<Vec<Refusal>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..4 {
