@@ -21,6 +21,9 @@
 //!   exporters and two `openai` instrumentors, run from `tests/otel/` in a pinned environment).
 //! - [`fleet`]: several instances on one real PostgreSQL — one stream order, resumption on any
 //!   instance, alerts once, instances and the database killed under load.
+//! - [`haproxy`]: the fleet behind HAProxy with the committed `deploy/haproxy.cfg` — requests
+//!   spread, streams unbuffered, OTLP/gRPC through its TCP frontend, an instance killed under a
+//!   subscriber and a writer.
 //! - [`browser`]: the dashboard in headless Chromium (live views, export and delete, reconnects,
 //!   100k events), and pages of another origin trying to write or to get the token.
 //! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh
@@ -31,6 +34,7 @@ mod support;
 mod alerts;
 mod browser;
 mod fleet;
+mod haproxy;
 mod hostile;
 mod ingest;
 mod lifecycle;
