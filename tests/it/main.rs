@@ -19,19 +19,25 @@
 //! - [`otlp`]: OTLP/HTTP trace ingest — protobuf, JSON, gzip, retries, bad bodies, partial success.
 //! - [`otlp_clients`]: OTLP trace ingest driven by real OpenTelemetry clients (the Python SDK's
 //!   exporters and two `openai` instrumentors, run from `tests/otel/` in a pinned environment).
+//! - [`fleet`]: several instances on one real PostgreSQL — one stream order, resumption on any
+//!   instance, alerts once, instances and the database killed under load.
 //! - [`browser`]: the dashboard in headless Chromium (live views, export and delete, reconnects,
 //!   100k events), and pages of another origin trying to write or to get the token.
+//! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh
+//!   clusters, databases, crashes and restarts, terminated sessions, TLS.
 
 mod support;
 
 mod alerts;
 mod browser;
+mod fleet;
 mod hostile;
 mod ingest;
 mod lifecycle;
 mod ops;
 mod otlp;
 mod otlp_clients;
+mod pg_harness;
 mod prices;
 mod reliability;
 mod security;

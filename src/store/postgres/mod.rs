@@ -228,6 +228,12 @@ impl Store for PgStore {
         Box::pin(read::export(self.pool.clone(), id))
     }
 
+    fn last_position(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(
+            self.read(|c| Box::pin(async move { Ok(c.query_one("SELECT events FROM aop_head", &[]).await?.get(0)) })),
+        )
+    }
+
     fn events_since(&self, after: i64, limit: usize) -> BoxFuture<'_, Result<Vec<FeedEvent>, StoreError>> {
         Box::pin(self.read(move |c| Box::pin(read::events_since(c, after, limit))))
     }
