@@ -16,8 +16,9 @@
 //! | `verify-full` | always | a chain to the roots, for the host name connected to |
 //!
 //! `allow` is `prefer` here: tokio-postgres cannot start in plain text and switch to TLS when the
-//! server insists. Roots come from `sslrootcert` (a PEM file, or `system`), else see
-//! [`Roots::Default`]. `sslcert` and `sslkey` (PEM, key not encrypted) give a client certificate.
+//! server insists. Roots come from `sslrootcert` (a PEM file, or `system`), else from
+//! `~/.postgresql/root.crt` if it exists, else from the system (where libpq would refuse).
+//! `sslcert` and `sslkey` (PEM, the key not encrypted) give a client certificate.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -116,7 +117,7 @@ enum Roots {
     /// No `sslrootcert`: `~/.postgresql/root.crt` if it exists (libpq's default file), else the
     /// system's roots. libpq would refuse to verify without that file; falling back to the
     /// system's roots lets `sslmode=verify-full` alone work with the many managed databases
-    /// whose certificates chain to a public CA, and is never weaker than what was asked.
+    /// whose certificates chain to a public CA, and still verifies, as asked.
     Default,
 }
 
@@ -137,7 +138,7 @@ impl Plan {
             "require" => (SslMode::Require, roots.map_or(Verify::Nothing, Verify::Chain)),
             "verify-ca" => (SslMode::Require, Verify::Chain(roots.unwrap_or(Roots::Default))),
             "verify-full" => (SslMode::Require, Verify::Full(roots.unwrap_or(Roots::Default))),
-            other => return Err(format!("sslmode {} is not one of {SSLMODES}", name(other))),
+            other => return Err(format!("sslmode {} is not one of {SSLMODES}", quoted_keyword(other))),
         };
         if system && mode != "verify-full" {
             return Err("sslrootcert=system needs sslmode=verify-full: any public CA could vouch for any host, so \
@@ -295,9 +296,10 @@ fn webpki(roots: &Roots, provider: &Arc<CryptoProvider>) -> Result<Arc<WebPkiSer
         .map_err(|e| format!("cannot verify against these roots: {e}"))
 }
 
-/// `prefer`, `require`: any certificate will do, but the handshake's signature must still be
-/// made with the key of the certificate presented, so that SCRAM's channel binding (which hashes
-/// that certificate) still detects a man in the middle.
+/// `prefer`, `require`: any certificate will do, but the handshake must still be signed with the
+/// key of the certificate presented. Otherwise a man in the middle could present the server's own
+/// certificate, and SCRAM's channel binding (which hashes the certificate presented) would no
+/// longer catch him.
 #[derive(Debug)]
 struct AnyCertificate(WebPkiSupportedAlgorithms);
 
@@ -548,7 +550,7 @@ fn decode(s: &str, what: &str) -> Result<String, String> {
 
 /// A keyword-like value quoted for an error message; anything else is not repeated, as it may be
 /// part of a password in a URL cut in the wrong place.
-fn name(value: &str) -> String {
+fn quoted_keyword(value: &str) -> String {
     if !value.is_empty()
         && value.len() <= 32
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
