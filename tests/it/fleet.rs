@@ -306,14 +306,15 @@ async fn deletions_and_pins_reach_every_instance() {
     let mut s = nodes[1].stream("/stream").await;
     let (status, _) = nodes[0].delete("/sessions/gone").await;
     assert_eq!(status, StatusCode::OK);
-    // Events of the session published by this instance's feed may come first.
+    // The session's events and alerts, published by this instance's feed, may come first.
     let f = loop {
         let f = s.message().await;
-        if f.event.is_some() {
+        if f.event.as_deref().is_some_and(|e| e != "alert") {
             break f;
         }
     };
     assert_eq!(f.event.as_deref(), Some("session.deleted"));
+    assert_eq!(f.json()["session_id"], "gone");
     let (status, _) = nodes[1].get_json("/sessions/gone").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A pin on one instance is a pin on every instance.
@@ -335,8 +336,10 @@ async fn deletions_and_pins_reach_every_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn streams_catch_up_after_the_listening_connection_is_killed() {
-    let pg = Pg::shared();
+    // A server of its own: killing listeners must not touch other tests' fleets.
+    let pg = Pg::start();
     let url = pg.create_db();
+    let db = db_name(&url);
     let nodes = fleet(&url, 2, &[]).await;
     let mut s = nodes[1].stream("/stream").await;
     nodes[0].ingest(&[event("listen", 1, "session.started", json!({}))]).await;
@@ -348,7 +351,8 @@ async fn streams_catch_up_after_the_listening_connection_is_killed() {
     assert_eq!(got, (2..=40).collect::<Vec<_>>());
     // And the listener is back: a later event arrives promptly, not at the next poll.
     eventually("the listener to reconnect", || async {
-        (pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'") == "2").then_some(())
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = '{db}'");
+        (pg.psql("postgres", &sql) == "2").then_some(())
     })
     .await;
     let t = Instant::now();

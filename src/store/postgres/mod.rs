@@ -107,21 +107,25 @@ impl PgStore {
         let (events, notices): (i64, i64) = (head.get(0), head.get(1));
         hub.advance_to(events);
 
-        let manager = Manager::from_config(
-            target.config().clone(),
-            target.tls(),
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(opts.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts {
-                wait: Some(POOL_WAIT),
-                create: Some(conn::CONNECT_TIMEOUT),
-                recycle: Some(conn::CONNECT_TIMEOUT),
-            })
-            .build()
-            .map_err(|e| open_err(e.to_string()))?;
+        drop(client);
+        let pool = |size: usize| {
+            let manager = Manager::from_config(
+                target.config().clone(),
+                target.tls(),
+                ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            );
+            Pool::builder(manager)
+                .max_size(size.max(1))
+                .runtime(Runtime::Tokio1)
+                .timeouts(Timeouts {
+                    wait: Some(POOL_WAIT),
+                    create: Some(conn::CONNECT_TIMEOUT),
+                    recycle: Some(conn::CONNECT_TIMEOUT),
+                })
+                .build()
+                .map_err(|e| open_err(e.to_string()))
+        };
+        let (pool, writer_pool) = (pool(opts.pool_size)?, pool(1)?);
 
         let shared = Arc::new(Shared { writable: AtomicBool::new(true), ..Default::default() });
         let reach = Arc::new(Reach { ok: AtomicBool::new(true), ..Default::default() });
@@ -129,8 +133,8 @@ impl PgStore {
         let wake = Arc::new(Notify::new());
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let writer = Writer {
-            target: target.clone(),
-            client: Some(client),
+            pool: writer_pool,
+            conn: None,
             live: Default::default(),
             shared: Arc::clone(&shared),
             detect: opts.detect,
