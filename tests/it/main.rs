@@ -42,6 +42,7 @@ mod ops;
 mod otlp;
 mod otlp_clients;
 mod pg_harness;
+mod pg_tls;
 mod prices;
 mod reliability;
 mod security;
