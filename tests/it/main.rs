@@ -24,6 +24,8 @@
 //! - [`haproxy`]: the fleet behind HAProxy with the committed `deploy/haproxy.cfg` — requests
 //!   spread, streams unbuffered, OTLP/gRPC through its TCP frontend, an instance killed under a
 //!   subscriber and a writer.
+//! - [`pg_tls`]: the PostgreSQL URL's `sslmode`s against a real server with TLS, end to end.
+//! - [`haproxy`]: three instances behind the committed HAProxy config — spread, streams, failover.
 //! - [`browser`]: the dashboard in headless Chromium (live views, export and delete, reconnects,
 //!   100k events), and pages of another origin trying to write or to get the token.
 //! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh

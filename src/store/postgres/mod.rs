@@ -48,12 +48,27 @@ pub struct PgStore {
     stop: CancellationToken,
 }
 
+/// An error with its causes ("error connecting to server: Connection refused"): tokio-postgres
+/// keeps the useful part of a failure in its source.
+fn full(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Maps PostgreSQL's errors to what callers act on: a server that cannot be reached, is
 /// shutting down or starting, or cancelled a statement that ran too long is `Unavailable` (503,
 /// retry); a deadlock that survived its retries is `Busy`.
 pub(super) fn classify(e: &tokio_postgres::Error) -> StoreError {
     let Some(code) = e.code() else {
-        return StoreError::Unavailable(e.to_string());
+        return StoreError::Unavailable(full(e));
     };
     if *code == SqlState::DISK_FULL {
         StoreError::Full
@@ -67,9 +82,9 @@ pub(super) fn classify(e: &tokio_postgres::Error) -> StoreError {
         || code.code().starts_with("53")
         || *code == SqlState::QUERY_CANCELED
     {
-        StoreError::Unavailable(e.to_string())
+        StoreError::Unavailable(full(e))
     } else {
-        StoreError::db(std::io::Error::other(e.to_string()))
+        StoreError::db(std::io::Error::other(full(e)))
     }
 }
 
@@ -90,20 +105,20 @@ impl PgStore {
         let (mut client, connection) = tokio::time::timeout(conn::CONNECT_TIMEOUT, target.connect())
             .await
             .map_err(|_| open_err("no answer within the connect timeout".into()))?
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| open_err(full(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "writer connection ended");
             }
         });
-        match schema::migrate(&mut client).await.map_err(|e| open_err(e.to_string()))? {
+        match schema::migrate(&mut client).await.map_err(|e| open_err(full(&e)))? {
             schema::Migrated::Ready => {}
             schema::Migrated::Newer(found) => {
                 return Err(StoreError::NewerSchema { path: shown, found, supported: schema::CURRENT })
             }
         }
         let head =
-            client.query_one("SELECT events, notices FROM aop_head", &[]).await.map_err(|e| open_err(e.to_string()))?;
+            client.query_one("SELECT events, notices FROM aop_head", &[]).await.map_err(|e| open_err(full(&e)))?;
         let (events, notices): (i64, i64) = (head.get(0), head.get(1));
         hub.advance_to(events);
 
