@@ -25,7 +25,7 @@ const POLL: Duration = Duration::from_millis(1000);
 /// Rows per query while catching up.
 const PAGE: i64 = 2048;
 /// How often the database's size is read for `/health`.
-const SIZE_EVERY: Duration = Duration::from_secs(30);
+const SIZE_EVERY: Duration = Duration::from_secs(5);
 
 pub(super) struct Feed {
     pub(super) pool: Pool,
