@@ -14,7 +14,7 @@ use super::gen::{Clock, SessionGen, Time};
 use super::ingest::{self, Posted, Shape};
 use super::stats::{micros, Histogram, Summary};
 use super::{figure, note, Ctx};
-use crate::client::{find, ChunkedDecoder, Conn, SseParser};
+use crate::client::{find, ChunkedDecoder, Conn, SseParser, Target};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,15 +53,15 @@ struct Progress {
     finished: AtomicBool,
 }
 
-struct SubResult {
+pub(super) struct SubResult {
     seen: Vec<u64>,
     /// Receipt minus ack (the figure asked for).
-    hist: Histogram,
+    pub(super) hist: Histogram,
     /// Receipt minus send: includes the commit, and is immune to the ack/frame race.
-    from_send: Histogram,
+    pub(super) from_send: Histogram,
     frames: u64,
-    overflow: bool,
-    error: Option<String>,
+    pub(super) overflow: bool,
+    pub(super) error: Option<String>,
 }
 
 /// The index of a fan-out event from its JSON, or `None` for any other event.
@@ -89,9 +89,9 @@ fn leading_u64(b: &[u8]) -> Option<(u64, usize)> {
     Some((v, n))
 }
 
-async fn subscribe(ctx: &Ctx) -> Result<Conn, String> {
+async fn subscribe(target: &Arc<Target>) -> Result<Conn, String> {
     // Small buffers: a thousand of them are held at once, and frames are ~600 bytes.
-    let mut c = tokio::time::timeout(ingest::REQUEST_TIMEOUT, Conn::connect_with_buffer(&ctx.target, 16 * 1024))
+    let mut c = tokio::time::timeout(ingest::REQUEST_TIMEOUT, Conn::connect_with_buffer(target, 16 * 1024))
         .await
         .map_err(|_| "connect timed out".to_owned())?
         .map_err(|e| e.to_string())?;
@@ -191,18 +191,22 @@ struct Crowd {
     stop: watch::Sender<bool>,
 }
 
-async fn gather(ctx: &Ctx, n: usize, shared: &Arc<Shared>) -> Crowd {
+async fn gather(target: &Arc<Target>, n: usize, shared: &Arc<Shared>) -> Crowd {
     let (stop, stop_rx) = watch::channel(false);
     let mut crowd = Crowd { tasks: Vec::with_capacity(n), progress: Vec::with_capacity(n), stop };
     for i in 0..n {
-        match subscribe(ctx).await {
+        match subscribe(target).await {
             Ok(conn) => {
                 let p = Arc::new(Progress::default());
                 crowd.progress.push(Arc::clone(&p));
                 crowd.tasks.push(tokio::spawn(subscriber(conn, Arc::clone(shared), p, stop_rx.clone())));
             }
             Err(e) => {
-                note(&format!("fanout: subscriber {} of {n} could not connect ({e}); going on with {i}", i + 1));
+                note(&format!(
+                    "subscriber {} of {n} could not connect to {}/stream ({e}); going on with {i}",
+                    i + 1,
+                    target.url
+                ));
                 break;
             }
         }
@@ -237,7 +241,7 @@ struct FixedRateOut {
 /// scheduled time `t0 + i / rate` (or at once when behind: the schedule does not slip).
 #[allow(clippy::too_many_arguments)]
 async fn fixed_rate(
-    ctx_target: Arc<crate::client::Target>,
+    ctx_target: Arc<Target>,
     conn: Conn,
     shared: Arc<Shared>,
     c: u64,
@@ -317,14 +321,48 @@ async fn fixed_rate(
     out
 }
 
-/// Phase A (fixed rate: delivery and misses) and phase B (saturating ingest with the same number
-/// of subscribers attached, against the same without).
-pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
-    let n = ctx.plan.subscribers;
-    let rate = ctx.plan.rate.max(1.0);
+/// What one fixed-rate phase measured.
+pub(super) struct FixedRun {
+    shared: Arc<Shared>,
+    /// Subscribers that connected.
+    pub(super) connected: usize,
+    /// What each of them saw (one fewer for each that failed to finish).
+    pub(super) subscribers: Vec<SubResult>,
+    /// Events of the schedule acknowledged (the unmeasured closing events are not).
+    pub(super) acked: u64,
+    pub(super) errors: u64,
+    pub(super) overloaded: u64,
+    /// Ack latencies, µs.
+    pub(super) samples: Vec<u32>,
+    /// Acknowledged events per second over the schedule.
+    pub(super) ingest_rate: f64,
+    /// The phase's CPU line (drain included).
+    pub(super) cpu: String,
+}
+
+impl FixedRun {
+    /// Events acknowledged that the subscriber never received.
+    pub(super) fn missed(&self, r: &SubResult) -> u64 {
+        let acks = self.shared.acks.iter().enumerate();
+        acks.filter(|(i, a)| a.load(Ordering::Relaxed) != 0 && r.seen[i / 64] & (1 << (i % 64)) == 0).count() as u64
+    }
+}
+
+/// `subscribers` on `listen`'s `/stream` while `rate` events/s are posted to `post` for the
+/// plan's duration, then up to [`DRAIN`] for what is still in flight. `post` and `listen` differ
+/// when the delivery from one fleet instance to another is measured. Adds what was acknowledged
+/// to the ledger; the CPU of `pids` is reported.
+pub(super) async fn fixed_rate_phase(
+    ctx: &mut Ctx,
+    post: &Arc<Target>,
+    listen: &Arc<Target>,
+    subscribers: usize,
+    rate: f64,
+    prefix: String,
+    pids: &[u32],
+) -> Result<FixedRun, String> {
     let d = ctx.plan.duration;
     let total = ((rate * d.as_secs_f64()) as u64).clamp(1, ctx.plan.max_events);
-    let prefix = format!("bench-{}-fan-", ctx.run_id);
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         prefix: prefix.clone().into_bytes(),
@@ -333,17 +371,21 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
         track: true,
     });
 
-    let crowd = gather(ctx, n, &shared).await;
+    let crowd = gather(listen, subscribers, &shared).await;
     let connected = crowd.tasks.len();
-    let conns = ingest::connect_all(&ctx.target, CONNECTIONS as usize).await?;
-    let cpu = super::stats::CpuMeter::start(ctx.server_pid);
+    // Without a subscriber there is nothing to measure: say so now rather than after the schedule.
+    if subscribers > 0 && connected == 0 {
+        return Err(format!("no subscriber could connect to {}/stream", listen.url));
+    }
+    let conns = ingest::connect_all(post, CONNECTIONS as usize).await?;
+    let cpu = super::stats::CpuMeter::start(pids);
     let t0 = Instant::now();
     // A collector that cannot keep the rate still ends the phase in bounded time.
     let hard_end = t0 + d * 2 + Duration::from_secs(5);
     let mut tasks = Vec::new();
     for (c, conn) in conns.into_iter().enumerate() {
         tasks.push(tokio::spawn(fixed_rate(
-            Arc::clone(&ctx.target),
+            Arc::clone(post),
             conn,
             Arc::clone(&shared),
             c as u64,
@@ -356,7 +398,7 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
     }
     let (mut samples, mut acked, mut errors, mut overloaded, mut end) = (Vec::new(), 0, 0, 0, t0);
     for t in tasks {
-        let out = t.await.map_err(|e| format!("a fan-out ingest task failed: {e}"))?;
+        let out = t.await.map_err(|e| format!("a fixed-rate ingest task failed: {e}"))?;
         samples.extend_from_slice(&out.samples);
         acked += out.acked;
         errors += out.errors;
@@ -376,10 +418,23 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
     }
     let cpu = cpu.finish();
     let results = crowd.finish().await;
+    Ok(FixedRun { shared, connected, subscribers: results, acked, errors, overloaded, samples, ingest_rate, cpu })
+}
+
+/// Phase A (fixed rate: delivery and misses) and phase B (saturating ingest with the same number
+/// of subscribers attached, against the same without), on the first instance only.
+pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
+    let n = ctx.plan.subscribers;
+    let rate = ctx.plan.rate.max(1.0);
+    let d = ctx.plan.duration;
+    let first = Arc::clone(&ctx.target);
+    let pids: Vec<u32> = ctx.server_pid.into_iter().collect();
+    let prefix = format!("bench-{}-fan-", ctx.run_id);
+    let mut phase = fixed_rate_phase(ctx, &first, &first, n, rate, prefix, &pids).await?;
     let (mut hist, mut from_send) = (Histogram::default(), Histogram::default());
     let (mut missed, mut overflows, mut broken) = (0u64, 0, 0);
     let mut first_error = None;
-    for r in &results {
+    for r in &phase.subscribers {
         hist.merge(&r.hist);
         from_send.merge(&r.from_send);
         overflows += usize::from(r.overflow);
@@ -387,21 +442,23 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
             broken += 1;
             first_error.get_or_insert_with(|| e.clone());
         }
-        for (i, a) in shared.acks.iter().enumerate() {
-            if a.load(Ordering::Relaxed) != 0 && r.seen[i / 64] & (1 << (i % 64)) == 0 {
-                missed += 1;
-            }
-        }
+        missed += phase.missed(r);
     }
+    let acked = phase.acked;
     // Subscribers that never connected missed everything.
-    missed += (n - results.len()) as u64 * acked;
+    missed += (n - phase.subscribers.len()) as u64 * acked;
     let delivery = hist.summary();
     let mut line = format!(
-        "fanout {n} subscribers at {rate:.0} events/s: delivery after ack {}, missed {missed} of {} (overflows {overflows}, subscribers connected {connected}, broken {broken}), delivery after send {}, ingest {ingest_rate:.0} events/s, ack {}, errors {errors} (503: {overloaded}){cpu}",
+        "fanout {n} subscribers at {rate:.0} events/s: delivery after ack {}, missed {missed} of {} (overflows {overflows}, subscribers connected {}, broken {broken}), delivery after send {}, ingest {:.0} events/s, ack {}, errors {} (503: {}){}",
         delivery_ms(&delivery),
         acked * n as u64,
+        phase.connected,
         delivery_ms(&from_send.summary()),
-        Summary::of(&mut samples).ms(),
+        phase.ingest_rate,
+        Summary::of(&mut phase.samples).ms(),
+        phase.errors,
+        phase.overloaded,
+        phase.cpu,
     );
     if let Some(e) = first_error {
         line.push_str(&format!(" [first stream error: {e}]"));
@@ -412,8 +469,10 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
     let baseline = match ctx.single64 {
         Some(b) => b,
         None => {
-            let cpu = super::stats::CpuMeter::start(ctx.server_pid);
-            let f = ingest::measure(ctx, Shape::Single { concurrency: SATURATING }, d, "fanbase").await?;
+            let cpu = super::stats::CpuMeter::start(&pids);
+            let f =
+                ingest::measure(ctx, &[Arc::clone(&first)], Shape::Single { concurrency: SATURATING }, d, "fanbase")
+                    .await?;
             figure(&format!("fanout baseline single c={SATURATING} without subscribers: {}{}", f.line(), cpu.finish()));
             f.events_per_s
         }
@@ -425,11 +484,11 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
         sent: Vec::new(),
         track: false,
     });
-    let crowd = gather(ctx, n, &count_only).await;
+    let crowd = gather(&first, n, &count_only).await;
     let connected = crowd.tasks.len();
-    let cpu = super::stats::CpuMeter::start(ctx.server_pid);
+    let cpu = super::stats::CpuMeter::start(&pids);
     let started = Instant::now();
-    let f = ingest::measure(ctx, Shape::Single { concurrency: SATURATING }, d, "fanload").await?;
+    let f = ingest::measure(ctx, &[first], Shape::Single { concurrency: SATURATING }, d, "fanload").await?;
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu.finish();
     let results = crowd.finish().await;
@@ -444,7 +503,7 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
-fn delivery_ms(s: &Summary) -> String {
+pub(super) fn delivery_ms(s: &Summary) -> String {
     if s.count == 0 {
         return "no deliveries".into();
     }

@@ -8,7 +8,7 @@
 
 use super::gen::Source;
 use super::stats::{micros, Summary};
-use super::Ctx;
+use super::{fleet, Ctx};
 use crate::client::{Conn, Target};
 use serde::Deserialize;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -156,13 +156,20 @@ pub(crate) fn take_budget(budget: &AtomicI64, n: i64) -> bool {
 
 /// Opens `n` connections before the clock starts, so connection setup is not measured.
 pub(crate) async fn connect_all(target: &Arc<Target>, n: usize) -> Result<Vec<Conn>, String> {
+    connect_spread(std::slice::from_ref(target), n).await.map(|v| v.into_iter().map(|(_, c)| c).collect())
+}
+
+/// [`connect_all`] over the instances of a fleet: connection `i` goes to the instance
+/// [`fleet::instance_of`] gives, and comes back with it (a broken connection reconnects there).
+pub(crate) async fn connect_spread(targets: &[Arc<Target>], n: usize) -> Result<Vec<(Arc<Target>, Conn)>, String> {
     let mut conns = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
+        let target = &targets[fleet::instance_of(i, targets.len())];
         let c = tokio::time::timeout(REQUEST_TIMEOUT, Conn::connect(target))
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| format!("cannot connect to {}: {e}", target.url))?;
-        conns.push(c);
+        conns.push((Arc::clone(target), c));
     }
     Ok(conns)
 }
@@ -323,6 +330,13 @@ pub(crate) enum Shape {
 }
 
 impl Shape {
+    pub(crate) fn connections(self) -> usize {
+        match self {
+            Shape::Single { concurrency } => concurrency,
+            Shape::Batch { .. } => BATCH_CONCURRENCY,
+        }
+    }
+
     pub(crate) fn label(self) -> String {
         match self {
             Shape::Single { concurrency } => format!("single c={concurrency}"),
@@ -333,28 +347,28 @@ impl Shape {
     }
 }
 
-/// Runs one ingest measurement for `duration` (or until `max_events`), and adds what was
-/// acknowledged to the run's ledger.
+/// Runs one ingest measurement for `duration` (or until `max_events`) over `targets` (one
+/// collector, or the instances of a fleet), and adds what was acknowledged to the run's ledger.
 pub(crate) async fn measure(
     ctx: &mut Ctx,
+    targets: &[Arc<Target>],
     shape: Shape,
     duration: Duration,
     tag: &str,
 ) -> Result<IngestFigures, String> {
-    let (connections, open) = match shape {
-        Shape::Single { concurrency } => (concurrency, OPEN_SESSIONS_SINGLE),
-        Shape::Batch { .. } => (BATCH_CONCURRENCY, OPEN_SESSIONS_BATCH),
-    };
-    let conns = connect_all(&ctx.target, connections).await?;
+    let conns = connect_spread(targets, shape.connections()).await?;
     let budget = Arc::new(AtomicI64::new(i64::try_from(ctx.plan.max_events).unwrap_or(i64::MAX)));
     let start = Instant::now();
     let deadline = start + duration;
-    let mut tasks = Vec::with_capacity(connections);
-    for (i, conn) in conns.into_iter().enumerate() {
+    let open = match shape {
+        Shape::Single { .. } => OPEN_SESSIONS_SINGLE,
+        Shape::Batch { .. } => OPEN_SESSIONS_BATCH,
+    };
+    let mut tasks = Vec::with_capacity(conns.len());
+    for (i, (target, conn)) in conns.into_iter().enumerate() {
         let prefix = format!("bench-{}-{tag}-{i}-", ctx.run_id);
         let seed = ctx.seed ^ ((i as u64) << 32) ^ tag.len() as u64;
         let src = Source::new(prefix, seed, open, SESSION_LEN);
-        let target = Arc::clone(&ctx.target);
         let budget = Arc::clone(&budget);
         tasks.push(match shape {
             Shape::Single { .. } => tokio::spawn(single_task(target, conn, src, deadline, budget)),

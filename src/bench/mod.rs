@@ -1,4 +1,5 @@
-//! `aop bench`: a load generator that drives an already running collector over loopback.
+//! `aop bench`: a load generator that drives an already running collector over loopback, or
+//! the instances of one fleet (several `aop start --db postgres://…` on one database).
 //!
 //! It starts nothing (except, for the start-up figure only, fresh collectors given by
 //! `--binary`), sends realistic AOP events, and prints one greppable line per figure on stdout;
@@ -14,13 +15,17 @@
 //! - `ingest`: workloads 1 and 2 (single-event POSTs, NDJSON batches).
 //! - `otlp`: OTLP/HTTP protobuf exports of 512 spans through `/v1/traces`.
 //! - `fanout`: workload 3 (subscribers on `/stream` under fixed-rate ingest).
+//! - `delivery`: ack-to-receipt latency of one subscriber, across a fleet's instances.
+//! - `fleet`: the instances of `--url`, and which of them each ingest connection talks to.
 //! - `reads`: workload 4 (the large store and its reads).
 //! - `resources`: workload 5 (RSS, start-up time of a fresh collector).
 //! - `soak`: a long mixed run sampling the collector's RSS and open files (not part of `all`).
 //!
 //! Every loop is bounded by a duration and a count; every request has a timeout.
 
+mod delivery;
 mod fanout;
+mod fleet;
 mod gen;
 mod ingest;
 mod otlp;
@@ -58,6 +63,9 @@ pub enum Workload {
     Otlp,
     /// Subscribers on /stream during fixed-rate ingest, then during saturating ingest.
     Fanout,
+    /// One subscriber on the last --url's /stream, single events posted to the first at
+    /// min(--rate, 1000)/s: latency from ack to receipt, and events never delivered.
+    Delivery,
     /// Reads on a large store (loaded once, then reused).
     Reads,
     /// RSS idle and under load, storage per event, and start-up (with --binary and --db).
@@ -72,7 +80,9 @@ pub enum Workload {
 /// Options of `aop bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// The collector to drive (loopback only, unless --allow-remote).
+    /// The collector to drive (loopback only, unless --allow-remote). Several comma-separated
+    /// URLs are the instances of one fleet: single and batch ingest spread their connections
+    /// over them, delivery posts to the first and listens on the last, the rest use the first.
     #[arg(long, default_value = "http://127.0.0.1:4317")]
     pub url: String,
     /// Access token, sent as `Authorization: Bearer …`.
@@ -87,7 +97,7 @@ pub struct BenchArgs {
     /// Subscribers on /stream for the fan-out figures. [default: 1000; 10 with --smoke]
     #[arg(long)]
     pub subscribers: Option<usize>,
-    /// Events per second ingested during the fan-out figure. [default: 5000]
+    /// Events per second ingested during the fan-out figure; the delivery figure takes at most 1000. [default: 5000]
     #[arg(long)]
     pub rate: Option<f64>,
     /// Events in the large store of the reads figures. [default: 1000000; 20000 with --smoke]
@@ -187,18 +197,33 @@ pub(crate) struct Storage {
 
 /// State shared by the workloads of one run.
 pub(crate) struct Ctx {
+    /// The collector, or the first instance of the fleet: every workload that does not spread uses it.
     pub(crate) target: Arc<Target>,
+    /// Every instance given to `--url`, `target` first; one for a lone collector.
+    pub(crate) fleet: Vec<Arc<Target>>,
     /// In every session id of this run, so runs never collide with each other or older data.
     pub(crate) run_id: String,
     pub(crate) seed: u64,
     pub(crate) plan: Plan,
     /// The collector's pid, when it is an aop process on this machine (for RSS and CPU).
     pub(crate) server_pid: Option<u32>,
+    /// The pids of every instance, for the CPU of the workloads that use several; empty unless
+    /// each is an aop process on this machine.
+    pub(crate) fleet_pids: Vec<u32>,
     /// `(session id, events acknowledged)` of every session this run wrote.
     pub(crate) ledger: Vec<(String, u64)>,
-    /// Throughput of single c=64, the fan-out comparison's baseline.
+    /// Throughput of single c=64 on the first instance alone, the fan-out comparison's baseline.
     pub(crate) single64: Option<f64>,
     pub(crate) storage: Option<Storage>,
+}
+
+impl Ctx {
+    /// Says that a workload which means nothing spread over instances runs on the first only.
+    fn first_only(&self, workload: &str) {
+        if self.fleet.len() > 1 {
+            note(&format!("{workload}: on the first instance only ({})", self.target.url));
+        }
+    }
 }
 
 /// One figure: stdout, flushed at once so a long run can be followed (and grepped) live.
@@ -280,8 +305,8 @@ pub fn run(args: BenchArgs) -> ExitCode {
             return ExitCode::from(EXIT_UNREACHABLE);
         }
     };
-    let target = match Target::parse(&args.url, args.token.as_deref(), args.allow_remote) {
-        Ok(t) => Arc::new(t),
+    let fleet = match fleet::targets(&args.url, args.token.as_deref(), args.allow_remote) {
+        Ok(f) => f,
         Err(e) => {
             note(&e);
             return ExitCode::from(EXIT_UNREACHABLE);
@@ -294,7 +319,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     };
     match runtime {
-        Ok(rt) => rt.block_on(bench(plan, target)),
+        Ok(rt) => rt.block_on(bench(plan, fleet)),
         Err(e) => {
             note(&format!("cannot start the runtime: {e}"));
             ExitCode::FAILURE
@@ -327,7 +352,7 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model}), {mem} RAM, load average {load}")
 }
 
-async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
+async fn bench(plan: Plan, fleet: Vec<Arc<Target>>) -> ExitCode {
     let began = Instant::now();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let seed = nanos ^ (u64::from(std::process::id()) << 40);
@@ -338,27 +363,56 @@ async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
         startup(&plan).await;
         return ExitCode::SUCCESS;
     }
-    let info = match health(&target).await {
-        Ok(h) => h,
-        Err(e) => {
-            note(&format!("cannot reach the collector at {}: {e}", target.url));
+    let mut infos = Vec::with_capacity(fleet.len());
+    for target in &fleet {
+        match health(target).await {
+            Ok(h) => infos.push(h),
+            Err(e) => {
+                note(&format!("cannot reach the collector at {}: {e}", target.url));
+                return ExitCode::from(EXIT_UNREACHABLE);
+            }
+        }
+        // /health needs no token; everything else may. Find out now rather than after a run of 401s.
+        if let Err(e) = authorized(target).await {
+            note(&e);
             return ExitCode::from(EXIT_UNREACHABLE);
         }
-    };
-    // /health needs no token; everything else may. Find out now rather than after a run of 401s.
-    if let Err(e) = authorized(&target).await {
-        note(&e);
-        return ExitCode::from(EXIT_UNREACHABLE);
     }
-    let server_pid = info.pid.filter(|&p| stats::is_aop(p));
+    let local: Vec<Option<u32>> = infos.iter().map(|h| h.pid.filter(|&p| stats::is_aop(p))).collect();
+    let server_pid = local[0];
     if server_pid.is_none() {
         note("the collector's pid (from /health) is not an aop process on this machine: RSS and server CPU are not reported");
     }
+    let mut fleet_pids: Vec<u32> = local.iter().map_while(|p| *p).collect();
+    if fleet_pids.len() < fleet.len() {
+        fleet_pids.clear();
+        if fleet.len() > 1 {
+            note("not every instance's pid (from /health) is an aop process on this machine: the server CPU of single, batch and delivery is not reported");
+        }
+    }
+    // Two addresses of one process: its CPU must be counted once, and the "fleet" is smaller than it looks.
+    let given = fleet_pids.len();
+    fleet_pids.sort_unstable();
+    fleet_pids.dedup();
+    if fleet_pids.len() < given {
+        note("two of the --url addresses reach the same collector process (same pid): this is not a fleet of that many instances");
+    }
+    if infos.iter().any(|h| h.version != infos[0].version) {
+        let versions: Vec<&str> = infos.iter().map(|h| h.version.as_str()).collect();
+        note(&format!("the instances run different versions of aop: {}", versions.join(", ")));
+    }
+    let target = Arc::clone(&fleet[0]);
+    let info = &infos[0];
+    let pid_of = |h: &HealthInfo| h.pid.map_or("?".into(), |p| p.to_string());
+    let against = if fleet.len() == 1 {
+        format!("{} (aop {}, pid {}, ", target.url, info.version, pid_of(info))
+    } else {
+        let members: Vec<String> =
+            fleet.iter().zip(&infos).map(|(t, h)| format!("{} pid {}", t.url, pid_of(h))).collect();
+        format!("{} instances of one fleet: {} (aop {}, ", fleet.len(), members.join(", "), info.version)
+    };
     figure(&format!(
-        "bench: run {run_id} against {} (aop {}, pid {}, store {} at {}), {}{}, on {}",
-        target.url,
-        info.version,
-        info.pid.map_or("?".into(), |p| p.to_string()),
+        "bench: run {run_id} against {against}store {} at {}), {}{}, on {}",
         mib(info.store_bytes),
         info.store_path,
         if plan.workloads == [Workload::Soak] {
@@ -369,9 +423,21 @@ async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
         if plan.smoke { " (smoke)" } else { "" },
         machine()
     ));
-    let mut ctx = Ctx { target, run_id, seed, plan, server_pid, ledger: Vec::new(), single64: None, storage: None };
+    let mut ctx = Ctx {
+        target,
+        fleet,
+        run_id,
+        seed,
+        plan,
+        server_pid,
+        fleet_pids,
+        ledger: Vec::new(),
+        single64: None,
+        storage: None,
+    };
 
     if ctx.plan.has(Workload::Resources) {
+        ctx.first_only("resources");
         match ctx.server_pid.and_then(stats::rss_bytes) {
             Some(rss) => figure(&format!(
                 "resources idle RSS: {} (collector pid {}, before this run's load)",
@@ -384,6 +450,7 @@ async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
     // Reads first: on a fresh database they then run on exactly the large store, and the ingest
     // figures after them are taken on a store that already holds a million events.
     if ctx.plan.has(Workload::Reads) {
+        ctx.first_only("reads");
         if let Err(e) = reads::run(&mut ctx).await {
             figure(&format!("reads: failed: {e}"));
         }
@@ -392,7 +459,7 @@ async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
     if ctx.plan.has(Workload::Single) {
         let sampler = ctx.server_pid.map(|p| resources::RssSampler::start(p, Duration::from_millis(20)));
         for c in [1, 16, 64] {
-            ingest_figure(&mut ctx, Shape::Single { concurrency: c }).await;
+            ingest_figure(&mut ctx, Shape::Single { concurrency: c }, true).await;
         }
         if let Some(s) = sampler {
             load_rss = Some(s.stop().await);
@@ -400,15 +467,22 @@ async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
     }
     if ctx.plan.has(Workload::Batch) {
         for per_request in [100, 1000] {
-            ingest_figure(&mut ctx, Shape::Batch { per_request }).await;
+            ingest_figure(&mut ctx, Shape::Batch { per_request }, true).await;
         }
     }
     if ctx.plan.has(Workload::Otlp) {
+        ctx.first_only("otlp");
         otlp_figure(&mut ctx).await;
     }
     if ctx.plan.has(Workload::Fanout) {
+        ctx.first_only("fanout");
         if let Err(e) = fanout::run(&mut ctx).await {
             figure(&format!("fanout: failed: {e}"));
+        }
+    }
+    if ctx.plan.has(Workload::Delivery) {
+        if let Err(e) = delivery::run(&mut ctx).await {
+            figure(&format!("delivery: failed: {e}"));
         }
     }
     if ctx.plan.has(Workload::Resources) {
@@ -421,6 +495,7 @@ async fn bench(plan: Plan, target: Arc<Target>) -> ExitCode {
     }
     // Last: the sessions it leaves running would raise stall alerts in the middle of other figures.
     if ctx.plan.has(Workload::Soak) {
+        ctx.first_only("soak");
         if let Err(e) = soak::run(&mut ctx).await {
             figure(&format!("soak: failed: {e}"));
         }
@@ -441,18 +516,28 @@ fn base36(mut n: u64) -> String {
     String::from_utf8(s).unwrap_or_default()
 }
 
-async fn ingest_figure(ctx: &mut Ctx, shape: Shape) {
+/// One ingest figure, over every instance (`spread`) or the first only.
+async fn ingest_figure(ctx: &mut Ctx, shape: Shape, spread: bool) {
     let tag = match shape {
         Shape::Single { concurrency } => format!("s{concurrency}"),
         Shape::Batch { per_request } => format!("b{per_request}"),
     };
+    let (targets, pids) = if spread {
+        (ctx.fleet.clone(), ctx.fleet_pids.clone())
+    } else {
+        (vec![Arc::clone(&ctx.target)], ctx.server_pid.into_iter().collect())
+    };
+    let over = match targets.len() {
+        1 => String::new(),
+        n => format!(" [{n} instances: {} connections]", fleet::shares(shape.connections(), n)),
+    };
     let bytes_before = health(&ctx.target).await.map(|h| h.store_bytes).ok();
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = CpuMeter::start(&pids);
     let d = ctx.plan.duration;
-    match ingest::measure(ctx, shape, d, &tag).await {
+    match ingest::measure(ctx, &targets, shape, d, &tag).await {
         Ok(f) => {
-            figure(&format!("{}: {}{}", shape.label(), f.line(), cpu.finish()));
-            if matches!(shape, Shape::Single { concurrency: 64 }) {
+            figure(&format!("{}: {}{over}{}", shape.label(), f.line(), cpu.finish()));
+            if matches!(shape, Shape::Single { concurrency: 64 }) && targets.len() == 1 {
                 ctx.single64 = Some(f.events_per_s);
             }
             // Storage from this run's own ingest, when no large-store load measured it.
@@ -473,7 +558,7 @@ async fn ingest_figure(ctx: &mut Ctx, shape: Shape) {
 
 async fn otlp_figure(ctx: &mut Ctx) {
     let label = format!("otlp {} spans/req c={}", otlp::SPANS_PER_REQUEST, ingest::BATCH_CONCURRENCY);
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = CpuMeter::start(ctx.server_pid.as_slice());
     let d = ctx.plan.duration;
     match otlp::measure(ctx, d).await {
         Ok((spans_per_s, f)) => figure(&format!("{label}: {spans_per_s:.0} spans/s = {}{}", f.line(), cpu.finish())),
@@ -486,17 +571,20 @@ async fn resources_figures(ctx: &mut Ctx, load_rss: Option<resources::RssStats>)
         figure("resources RSS: not measured (collector pid not readable)");
         return;
     };
+    // The single-event figures spread over a fleet: this instance carried only its share.
+    let share = load_rss.is_some() && ctx.fleet.len() > 1;
     let load_rss = match load_rss {
         Some(r) => r,
         None => {
             // Workload 1 did not run: run its heaviest shape here to have a figure under load.
             let sampler = resources::RssSampler::start(pid, Duration::from_millis(20));
-            ingest_figure(ctx, Shape::Single { concurrency: 64 }).await;
+            ingest_figure(ctx, Shape::Single { concurrency: 64 }, false).await;
             sampler.stop().await
         }
     };
     figure(&format!(
-        "resources RSS under load (single-event ingest): peak {}, mean {}",
+        "resources RSS under load (single-event ingest{}): peak {}, mean {}",
+        if share { ", this instance's share of it" } else { "" },
         mib(load_rss.peak),
         mib(load_rss.mean)
     ));
@@ -572,6 +660,8 @@ async fn verify(ctx: &Ctx) -> ExitCode {
     if ctx.ledger.is_empty() {
         return ExitCode::SUCCESS;
     }
+    // The instances share one database: any of them sees what all of them acknowledged.
+    ctx.first_only("verify");
     let ledger = Arc::new(ctx.ledger.clone());
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -682,7 +772,7 @@ mod tests {
         args: BenchArgs,
     }
 
-    fn plan(argv: &[&str]) -> Result<Plan, String> {
+    pub(super) fn plan(argv: &[&str]) -> Result<Plan, String> {
         let cli =
             Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied())).map_err(|e| e.to_string())?;
         Plan::from(&cli.args)
@@ -724,6 +814,23 @@ mod tests {
         assert!(plan(&["--binary", "x"]).is_err());
         assert!(plan(&["--duration", "0"]).is_err());
         assert!(plan(&["--large-events", "10", "--large-sessions", "10"]).is_err());
+    }
+
+    #[test]
+    fn delivery_runs_in_all_and_in_smoke() {
+        assert!(plan(&[]).unwrap().has(Workload::Delivery));
+        assert!(plan(&["--smoke"]).unwrap().has(Workload::Delivery));
+        let p = plan(&["--workload", "single,batch,delivery"]).unwrap();
+        assert!(p.has(Workload::Delivery) && p.has(Workload::Batch) && !p.has(Workload::Fanout));
+        assert!(!plan(&["--workload", "fanout"]).unwrap().has(Workload::Delivery));
+    }
+
+    #[test]
+    fn a_fleet_is_one_url_argument() {
+        let cli = Cli::try_parse_from(["bench", "--url", "http://127.0.0.1:4401,http://127.0.0.1:4402"]).unwrap();
+        let fleet = fleet::targets(&cli.args.url, None, false).unwrap();
+        assert_eq!(fleet.len(), 2);
+        assert_eq!(fleet[1].url, "http://127.0.0.1:4402");
     }
 
     #[test]

@@ -237,7 +237,7 @@ async fn load(ctx: &mut Ctx, layout: Layout) -> Result<Layout, String> {
         line: String::new(),
         raw_bytes: 0,
     }));
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = CpuMeter::start(ctx.server_pid.as_slice());
     let started = Instant::now();
     let deadline = started + LOAD_LIMIT;
     let tasks: Vec<_> = (0..LOAD_CONNECTIONS)
@@ -349,7 +349,7 @@ async fn timed_gets(ctx: &Ctx, label: &str, path: &str, duration: Duration) -> R
     }
     let mut samples = Vec::new();
     let (mut errors, mut bytes, mut first_error) = (0u64, 0u64, None);
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = CpuMeter::start(ctx.server_pid.as_slice());
     let started = Instant::now();
     let deadline = started + duration;
     while Instant::now() < deadline && samples.len() + (errors as usize) < MAX_READS {
@@ -397,7 +397,7 @@ async fn exports(ctx: &Ctx, id: &str, expected: u64, duration: Duration) -> Resu
     let mut conn =
         Conn::connect_with_buffer(&ctx.target, 256 * 1024).await.map_err(|e| format!("cannot connect: {e}"))?;
     let sampler = ctx.server_pid.map(|pid| RssSampler::start(pid, Duration::from_millis(5)));
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = CpuMeter::start(ctx.server_pid.as_slice());
     let started = Instant::now();
     let deadline = started + duration;
     let (mut lines, mut bytes, mut errors, mut runs) = (0u64, 0u64, 0u64, 0u64);

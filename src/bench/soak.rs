@@ -854,7 +854,7 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
     let (mut acks_all, mut reads_all) = (Histogram::default(), Histogram::default());
     let mut prev = Totals::default();
     let mut prev_at = start;
-    let mut cpu = CpuMeter::start(pid);
+    let mut cpu = CpuMeter::start(pid.as_slice());
     let mut k = 1u32;
     loop {
         let at = (start + every * k).min(start + total);
@@ -888,7 +888,7 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
         samples.push(sample);
         prev = t;
         prev_at = now;
-        cpu = CpuMeter::start(pid);
+        cpu = CpuMeter::start(pid.as_slice());
         if at >= start + total {
             break;
         }

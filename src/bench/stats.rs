@@ -169,6 +169,15 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU time of all these processes together; `None` when there are none, or when one cannot be
+/// read (it exited): a partial sum would pass for the whole.
+fn servers_ticks(pids: &[String]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| cpu_ticks(p)).sum()
+}
+
 /// Clock ticks per second; `getconf` because reading it directly needs libc.
 fn ticks_per_sec() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
@@ -194,9 +203,11 @@ fn machine_busy_ticks() -> Option<u64> {
 /// CPU used by the collector, by this process, and by everything else over a measurement, in
 /// cores: the share each took tells a server limit from a load-generator limit, and "rest" flags
 /// a figure taken while other work (a build) shared the machine. "rest" also holds kernel time
-/// not charged to a process, such as some of loopback networking's softirq work.
+/// not charged to a process, such as some of loopback networking's softirq work. The collector
+/// may be several processes (the instances of a fleet a workload spreads over): their CPU is
+/// summed, as one collector's would be.
 pub(crate) struct CpuMeter {
-    server: Option<String>,
+    servers: Vec<String>,
     start: Instant,
     server_ticks: Option<u64>,
     own_ticks: Option<u64>,
@@ -204,13 +215,14 @@ pub(crate) struct CpuMeter {
 }
 
 impl CpuMeter {
-    pub(crate) fn start(server_pid: Option<u32>) -> CpuMeter {
-        let server = server_pid.map(|p| p.to_string());
+    /// `server_pids` empty: the collector's CPU is not reported.
+    pub(crate) fn start(server_pids: &[u32]) -> CpuMeter {
+        let servers: Vec<String> = server_pids.iter().map(u32::to_string).collect();
         CpuMeter {
-            server_ticks: server.as_deref().and_then(cpu_ticks),
+            server_ticks: servers_ticks(&servers),
             own_ticks: cpu_ticks("self"),
             machine_ticks: machine_busy_ticks(),
-            server,
+            servers,
             start: Instant::now(),
         }
     }
@@ -220,7 +232,7 @@ impl CpuMeter {
         let secs = self.start.elapsed().as_secs_f64().max(1e-3);
         let cores =
             |before: Option<u64>, now: Option<u64>| Some(now?.saturating_sub(before?) as f64 / ticks_per_sec() / secs);
-        let server = cores(self.server_ticks, self.server.as_deref().and_then(cpu_ticks));
+        let server = cores(self.server_ticks, servers_ticks(&self.servers));
         let own = cores(self.own_ticks, cpu_ticks("self"));
         let machine = cores(self.machine_ticks, machine_busy_ticks());
         match (server, own, machine) {
@@ -321,6 +333,10 @@ mod tests {
         assert!(rss_bytes(me).is_some_and(|b| b > 0));
         assert!(cpu_ticks("self").is_some());
         assert!(machine_busy_ticks().is_some());
-        assert!(!CpuMeter::start(Some(me)).finish().is_empty());
+        assert!(CpuMeter::start(&[me]).finish().starts_with("; cpu server "));
+        assert!(CpuMeter::start(&[me, me]).finish().starts_with("; cpu server "));
+        assert!(CpuMeter::start(&[]).finish().starts_with("; cpu bench "));
+        assert_eq!(servers_ticks(&[]), None);
+        assert_eq!(servers_ticks(&["self".into(), "0".into()]), None);
     }
 }

@@ -97,7 +97,12 @@ pub(crate) async fn stream(State(app): State<AppState>, headers: HeaderMap, p: P
     // A position past the newest one was given out by another database (the collector restarted
     // on a fresh file, say): waiting for it would deliver nothing, ever. Start at the newest and
     // say so, with an `id:` the client resumes from.
-    let newest = app.hub.last_event_id();
+    let mut newest = app.hub.last_event_id();
+    if since.is_some_and(|s| s > newest) {
+        // In a fleet, this instance's feed may trail the instance the client came from by a
+        // commit or two: the store's own head is the truth.
+        newest = app.store.last_position().await.map_or(newest, |head| head.max(newest));
+    }
     let reset = since.filter(|&s| s > newest).map(|asked| {
         since = Some(newest);
         let data = format!("{{\"reason\":\"position {asked} is beyond this collector's newest event ({newest}): its history is not the one you were following; reload it\",\"last_event_id\":{newest}}}");

@@ -259,6 +259,8 @@ pub trait Store: Send + Sync + 'static {
     fn session_detail(&self, id: String, q: DetailQuery) -> BoxFuture<'_, Result<Option<SessionDetail>, StoreError>>;
     /// The session's events as JSON lines, read in chunks (constant memory); `None` if unknown.
     fn export(&self, id: String) -> BoxFuture<'_, Result<Option<ExportStream>, StoreError>>;
+    /// The newest position the store has given out (what a stream may resume from at most).
+    fn last_position(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
     /// Events stored after global position `after`, oldest first, for stream resumption.
     fn events_since(&self, after: i64, limit: usize) -> BoxFuture<'_, Result<Vec<FeedEvent>, StoreError>>;
     fn alerts(&self, q: AlertQuery) -> BoxFuture<'_, Result<AlertPage, StoreError>>;

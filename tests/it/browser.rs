@@ -10,6 +10,7 @@
 
 mod cross_site;
 mod driver;
+mod haproxy;
 mod otel;
 mod site;
 

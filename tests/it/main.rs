@@ -19,6 +19,13 @@
 //! - [`otlp`]: OTLP/HTTP trace ingest — protobuf, JSON, gzip, retries, bad bodies, partial success.
 //! - [`otlp_clients`]: OTLP trace ingest driven by real OpenTelemetry clients (the Python SDK's
 //!   exporters and two `openai` instrumentors, run from `tests/otel/` in a pinned environment).
+//! - [`fleet`]: several instances on one real PostgreSQL — one stream order, resumption on any
+//!   instance, alerts once, instances and the database killed under load.
+//! - [`haproxy`]: the fleet behind HAProxy with the committed `deploy/haproxy.cfg` — requests
+//!   spread, streams unbuffered, OTLP/gRPC through its TCP frontend, an instance killed under a
+//!   subscriber and a writer.
+//! - [`pg_tls`]: the PostgreSQL URL's `sslmode`s against a real server with TLS, end to end.
+//! - [`haproxy`]: three instances behind the committed HAProxy config — spread, streams, failover.
 //! - [`browser`]: the dashboard in headless Chromium (live views, export and delete, reconnects,
 //!   100k events), and pages of another origin trying to write or to get the token.
 //! - [`copy`]: `aop copy` between SQLite files and PostgreSQL — the same sessions, exports and
@@ -31,6 +38,8 @@ mod support;
 mod alerts;
 mod browser;
 mod copy;
+mod fleet;
+mod haproxy;
 mod hostile;
 mod ingest;
 mod lifecycle;
@@ -38,6 +47,7 @@ mod ops;
 mod otlp;
 mod otlp_clients;
 mod pg_harness;
+mod pg_tls;
 mod prices;
 mod reliability;
 mod security;

@@ -48,12 +48,27 @@ pub struct PgStore {
     stop: CancellationToken,
 }
 
+/// An error with its causes ("error connecting to server: Connection refused"): tokio-postgres
+/// keeps the useful part of a failure in its source.
+fn full(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Maps PostgreSQL's errors to what callers act on: a server that cannot be reached, is
 /// shutting down or starting, or cancelled a statement that ran too long is `Unavailable` (503,
 /// retry); a deadlock that survived its retries is `Busy`.
 pub(super) fn classify(e: &tokio_postgres::Error) -> StoreError {
     let Some(code) = e.code() else {
-        return StoreError::Unavailable(e.to_string());
+        return StoreError::Unavailable(full(e));
     };
     if *code == SqlState::DISK_FULL {
         StoreError::Full
@@ -67,9 +82,9 @@ pub(super) fn classify(e: &tokio_postgres::Error) -> StoreError {
         || code.code().starts_with("53")
         || *code == SqlState::QUERY_CANCELED
     {
-        StoreError::Unavailable(e.to_string())
+        StoreError::Unavailable(full(e))
     } else {
-        StoreError::db(std::io::Error::other(e.to_string()))
+        StoreError::db(std::io::Error::other(full(e)))
     }
 }
 
@@ -90,38 +105,42 @@ impl PgStore {
         let (mut client, connection) = tokio::time::timeout(conn::CONNECT_TIMEOUT, target.connect())
             .await
             .map_err(|_| open_err("no answer within the connect timeout".into()))?
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| open_err(full(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "writer connection ended");
             }
         });
-        match schema::migrate(&mut client).await.map_err(|e| open_err(e.to_string()))? {
+        match schema::migrate(&mut client).await.map_err(|e| open_err(full(&e)))? {
             schema::Migrated::Ready => {}
             schema::Migrated::Newer(found) => {
                 return Err(StoreError::NewerSchema { path: shown, found, supported: schema::CURRENT })
             }
         }
         let head =
-            client.query_one("SELECT events, notices FROM aop_head", &[]).await.map_err(|e| open_err(e.to_string()))?;
+            client.query_one("SELECT events, notices FROM aop_head", &[]).await.map_err(|e| open_err(full(&e)))?;
         let (events, notices): (i64, i64) = (head.get(0), head.get(1));
         hub.advance_to(events);
 
-        let manager = Manager::from_config(
-            target.config().clone(),
-            target.tls(),
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(opts.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts {
-                wait: Some(POOL_WAIT),
-                create: Some(conn::CONNECT_TIMEOUT),
-                recycle: Some(conn::CONNECT_TIMEOUT),
-            })
-            .build()
-            .map_err(|e| open_err(e.to_string()))?;
+        drop(client);
+        let pool = |size: usize| {
+            let manager = Manager::from_config(
+                target.config().clone(),
+                target.tls(),
+                ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            );
+            Pool::builder(manager)
+                .max_size(size.max(1))
+                .runtime(Runtime::Tokio1)
+                .timeouts(Timeouts {
+                    wait: Some(POOL_WAIT),
+                    create: Some(conn::CONNECT_TIMEOUT),
+                    recycle: Some(conn::CONNECT_TIMEOUT),
+                })
+                .build()
+                .map_err(|e| open_err(e.to_string()))
+        };
+        let (pool, writer_pool) = (pool(opts.pool_size)?, pool(1)?);
 
         let shared = Arc::new(Shared { writable: AtomicBool::new(true), ..Default::default() });
         let reach = Arc::new(Reach { ok: AtomicBool::new(true), ..Default::default() });
@@ -129,8 +148,8 @@ impl PgStore {
         let wake = Arc::new(Notify::new());
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let writer = Writer {
-            target: target.clone(),
-            client: Some(client),
+            pool: writer_pool,
+            conn: None,
             live: Default::default(),
             shared: Arc::clone(&shared),
             detect: opts.detect,
@@ -226,6 +245,12 @@ impl Store for PgStore {
 
     fn export(&self, id: String) -> BoxFuture<'_, Result<Option<ExportStream>, StoreError>> {
         Box::pin(read::export(self.pool.clone(), id))
+    }
+
+    fn last_position(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(
+            self.read(|c| Box::pin(async move { Ok(c.query_one("SELECT events FROM aop_head", &[]).await?.get(0)) })),
+        )
     }
 
     fn events_since(&self, after: i64, limit: usize) -> BoxFuture<'_, Result<Vec<FeedEvent>, StoreError>> {

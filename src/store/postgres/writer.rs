@@ -13,19 +13,20 @@
 //! serialisation failure rolls the group back and runs it again; a lost connection fails the
 //! group as `Unavailable` (503, retry) and is reopened for the next one.
 
-use super::conn::Target;
-use super::{classify, Shared};
+use super::{classify, pool_error, Shared};
 use crate::detect::{with_alert_id, DetectConfig, NewAlert};
 use crate::model::Event;
 use crate::store::apply::{Live, Tracked};
 use crate::store::{Outcome, Retention, StoreError};
+use deadpool_postgres::{Object, Pool, Transaction};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 /// Events per transaction (jobs are never split: a larger request is one transaction).
 const MAX_GROUP_EVENTS: usize = 4096;
@@ -47,6 +48,32 @@ const NOTICE_TTL_MS: i64 = 3_600_000;
 const RETAIN_LOCK: i64 = 0x616f_7072_6574_6169;
 /// The channel every instance's feed listens on.
 pub(super) const CHANNEL: &str = "aop_feed";
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Statements run through the connection's cache of prepared statements: parsing and planning
+/// each statement anew would cost a round trip per statement of every group.
+trait Cached {
+    async fn q(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, tokio_postgres::Error>;
+    async fn q1(&self, sql: &str, params: Params<'_>) -> Result<Row, tokio_postgres::Error>;
+    async fn q_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, tokio_postgres::Error>;
+    async fn x(&self, sql: &str, params: Params<'_>) -> Result<u64, tokio_postgres::Error>;
+}
+
+impl Cached for Transaction<'_> {
+    async fn q(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, tokio_postgres::Error> {
+        self.query(&self.prepare_cached(sql).await?, params).await
+    }
+    async fn q1(&self, sql: &str, params: Params<'_>) -> Result<Row, tokio_postgres::Error> {
+        self.query_one(&self.prepare_cached(sql).await?, params).await
+    }
+    async fn q_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, tokio_postgres::Error> {
+        self.query_opt(&self.prepare_cached(sql).await?, params).await
+    }
+    async fn x(&self, sql: &str, params: Params<'_>) -> Result<u64, tokio_postgres::Error> {
+        self.execute(&self.prepare_cached(sql).await?, params).await
+    }
+}
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -78,8 +105,9 @@ impl From<tokio_postgres::Error> for Failure {
 }
 
 pub(super) struct Writer {
-    pub(super) target: Target,
-    pub(super) client: Option<Client>,
+    /// A pool of one: it reconnects, and keeps the connection's prepared statements.
+    pub(super) pool: Pool,
+    pub(super) conn: Option<Object>,
     pub(super) live: Live,
     pub(super) shared: Arc<Shared>,
     pub(super) detect: DetectConfig,
@@ -151,32 +179,28 @@ impl Writer {
     }
 
     /// The connection, reopened if it was lost.
-    async fn client(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = None;
-            let connected = tokio::time::timeout(super::conn::CONNECT_TIMEOUT, self.target.connect())
+    async fn client(&mut self) -> Result<&mut Object, StoreError> {
+        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
+            self.conn = None;
+            let conn = tokio::time::timeout(super::conn::CONNECT_TIMEOUT, self.pool.get())
                 .await
                 .map_err(|_| StoreError::Unavailable("no answer from PostgreSQL".into()))?
-                .map_err(|e| classify(&e))?;
-            let (client, connection) = connected;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "writer connection ended");
-                }
-            });
-            // A cached session may have changed while we were away; the row's `rev` tells, but
-            // a rolled-back state must not survive either.
+                .map_err(pool_error)?;
+            // A rolled-back state must not survive a lost connection.
             self.live.clear();
-            self.client = Some(client);
+            self.conn = Some(conn);
         }
-        Ok(self.client.as_mut().expect("connected above"))
+        Ok(self.conn.as_mut().expect("connected above"))
     }
 
     fn failed(&mut self, e: &StoreError) {
         self.live.clear();
         if matches!(e, StoreError::Unavailable(_) | StoreError::Db(_)) {
-            // The connection may be in any state: start the next group on a fresh one.
-            self.client = None;
+            // The connection may be in any state (a transaction abandoned mid-way): close it,
+            // so the database rolls back and frees its locks, and start afresh.
+            if let Some(conn) = self.conn.take() {
+                drop(Object::take(conn));
+            }
         }
         self.shared.mark_failed(e);
         tracing::error!(error = %e, "write transaction failed");
@@ -229,8 +253,8 @@ impl Writer {
     async fn try_ingest(&mut self, jobs: &[Vec<Event>]) -> Result<(Vec<Vec<Outcome>>, Written), Failure> {
         let detect = self.detect.clone();
         self.client().await.map_err(Failure::Fatal)?;
-        let Writer { client, live, .. } = self;
-        let tx = client.as_mut().expect("connected above").transaction().await?;
+        let Writer { conn, live, .. } = self;
+        let tx = conn.as_mut().expect("connected above").transaction().await?;
         let ids: BTreeSet<String> = jobs.iter().flatten().map(|e| e.session_id.clone()).collect();
         let mut sessions = lock_sessions(&tx, &ids, live, &detect).await?;
         // Parents that children ending in this group will tell, locked now rather than after
@@ -268,6 +292,11 @@ impl Writer {
             }
         }
 
+        if accepted.is_empty() {
+            // Only retries and conflicts: nothing to order, so the head is left alone.
+            tx.commit().await?;
+            return Ok((outcomes, Written { sessions, alerts: 0 }));
+        }
         let (mut head, mut notices, now_ms) = lock_head(&tx).await?;
         let created_at = rfc3339_ms(now_ms);
         let (mut pos_col, mut sid_col, mut seq_col, mut body_col) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -298,24 +327,28 @@ impl Writer {
             seq_col.push(p.ev.sequence);
             body_col.push(p.ev.raw());
         }
-        if !pos_col.is_empty() {
-            tx.execute(
-                "INSERT INTO aop_events (pos, sid, seq, body) \
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])",
-                &[&pos_col, &sid_col, &seq_col, &body_col],
-            )
-            .await?;
-        }
         let mut alert_counts: HashMap<i64, i64> = HashMap::new();
+        let mut alerts = Vec::with_capacity(raised.len());
         for (sid, session_id, agent, event_id, a) in &raised {
             notices += 1;
-            store_alert(&tx, *sid, session_id, agent, *event_id, a, &created_at, notices, now_ms).await?;
             *alert_counts.entry(*sid).or_default() += 1;
+            alerts.push(store_alert(&tx, *sid, session_id, agent, *event_id, a, &created_at, notices, now_ms));
         }
-        flush_sessions(&tx, &mut sessions, &alert_counts, now_ms).await?;
-        if !pos_col.is_empty() || !raised.is_empty() {
-            release_head(&tx, head, notices).await?;
-        }
+        // Everything written under the head's lock goes in one pipelined round trip, so the
+        // lock (the fleet's one ordering point) is held for as little as the commit needs.
+        let insert = tx.prepare_cached(
+            "INSERT INTO aop_events (pos, sid, seq, body) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])",
+        );
+        let insert = insert.await?;
+        let columns: [&(dyn ToSql + Sync); 4] = [&pos_col, &sid_col, &seq_col, &body_col];
+        let writes = tx.execute(&insert, &columns);
+        tokio::try_join!(
+            async { writes.await.map_err(Failure::from) },
+            futures_util::future::try_join_all(alerts),
+            flush_sessions(&tx, &mut sessions, &alert_counts, now_ms),
+            release_head(&tx, head, notices),
+        )?;
         tx.commit().await?;
         Ok((outcomes, Written { sessions, alerts: raised.len() as u64 }))
     }
@@ -398,9 +431,7 @@ async fn lock_sessions(
 ) -> Result<HashMap<String, Tracked>, Failure> {
     let list: Vec<&str> = ids.iter().map(String::as_str).collect();
     let mut found: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for r in
-        tx.query("SELECT id, sid, rev FROM aop_sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&list]).await?
-    {
+    for r in tx.q("SELECT id, sid, rev FROM aop_sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&list]).await? {
         found.insert(r.get(0), (r.get(1), r.get(2)));
     }
     let missing: Vec<&str> = list.iter().copied().filter(|id| !found.contains_key(*id)).collect();
@@ -408,7 +439,7 @@ async fn lock_sessions(
         // A row another instance creates at the same moment makes ours wait for its commit and
         // then conflict: it is locked with the others after.
         for r in tx
-            .query(
+            .q(
                 "INSERT INTO aop_sessions (id, agent_id, status, last_seen_us, event_count, state) \
                  SELECT id, '', 'running', 0, 0, '{}' FROM unnest($1::text[]) AS u(id) ORDER BY id \
                  ON CONFLICT (id) DO NOTHING RETURNING id, sid, rev",
@@ -421,7 +452,7 @@ async fn lock_sessions(
         let raced: Vec<&str> = missing.iter().copied().filter(|id| !found.contains_key(*id)).collect();
         if !raced.is_empty() {
             for r in tx
-                .query("SELECT id, sid, rev FROM aop_sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&raced])
+                .q("SELECT id, sid, rev FROM aop_sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&raced])
                 .await?
             {
                 found.insert(r.get(0), (r.get(1), r.get(2)));
@@ -442,13 +473,12 @@ async fn lock_sessions(
         }
     }
     for (id, sid, rev) in stale {
-        let row = tx.query_one("SELECT state, detect, detect_upto FROM aop_sessions WHERE sid = $1", &[&sid]).await?;
+        let row = tx.q1("SELECT state, detect, detect_upto FROM aop_sessions WHERE sid = $1", &[&sid]).await?;
         let (state, detector, upto): (String, Option<String>, i64) = (row.get(0), row.get(1), row.get(2));
         let mut t = Tracked::loaded(sid, &id, &state, detector.as_deref(), upto);
         t.rev = rev;
-        for r in tx
-            .query("SELECT pos, body FROM aop_events WHERE sid = $1 AND pos > $2 ORDER BY pos", &[&sid, &upto])
-            .await?
+        for r in
+            tx.q("SELECT pos, body FROM aop_events WHERE sid = $1 AND pos > $2 ORDER BY pos", &[&sid, &upto]).await?
         {
             if let Ok(ev) = Event::parse(r.get::<_, &str>(1)) {
                 t.replay(r.get(0), &ev, detect);
@@ -468,7 +498,7 @@ async fn existing(
     let sids: Vec<i64> = pending.iter().map(|p| sessions[&p.ev.session_id].key).collect();
     let seqs: Vec<i64> = pending.iter().map(|p| p.ev.sequence).collect();
     let rows = tx
-        .query(
+        .q(
             "SELECT e.sid, e.seq, e.body FROM aop_events e \
              JOIN unnest($1::bigint[], $2::bigint[]) AS k(sid, seq) ON e.sid = k.sid AND e.seq = k.seq",
             &[&sids, &seqs],
@@ -495,7 +525,7 @@ async fn place(
         return Ok(Err(if Event::same_content(held, ev.raw()) { Outcome::Duplicate } else { Outcome::Conflict }));
     };
     let mut window: BTreeMap<i64, String> = tx
-        .query(
+        .q(
             "SELECT seq, body FROM aop_events WHERE sid = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
             &[&sid, &ev.sequence, &(ev.sequence + MAX_SPAN_PROBES)],
         )
@@ -524,7 +554,7 @@ async fn place(
 /// Takes the fleet's ordering point: the last positions given out, and the database's clock.
 async fn lock_head(tx: &Transaction<'_>) -> Result<(i64, i64, i64), Failure> {
     let r = tx
-        .query_one(
+        .q1(
             "SELECT events, notices, (extract(epoch FROM clock_timestamp()) * 1000)::bigint FROM aop_head FOR UPDATE",
             &[],
         )
@@ -534,8 +564,8 @@ async fn lock_head(tx: &Transaction<'_>) -> Result<(i64, i64, i64), Failure> {
 
 /// Records the positions given out and wakes every feed once the transaction commits.
 async fn release_head(tx: &Transaction<'_>, events: i64, notices: i64) -> Result<(), Failure> {
-    tx.execute("UPDATE aop_head SET events = $1, notices = $2", &[&events, &notices]).await?;
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &events.to_string()]).await?;
+    let sql = "WITH moved AS (UPDATE aop_head SET events = $1, notices = $2) SELECT pg_notify($3, $4)";
+    tx.x(sql, &[&events, &notices, &CHANNEL, &events.to_string()]).await?;
     Ok(())
 }
 
@@ -553,13 +583,13 @@ async fn store_alert(
 ) -> Result<(), Failure> {
     let body = a.to_json(session_id, None, Some(created_at));
     let id: i64 = tx
-        .query_one(
+        .q1(
             "INSERT INTO aop_alerts (sid, session_id, type, event_id, body) VALUES ($1, $2, $3, $4, $5) RETURNING id",
             &[&sid, &session_id, &a.kind.as_str(), &event_id, &body],
         )
         .await?
         .get(0);
-    tx.execute(
+    tx.x(
         "INSERT INTO aop_notices (pos, kind, session_id, agent_id, type, body, created_ms) \
          VALUES ($1, 'alert', $2, $3, $4, $5, $6)",
         &[&notice, &session_id, &agent, &a.kind.as_str(), &with_alert_id(&body, id), &now_ms],
@@ -576,7 +606,7 @@ async fn flush_sessions(
     now_ms: i64,
 ) -> Result<(), Failure> {
     let stmt = tx
-        .prepare(
+        .prepare_cached(
             "UPDATE aop_sessions SET agent_id = $2, parent_id = $3, goal = $4, status = $5, last_seen_us = $6, \
              event_count = $7, state = $8, \
              detect = CASE WHEN $9::text IS NULL THEN detect ELSE $9 END, \
@@ -622,7 +652,7 @@ async fn flush_sessions(
 }
 
 async fn delete(tx: &Transaction<'_>, id: String) -> Result<bool, Failure> {
-    let Some(row) = tx.query_opt("SELECT sid FROM aop_sessions WHERE id = $1 FOR UPDATE", &[&id]).await? else {
+    let Some(row) = tx.q_opt("SELECT sid FROM aop_sessions WHERE id = $1 FOR UPDATE", &[&id]).await? else {
         return Ok(false);
     };
     let sid: i64 = row.get(0);
@@ -632,12 +662,12 @@ async fn delete(tx: &Transaction<'_>, id: String) -> Result<bool, Failure> {
 
 /// Deletes a locked session and tells every feed (taking the head for the notice's position).
 async fn delete_sid(tx: &Transaction<'_>, sid: i64, id: &str) -> Result<(), Failure> {
-    tx.execute("DELETE FROM aop_events WHERE sid = $1", &[&sid]).await?;
-    tx.execute("DELETE FROM aop_alerts WHERE sid = $1", &[&sid]).await?;
-    tx.execute("DELETE FROM aop_sessions WHERE sid = $1", &[&sid]).await?;
+    tx.x("DELETE FROM aop_events WHERE sid = $1", &[&sid]).await?;
+    tx.x("DELETE FROM aop_alerts WHERE sid = $1", &[&sid]).await?;
+    tx.x("DELETE FROM aop_sessions WHERE sid = $1", &[&sid]).await?;
     let (events, notices, now_ms) = lock_head(tx).await?;
     let body = serde_json::json!({ "session_id": id }).to_string();
-    tx.execute(
+    tx.x(
         "INSERT INTO aop_notices (pos, kind, session_id, agent_id, type, body, created_ms) \
          VALUES ($1, 'deleted', $2, '', '', $3, $4)",
         &[&(notices + 1), &id, &body, &now_ms],
@@ -647,8 +677,7 @@ async fn delete_sid(tx: &Transaction<'_>, sid: i64, id: &str) -> Result<(), Fail
 }
 
 async fn pin(tx: &Transaction<'_>, id: String, pinned: bool) -> Result<bool, Failure> {
-    let n =
-        tx.execute("UPDATE aop_sessions SET pinned = $2 WHERE id = $1 AND event_count > 0", &[&id, &pinned]).await?;
+    let n = tx.x("UPDATE aop_sessions SET pinned = $2 WHERE id = $1 AND event_count > 0", &[&id, &pinned]).await?;
     Ok(n > 0)
 }
 
@@ -659,14 +688,14 @@ async fn stalls(tx: &Transaction<'_>, cfg: DetectConfig) -> Result<usize, Failur
     if !cfg.stall_enabled {
         return Ok(0);
     }
-    tx.execute(
+    tx.x(
         "DELETE FROM aop_notices WHERE created_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1",
         &[&NOTICE_TTL_MS],
     )
     .await?;
     let shortest = cfg.stall_after_secs.min(cfg.stall_after_tool_secs);
     let rows = tx
-        .query(
+        .q(
             "SELECT sid, id, heard_ms, state, detect, detect_upto, \
                     (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now \
              FROM aop_sessions \
@@ -683,9 +712,8 @@ async fn stalls(tx: &Transaction<'_>, cfg: DetectConfig) -> Result<usize, Failur
         // The open tool call the rule asks about may be in events after the saved detector
         // state: replay them (at most a checkpoint's worth).
         let mut t = Tracked::loaded(sid, &id, &state, detector.as_deref(), upto);
-        for e in tx
-            .query("SELECT pos, body FROM aop_events WHERE sid = $1 AND pos > $2 ORDER BY pos", &[&sid, &upto])
-            .await?
+        for e in
+            tx.q("SELECT pos, body FROM aop_events WHERE sid = $1 AND pos > $2 ORDER BY pos", &[&sid, &upto]).await?
         {
             if let Ok(ev) = Event::parse(e.get::<_, &str>(1)) {
                 t.replay(e.get(0), &ev, &cfg);
@@ -705,8 +733,7 @@ async fn stalls(tx: &Transaction<'_>, cfg: DetectConfig) -> Result<usize, Failur
     for (sid, id, agent, alert) in &raised {
         notices += 1;
         store_alert(tx, *sid, id, agent, None, alert, &created_at, notices, now_ms).await?;
-        tx.execute("UPDATE aop_sessions SET stalled = true, alert_count = alert_count + 1 WHERE sid = $1", &[sid])
-            .await?;
+        tx.x("UPDATE aop_sessions SET stalled = true, alert_count = alert_count + 1 WHERE sid = $1", &[sid]).await?;
     }
     release_head(tx, events, notices).await?;
     Ok(raised.len())
@@ -716,12 +743,12 @@ async fn stalls(tx: &Transaction<'_>, cfg: DetectConfig) -> Result<usize, Failur
 /// pass at a time in the fleet.
 async fn retain(tx: &Transaction<'_>, policy: Retention) -> Result<usize, Failure> {
     let Some(age) = policy.max_age_ms else { return Ok(0) };
-    let mine: bool = tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETAIN_LOCK]).await?.get(0);
+    let mine: bool = tx.q1("SELECT pg_try_advisory_xact_lock($1)", &[&RETAIN_LOCK]).await?.get(0);
     if !mine {
         return Ok(0);
     }
     let rows = tx
-        .query(
+        .q(
             "SELECT sid, id FROM aop_sessions \
              WHERE status <> 'running' AND NOT pinned AND event_count > 0 \
                AND heard_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1 \

@@ -320,6 +320,12 @@ impl Store for SqliteStore {
         Box::pin(read::export(Arc::clone(&self.readers), id))
     }
 
+    fn last_position(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(self.readers.run(|c| {
+            c.query_row("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)", [], |r| r.get(0))
+        }))
+    }
+
     fn events_since(&self, after: i64, limit: usize) -> BoxFuture<'_, Result<Vec<FeedEvent>, StoreError>> {
         Box::pin(self.readers.run(move |c| read::events_since(c, after, limit)))
     }
