@@ -1,4 +1,4 @@
-//! The command line: `aop start`, `aop detect`, `aop demo` and `aop bench`, and how `aop start`'s
+//! The command line: `aop start`, `aop detect`, `aop copy`, `aop demo` and `aop bench`, and how
 //! settings are layered from flags, environment, the config file and defaults.
 
 use crate::config::{self, Config, OpenBrowser};
@@ -30,6 +30,8 @@ pub enum Command {
     Start(StartArgs),
     /// Run the anomaly detectors over an exported session (JSONL; `-` for stdin) and print the alerts.
     Detect(DetectFileArgs),
+    /// Copy every session's events from one database to another (SQLite file or PostgreSQL), e.g. a laptop's history to a fleet's database.
+    Copy(CopyArgs),
     /// Run simulated agents against a collector, so the dashboard comes alive (one loop and one confidence drop on purpose).
     Demo(crate::demo::DemoArgs),
     /// Drive a running collector with realistic load and print throughput, latency and resource figures.
@@ -114,7 +116,54 @@ pub struct DetectFileArgs {
     pub detect: DetectArgs,
 }
 
-/// Detector thresholds, shared by `aop start` and `aop detect`; the defaults are
+/// `aop copy`'s arguments.
+#[derive(Debug, Args)]
+#[command(after_help = COPY_HELP)]
+pub struct CopyArgs {
+    /// The database to copy from: an aop SQLite file (no collector may be running on it) or a postgres:// URL.
+    #[arg(long, value_name = "DB")]
+    pub from: String,
+    /// The database to copy to: a SQLite file (created if missing; no collector may be running on it) or a postgres:// URL.
+    #[arg(long, value_name = "DB")]
+    pub to: String,
+    /// Print the summary as a JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// TOML config file whose detector settings and [prices] the destination derives with (its other keys are `aop start`'s, ignored here). [default: ~/.aop/config.toml if it exists]
+    #[arg(long, env = "AOP_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub derive: DeriveArgs,
+}
+
+const COPY_HELP: &str = "\
+The destination stores the events as a collector would: what it already holds is recognised and \
+not copied again, so a copy that was interrupted finishes when run again, and running it twice \
+copies nothing the second time. An event whose session and sequence the destination already holds \
+with other content is a conflict: reported, never overwritten. Pinned sessions stay pinned.
+
+Session rows and alerts are derived anew by the destination from the copied events, with the \
+detector settings and prices given here: the event-time detectors raise the same alerts as at the \
+source. Stall alerts, which come from the collector's clock, are not carried over.
+
+Exit codes: 0 copied (conflicts included), 1 the copy failed midway (run it again to finish), \
+2 bad arguments, 4 a database cannot be opened (not an aop database, or in use by a collector).";
+
+/// The settings that decide what a store derives from events, so that a copy's destination
+/// derives what the collector that recorded them did: detector thresholds, and model prices for
+/// events that report tokens without a cost.
+#[derive(Debug, Args, Serialize, Deserialize)]
+pub struct DeriveArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub detect: DetectArgs,
+    /// The config file's price table (see [`StartArgs::prices`]).
+    #[arg(skip)]
+    #[serde(default)]
+    pub prices: Option<toml::Value>,
+}
+
+/// Detector thresholds, shared by `aop start`, `aop detect` and `aop copy`; the defaults are
 /// [`DetectConfig::default`]'s.
 #[derive(Debug, Args, Serialize, Deserialize)]
 #[command(next_help_heading = "Detectors")]
@@ -254,22 +303,26 @@ fn layered<T: Serialize + DeserializeOwned>(given: T, matches: &ArgMatches, file
     Ok(serde_json::from_value(merged)?)
 }
 
+/// The config file given, else `~/.aop/config.toml` if it exists, read, with its path.
+fn config_file(given: Option<PathBuf>) -> anyhow::Result<Option<(PathBuf, toml::Table)>> {
+    let Some(path) = given.or_else(|| Some(config::aop_home("config.toml")).filter(|p| p.exists())) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let file = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+    Ok(Some((path, file)))
+}
+
 impl StartArgs {
     /// Flags and environment (merged by clap; `matches` says which were given) over the config
     /// file over defaults.
     pub fn resolve(self, matches: &ArgMatches) -> anyhow::Result<Config> {
-        let path = match &self.config {
-            Some(path) => Some(path.clone()),
-            None => Some(config::aop_home("config.toml")).filter(|p| p.exists()),
-        };
+        let file = config_file(self.config.clone())?;
+        let path = file.as_ref().map(|(path, _)| path.clone());
         // Flags only (no file key): the file's round trip through serde would reset them.
         let (open_flag, no_open) = (self.open_flag, self.no_open);
-        let s = match &path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                let file: toml::Table =
-                    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let s = match file {
+            Some((path, file)) => {
                 layered(self, matches, file).with_context(|| format!("invalid config file {}", path.display()))?
             }
             None => self,
@@ -316,6 +369,39 @@ impl StartArgs {
         c.check()?;
         Ok(c)
     }
+}
+
+impl CopyArgs {
+    /// The two places, checked, and the derivation settings: flags and environment over the
+    /// config file's detector keys and `[prices]` over defaults.
+    pub fn resolve(self, matches: &ArgMatches) -> anyhow::Result<crate::copy::Plan> {
+        let from = place("--from", &self.from)?;
+        let to = place("--to", &self.to)?;
+        let file = config_file(self.config)?;
+        let path = file.as_ref().map(|(path, _)| path.clone());
+        let d = match file {
+            Some((path, mut file)) => {
+                // The file is `aop start`'s: its other keys are not for a copy.
+                let keys = serde_json::to_value(&self.derive)?;
+                file.retain(|k, _| keys.get(k).is_some());
+                layered(self.derive, matches, file)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => self.derive,
+        };
+        let mut detect = d.detect.resolve()?;
+        detect.prices = Arc::new(config::prices(d.prices).with_context(|| {
+            // Only the file sets prices.
+            format!("invalid config file {}", path.as_deref().unwrap_or(std::path::Path::new("")).display())
+        })?);
+        crate::copy::Plan::new(from, to, self.json, detect).map_err(anyhow::Error::msg)
+    }
+}
+
+/// A `--from`/`--to` location.
+fn place(flag: &str, text: &str) -> anyhow::Result<Location> {
+    // `Location::parse` words its refusals for `aop start`'s `--db`.
+    Location::parse(text).map_err(|e| anyhow::anyhow!("{}", e.replacen("--db", flag, 1)))
 }
 
 #[cfg(test)]
@@ -392,6 +478,27 @@ mod tests {
                 assert!(e.contains(w), "{file:?}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn a_copy_derives_with_the_files_detectors_and_prices_and_ignores_its_other_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to, file) = (dir.path().join("a.db"), dir.path().join("b.db"), dir.path().join("config.toml"));
+        std::fs::write(&from, "").unwrap();
+        std::fs::write(
+            &file,
+            "port = 5000\nloop_repeats = 6\nconfidence_run = 9\n\n[prices.\"my-model\"]\ninput_per_mtok = 1\noutput_per_mtok = 2\n",
+        )
+        .unwrap();
+        let argv = ["aop", "copy", "--from", from.to_str().unwrap(), "--to", to.to_str().unwrap()];
+        let argv = argv.iter().copied().chain(["--config", file.to_str().unwrap(), "--confidence-run", "4"]);
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let (_, sub) = matches.subcommand().expect("a subcommand");
+        let plan = CopyArgs::from_arg_matches(sub).unwrap().resolve(sub).unwrap();
+        assert_eq!(plan.detect.loop_repeats, 6, "the file beats a default");
+        assert_eq!(plan.detect.confidence_run, 4, "a flag beats the file");
+        assert!(plan.detect.prices.lookup("my-model").is_some(), "the file's prices");
+        assert_eq!((plan.from, plan.to), (Location::File(from), Location::File(to)));
     }
 
     #[test]

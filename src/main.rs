@@ -3,7 +3,7 @@ use aop::app::{App, StartError};
 /// glibc's allocator showed up as a tenth of the request path's CPU in profiles; mimalloc halves that.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use aop::cli::{Cli, Command, DetectFileArgs, StartArgs};
+use aop::cli::{Cli, Command, CopyArgs, DetectFileArgs, StartArgs};
 use aop::config::{Config, OpenBrowser};
 use clap::{CommandFactory, FromArgMatches};
 use std::io::IsTerminal;
@@ -26,6 +26,10 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => aop::bench::run(args),
         Command::Detect(args) => detect(args),
+        Command::Copy(args) => {
+            let copy_matches = matches.subcommand_matches("copy").cloned().unwrap_or_default();
+            copy(args, &copy_matches)
+        }
         Command::Demo(args) => aop::demo::run(args),
     }
 }
@@ -217,4 +221,33 @@ fn detect(args: DetectFileArgs) -> ExitCode {
         return ExitCode::from(EXIT_FAILURE);
     }
     ExitCode::SUCCESS
+}
+
+/// `aop copy --from DB --to DB`.
+fn copy(args: CopyArgs, matches: &clap::ArgMatches) -> ExitCode {
+    let plan = match args.resolve(matches) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("aop: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("aop: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(aop::copy::run(plan)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(aop::copy::Failure::Open(e)) => {
+            eprintln!("aop: {e}");
+            ExitCode::from(EXIT_DATABASE)
+        }
+        Err(aop::copy::Failure::Copy(e)) => {
+            eprintln!("aop: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }

@@ -28,6 +28,8 @@
 //! - [`haproxy`]: three instances behind the committed HAProxy config — spread, streams, failover.
 //! - [`browser`]: the dashboard in headless Chromium (live views, export and delete, reconnects,
 //!   100k events), and pages of another origin trying to write or to get the token.
+//! - [`copy`]: `aop copy` between SQLite files and PostgreSQL — the same sessions, exports and
+//!   alerts at the destination, nothing copied twice, resumed after a kill, refusals.
 //! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh
 //!   clusters, databases, crashes and restarts, terminated sessions, TLS.
 
@@ -35,6 +37,7 @@ mod support;
 
 mod alerts;
 mod browser;
+mod copy;
 mod fleet;
 mod haproxy;
 mod hostile;

@@ -1,0 +1,409 @@
+//! `aop copy`: a history moved from one database to another (SQLite files, PostgreSQL) comes out
+//! the same: the same sessions, exports byte for byte, the same alerts; a second copy copies
+//! nothing; a copy killed midway finishes when run again; and what cannot be right is refused.
+
+use crate::support::pg::Pg;
+use crate::support::*;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Events of the long run.
+const LONG_RUN: i64 = 3000;
+/// The trace whose spans share a clock.
+const TRACE: &str = "abababababababababababababab0c0c";
+const TRACE_SPANS: u64 = 40;
+
+/// A tool call that finds nothing, `seq` and `seq + 1`, at `secs`: four make a loop.
+fn fruitless_call(session: &str, seq: i64, secs: i64) -> [Value; 2] {
+    [
+        event(session, seq, "operation.tool_start", json!({"tool": "search", "input": {"q": "same"}})).at(secs),
+        event(
+            session,
+            seq + 1,
+            "operation.tool_end",
+            json!({"tool": "search", "success": true, "output_summary": "none"}),
+        )
+        .at(secs),
+    ]
+}
+
+/// Something of everything: a parent whose two children failed (an error cascade on the
+/// parent), a failed run, a loop, a run to pin, costs and a confidence drop, and a long run.
+fn history() -> Vec<Value> {
+    let mut evs = vec![
+        event("lead", 1, "session.started", json!({"goal": "delegate"})),
+        event("lead", 2, "cognition.thought", json!({"content": "split the work", "confidence": "high"})),
+        event("lead", 90, "session.ended", json!({"outcome": "completed"})).at(90),
+        event("broken", 1, "session.started", json!({"goal": "fetch"})).agent("fetcher"),
+        event("broken", 2, "operation.tool_end", json!({"tool": "fetch", "success": false, "error": "timeout"}))
+            .agent("fetcher"),
+        event("broken", 3, "session.ended", json!({"outcome": "failed", "error_message": "gave up"})).agent("fetcher"),
+        event("kept", 1, "session.started", json!({"goal": "remember this"})),
+        event("kept", 2, "session.ended", json!({"outcome": "completed"})),
+        event("costly", 1, "session.started", json!({})),
+    ];
+    for (kid, end) in [("kid_a", 10), ("kid_b", 40)] {
+        evs.push(event(kid, 1, "session.started", json!({})).agent("helper").parent("lead").at(5));
+        evs.push(event(kid, 2, "session.ended", json!({"outcome": "failed"})).agent("helper").parent("lead").at(end));
+    }
+    evs.push(event("loopy", 1, "session.started", json!({})));
+    evs.extend((0..4).flat_map(|i| fruitless_call("loopy", 2 + 2 * i, 2 + 5 * i)));
+    evs.extend((2..=7).map(|i| {
+        let cost = if i == 7 { 0.5 } else { 0.01 };
+        event("costly", i, "operation.tool_end", json!({"tool": "llm", "success": true, "cost_usd": cost}))
+    }));
+    evs.extend((8..=10).map(|i| event("costly", i, "cognition.thought", json!({"content": "?", "confidence": "low"}))));
+    evs.push(event("costly", 11, "operation.external_call", json!({"model": "gpt-4o-mini", "input_tokens": 1200})));
+    evs.push(event("long", 0, "session.started", json!({"goal": "a long run"})));
+    evs.extend((1..LONG_RUN).map(|i| {
+        event(
+            "long",
+            i,
+            "cognition.thought",
+            json!({"content": format!("step {i} of a long run"), "confidence": "high"}),
+        )
+    }));
+    evs
+}
+
+/// An OTLP/JSON export of tool spans of one trace with the very same start and end, in this
+/// order: their events' sequences collide, so the collector places them by arrival.
+fn trace(spans: impl Iterator<Item = u64>) -> Value {
+    let spans: Vec<Value> = spans
+        .map(|i| {
+            json!({
+                "traceId": TRACE, "spanId": format!("{i:016x}"), "parentSpanId": "0000000000000001",
+                "name": "execute_tool t", "startTimeUnixNano": "1775210410000000000",
+                "endTimeUnixNano": "1775210420000000000",
+                "attributes": [{"key": "gen_ai.tool.name", "value": {"stringValue": format!("t{i}")}}],
+            })
+        })
+        .collect();
+    json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop-bot"}}]},
+        "scopeSpans": [{"spans": spans}],
+    }]})
+}
+
+fn trace_session() -> String {
+    format!("otel-{TRACE}")
+}
+
+async fn post_trace(server: &TestServer, body: &Value) {
+    let req = server.authed(Method::POST, "/v1/traces").header(CONTENT_TYPE, "application/json").body(body.to_string());
+    let (status, _, answer) = TestServer::send_json(req).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+/// Records [`history`], a trace and a pin.
+async fn record(server: &TestServer) {
+    server.import(&history()).await;
+    post_trace(server, &trace(10..10 + TRACE_SPANS)).await;
+    let (status, _, answer) = TestServer::send_json(
+        server.authed(Method::POST, "/sessions/kept/pin").header(CONTENT_TYPE, "application/json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+/// What a collector serves of its database: the sessions list, each session's export, and the
+/// types of each session's alerts (sorted: a copy may raise a parent's alert at another moment
+/// of its history).
+#[derive(Debug, PartialEq)]
+struct Contents {
+    rows: Vec<Value>,
+    exports: BTreeMap<String, String>,
+    alerts: BTreeMap<String, Vec<String>>,
+}
+
+impl Contents {
+    async fn of(server: &TestServer) -> Contents {
+        let rows = server.sessions("limit=1000").await;
+        let (mut exports, mut alerts) = (BTreeMap::new(), BTreeMap::new());
+        for row in &rows {
+            let id = row["id"].as_str().expect("id").to_owned();
+            let resp = server.get(&format!("/sessions/{id}/export")).await;
+            assert_eq!(resp.status(), StatusCode::OK, "export of {id}");
+            exports.insert(id.clone(), resp.text().await.expect("export body"));
+            let listed = server.get_ok(&format!("/alerts?session_id={id}&limit=1000")).await;
+            let mut types: Vec<String> = listed["alerts"]
+                .as_array()
+                .expect("alerts")
+                .iter()
+                .map(|a| a["type"].as_str().unwrap().to_owned())
+                .collect();
+            types.sort();
+            alerts.insert(id, types);
+        }
+        Contents { rows, exports, alerts }
+    }
+
+    fn events(&self) -> u64 {
+        self.exports.values().map(|e| e.lines().count() as u64).sum()
+    }
+
+    /// A session's row.
+    fn row(&self, id: &str) -> &Value {
+        self.rows.iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("no session {id}"))
+    }
+}
+
+/// A collector started on `db`, recorded into, read, and stopped.
+async fn recorded(sandbox: &Arc<Sandbox>, db: &str) -> Contents {
+    let mut server = Launch::in_sandbox(Arc::clone(sandbox)).db(db).start().await;
+    record(&server).await;
+    let contents = Contents::of(&server).await;
+    server.sigterm().await;
+    contents
+}
+
+/// What a collector started on `db` serves (it is stopped again).
+async fn contents_of(sandbox: &Arc<Sandbox>, db: &str) -> Contents {
+    let mut server = Launch::in_sandbox(Arc::clone(sandbox)).db(db).start().await;
+    let contents = Contents::of(&server).await;
+    server.sigterm().await;
+    contents
+}
+
+/// `aop copy --from --to --json`, which must succeed: its summary.
+async fn copy(sandbox: &Sandbox, from: &str, to: &str) -> Value {
+    let run = sandbox.run(&["copy", "--from", from, "--to", to, "--json"]).await;
+    run.assert_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one line of summary\n{}", run.output());
+    assert_eq!(run.stderr, "", "not a terminal: no progress, and nothing went wrong\n{}", run.output());
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("summary is not JSON ({e})\n{}", run.output()))
+}
+
+fn path(sandbox: &Sandbox, file: &str) -> String {
+    sandbox.path().join(file).display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_serves_the_same_sessions_exports_and_alerts() {
+    let sandbox = Arc::new(Sandbox::new());
+    let (a, b) = (path(&sandbox, "a.db"), path(&sandbox, "b.db"));
+    let source = recorded(&sandbox, &a).await;
+    // The history holds what it is meant to.
+    assert_eq!(source.row("kept")["pinned"], true);
+    assert_eq!(source.row("broken")["status"], "failed");
+    assert_eq!(source.row("kid_a")["parent_session_id"], "lead");
+    assert_eq!(source.row("lead")["child_count"], 2);
+    assert_eq!(source.row("long")["event_count"], LONG_RUN);
+    assert_eq!(source.row(&trace_session())["event_count"], 1 + 2 * TRACE_SPANS);
+    assert_eq!(source.alerts["loopy"], ["loop"]);
+    assert_eq!(source.alerts["lead"], ["error_cascade"]);
+    assert_eq!(source.alerts["costly"], ["confidence_drop", "cost_spike"]);
+
+    let started = Instant::now();
+    let summary = copy(&sandbox, &a, &b).await;
+    let took = started.elapsed();
+    let events = source.events();
+    assert_eq!(
+        summary,
+        json!({"sessions": source.rows.len(), "copied": events, "already": 0, "conflicts": 0, "invalid": 0,
+               "seconds": summary["seconds"]}),
+    );
+    eprintln!("copied {events} events in {took:?} ({:.0} events/s)", events as f64 / took.as_secs_f64());
+
+    assert_eq!(contents_of(&sandbox, &b).await, source);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_copy_copies_nothing() {
+    let sandbox = Arc::new(Sandbox::new());
+    let (a, b) = (path(&sandbox, "a.db"), path(&sandbox, "b.db"));
+    let source = recorded(&sandbox, &a).await;
+    let first = copy(&sandbox, &a, &b).await;
+    assert_eq!(first["copied"], source.events());
+    let second = copy(&sandbox, &a, &b).await;
+    assert_eq!(
+        (&second["sessions"], &second["copied"], &second["already"], &second["conflicts"]),
+        (&json!(source.rows.len()), &json!(0), &json!(source.events()), &json!(0)),
+    );
+    assert_eq!(contents_of(&sandbox, &b).await, source, "nothing doubled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_the_destination_received_itself_is_recognised_by_its_spans() {
+    let sandbox = Arc::new(Sandbox::new());
+    let (a, b) = (path(&sandbox, "a.db"), path(&sandbox, "b.db"));
+    let session = trace_session();
+    let mut source = Launch::in_sandbox(Arc::clone(&sandbox)).db(&a).start().await;
+    let mut destination = Launch::in_sandbox(Arc::clone(&sandbox)).db(&b).start().await;
+    // The exporter's spans, in another order: the destination placed them at other sequences.
+    post_trace(&source, &trace(10..10 + TRACE_SPANS)).await;
+    post_trace(&destination, &trace((10..10 + TRACE_SPANS).rev())).await;
+    let (at_source, at_destination) = (source.events(&session).await, destination.events(&session).await);
+    assert_ne!(at_source, at_destination, "the same spans, placed otherwise");
+    source.sigterm().await;
+    destination.sigterm().await;
+
+    let summary = copy(&sandbox, &a, &b).await;
+    assert_eq!(
+        (&summary["copied"], &summary["already"], &summary["conflicts"]),
+        (&json!(0), &json!(at_source.len()), &json!(0))
+    );
+    let destination = Launch::in_sandbox(Arc::clone(&sandbox)).db(&b).start().await;
+    assert_eq!(destination.events(&session).await, at_destination);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_destination_holds_otherwise_is_reported_and_kept() {
+    let sandbox = Arc::new(Sandbox::new());
+    let (a, b) = (path(&sandbox, "a.db"), path(&sandbox, "b.db"));
+    let thought = |seq: i64, content: &str| event("s", seq, "cognition.thought", json!({"content": content}));
+    let mut source = Launch::in_sandbox(Arc::clone(&sandbox)).db(&a).start().await;
+    source.ingest(&[thought(1, "first"), thought(2, "the source's second"), thought(3, "third")]).await;
+    source.sigterm().await;
+    let mut destination = Launch::in_sandbox(Arc::clone(&sandbox)).db(&b).start().await;
+    destination.ingest(&[thought(2, "the destination's second")]).await;
+    let before = destination.events("s").await;
+    destination.sigterm().await;
+
+    let run = sandbox.run(&["copy", "--from", &a, "--to", &b]).await;
+    run.assert_code(0);
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.output());
+    assert!(
+        run.stdout.starts_with("copied 2 events of 1 sessions (0 already there, 1 conflicts) in "),
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.stderr.contains(r#"session "s": 1 event differs"#) && run.stderr.contains("(2)"),
+        "the conflict is reported with its sequence\n{}",
+        run.output()
+    );
+    let destination = Launch::in_sandbox(Arc::clone(&sandbox)).db(&b).start().await;
+    let after = destination.events("s").await;
+    assert_eq!(after.len(), 3);
+    assert_eq!(after[1], before[0], "the destination's event stays");
+}
+
+/// A child process killed, if still running, when the test ends however it ends.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sessions and events of the source a copy is killed in.
+const SESSIONS: i64 = 40;
+const EVENTS_EACH: i64 = 1500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_killed_midway_finishes_when_run_again() {
+    let sandbox = Arc::new(Sandbox::new());
+    let (a, b) = (path(&sandbox, "a.db"), path(&sandbox, "b.db"));
+    let mut source = Launch::in_sandbox(Arc::clone(&sandbox)).db(&a).start().await;
+    for s in 0..SESSIONS {
+        let id = format!("run_{s:02}");
+        let evs: Vec<Value> = (1..=EVENTS_EACH)
+            .map(|i| {
+                event(&id, i, "cognition.thought", json!({"content": format!("thought {i} of {id}")}))
+                    .at(s * 10_000 + i)
+            })
+            .collect();
+        source.import(&evs).await;
+    }
+    let want = Contents::of(&source).await;
+    source.sigterm().await;
+
+    let args: Vec<String> = ["copy", "--from", &a, "--to", &b].map(String::from).to_vec();
+    let mut first =
+        Reaped(sandbox.command(&args, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("aop copy"));
+    // Killed once the destination holds some commits, long before the end.
+    let written = || {
+        ["b.db", "b.db-wal"]
+            .iter()
+            .map(|f| std::fs::metadata(sandbox.path().join(f)).map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while written() < 1 << 20 {
+        assert!(first.0.try_wait().expect("try_wait").is_none(), "the copy ended before it could be killed");
+        assert!(Instant::now() < deadline, "the copy wrote nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.0.kill().expect("SIGKILL");
+    let status = first.0.wait().expect("wait");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "killed, not finished: {status:?}");
+
+    let summary = copy(&sandbox, &a, &b).await;
+    let (copied, already) = (summary["copied"].as_u64().unwrap(), summary["already"].as_u64().unwrap());
+    assert!(already > 0 && copied > 0, "the first run had copied some, not all: {summary}");
+    assert_eq!(copied + already, want.events(), "{summary}");
+    assert_eq!(summary["conflicts"], 0);
+    assert_eq!(contents_of(&sandbox, &b).await, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_be_copied_is_refused_and_creates_nothing() {
+    let sandbox = Arc::new(Sandbox::new());
+    let a = path(&sandbox, "a.db");
+    let mut source = Launch::in_sandbox(Arc::clone(&sandbox)).db(&a).start().await;
+    source.ingest(&[event("s", 1, "session.started", json!({}))]).await;
+
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(sandbox.path())
+            .expect("the sandbox")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("a.db"))
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files();
+
+    let in_use = sandbox.run(&["copy", "--from", &a, "--to", "b.db"]).await;
+    in_use.assert_code(4);
+    assert!(in_use.stderr.contains("in use") && in_use.stderr.contains("stop the collector"), "{}", in_use.output());
+    source.sigterm().await;
+
+    // (arguments, what the message must say)
+    let cases: [(&[&str], &str); 5] = [
+        (&["--from", "missing.db", "--to", "b.db"], "no such file"),
+        (&["--from", &a, "--to", &a], "the same database"),
+        (&["--from", &a, "--to", "./a.db"], "the same database"),
+        (&["--from", "mysql://x", "--to", "b.db"], "--from mysql://… is not supported"),
+        (&["--from", &a, "--to", "mysql://x"], "--to mysql://… is not supported"),
+    ];
+    for (args, says) in cases {
+        let mut argv = vec!["copy"];
+        argv.extend_from_slice(args);
+        let run = sandbox.run(&argv).await;
+        run.assert_code(2);
+        assert!(run.stderr.contains(says), "{args:?}: expected {says:?}\n{}", run.output());
+        assert_eq!(run.stdout, "", "{}", run.output());
+    }
+    assert_eq!(files(), before, "nothing created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_goes_to_postgresql_and_back() {
+    let sandbox = Arc::new(Sandbox::new());
+    let (a, c) = (path(&sandbox, "a.db"), path(&sandbox, "c.db"));
+    let fleet = Pg::shared().create_db();
+    let source = recorded(&sandbox, &a).await;
+
+    let up = copy(&sandbox, &a, &fleet).await;
+    assert_eq!((&up["copied"], &up["conflicts"]), (&json!(source.events()), &json!(0)), "{up}");
+    let at_fleet = contents_of(&sandbox, &fleet).await;
+    assert_eq!(at_fleet.exports, source.exports);
+    assert_eq!(at_fleet.alerts, source.alerts);
+
+    let down = copy(&sandbox, &fleet, &c).await;
+    assert_eq!((&down["copied"], &down["conflicts"]), (&json!(source.events()), &json!(0)), "{down}");
+    assert_eq!(contents_of(&sandbox, &c).await, source);
+
+    let again = copy(&sandbox, &a, &fleet).await;
+    assert_eq!((&again["copied"], &again["already"]), (&json!(0), &json!(source.events())), "{again}");
+}
