@@ -19,6 +19,7 @@ use crate::model::Event;
 use crate::store::apply::{Live, Tracked};
 use crate::store::{Outcome, Retention, StoreError};
 use deadpool_postgres::{Object, Pool, Transaction};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -117,10 +118,12 @@ pub(super) struct Writer {
 }
 
 /// A write about to be stored, with its outcome's place in its job's answer.
-struct Pending {
+/// Borrowed from the caller's job (kept whole for a rerun after a conflict), owned only when a
+/// span's event moved to another sequence.
+struct Pending<'a> {
     job: usize,
     index: usize,
-    ev: Event,
+    ev: Cow<'a, Event>,
 }
 
 /// What one group transaction wrote, for after its commit.
@@ -274,22 +277,26 @@ impl Writer {
         let mut pending = Vec::new();
         for (job, evs) in jobs.iter().enumerate() {
             for (index, ev) in evs.iter().enumerate() {
-                pending.push(Pending { job, index, ev: ev.clone() });
+                pending.push(Pending { job, index, ev: Cow::Borrowed(ev) });
             }
         }
         let mut outcomes: Vec<Vec<Outcome>> = jobs.iter().map(|j| vec![Outcome::Duplicate; j.len()]).collect();
         let stored = existing(&tx, &sessions, &pending).await?;
-        let mut fresh: HashMap<(i64, i64), String> = HashMap::new();
-        let mut accepted = Vec::with_capacity(pending.len());
+        // Places taken earlier in this group: `(session key, sequence)` → index in `accepted`.
+        let mut fresh: BTreeMap<(i64, i64), usize> = BTreeMap::new();
+        let mut accepted: Vec<Pending> = Vec::with_capacity(pending.len());
         for p in pending {
             let sid = sessions[&p.ev.session_id].key;
-            match place(&tx, sid, p.ev, &stored, &fresh).await? {
-                Ok(ev) => {
-                    fresh.insert((sid, ev.sequence), ev.raw().to_owned());
-                    accepted.push(Pending { ev, ..p });
+            let p = match place(&tx, sid, &p.ev, &stored, &fresh, &accepted).await? {
+                Ok(None) => p,
+                Ok(Some(moved)) => Pending { ev: Cow::Owned(moved), ..p },
+                Err(outcome) => {
+                    outcomes[p.job][p.index] = outcome;
+                    continue;
                 }
-                Err(outcome) => outcomes[p.job][p.index] = outcome,
-            }
+            };
+            fresh.insert((sid, p.ev.sequence), accepted.len());
+            accepted.push(p);
         }
 
         if accepted.is_empty() {
@@ -493,7 +500,7 @@ async fn lock_sessions(
 async fn existing(
     tx: &Transaction<'_>,
     sessions: &HashMap<String, Tracked>,
-    pending: &[Pending],
+    pending: &[Pending<'_>],
 ) -> Result<HashMap<(i64, i64), String>, Failure> {
     let sids: Vec<i64> = pending.iter().map(|p| sessions[&p.ev.session_id].key).collect();
     let seqs: Vec<i64> = pending.iter().map(|p| p.ev.sequence).collect();
@@ -507,19 +514,22 @@ async fn existing(
     Ok(rows.into_iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect())
 }
 
-/// Where an event goes: its own place, or why not (a retry, or another event holds it). An
-/// event derived from a span moves to the next free sequence instead, finding itself on the way
-/// if it is a retry (as in SQLite: sequences are only filled, never freed).
+/// Where an event goes: its own place (`None`), another (`Some`, moved), or why not (a retry, or
+/// another event holds it). An event derived from a span moves to the next free sequence instead,
+/// finding itself on the way if it is a retry (as in SQLite: sequences are only filled, never
+/// freed).
 async fn place(
     tx: &Transaction<'_>,
     sid: i64,
-    ev: Event,
+    ev: &Event,
     stored: &HashMap<(i64, i64), String>,
-    fresh: &HashMap<(i64, i64), String>,
-) -> Result<Result<Event, Outcome>, Failure> {
+    fresh: &BTreeMap<(i64, i64), usize>,
+    accepted: &[Pending<'_>],
+) -> Result<Result<Option<Event>, Outcome>, Failure> {
     let key = (sid, ev.sequence);
-    let Some(held) = fresh.get(&key).or_else(|| stored.get(&key)) else {
-        return Ok(Ok(ev));
+    let held = fresh.get(&key).map(|&i| accepted[i].ev.raw()).or_else(|| stored.get(&key).map(String::as_str));
+    let Some(held) = held else {
+        return Ok(Ok(None));
     };
     let Some(span) = ev.span_ref() else {
         return Ok(Err(if Event::same_content(held, ev.raw()) { Outcome::Duplicate } else { Outcome::Conflict }));
@@ -533,10 +543,8 @@ async fn place(
         .into_iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    for ((s, q), body) in fresh {
-        if *s == sid && (ev.sequence..ev.sequence + MAX_SPAN_PROBES).contains(q) {
-            window.insert(*q, body.clone());
-        }
+    for (&(_, q), &i) in fresh.range((sid, ev.sequence)..(sid, ev.sequence + MAX_SPAN_PROBES)) {
+        window.insert(q, accepted[i].ev.raw().to_owned());
     }
     let mut free = ev.sequence;
     while let Some(body) = window.get(&free) {
@@ -548,7 +556,7 @@ async fn place(
     if free - ev.sequence >= MAX_SPAN_PROBES {
         return Ok(Err(Outcome::Conflict));
     }
-    Ok(ev.with_sequence(free).map_err(|_| Outcome::Conflict))
+    Ok(ev.with_sequence(free).map(Some).map_err(|_| Outcome::Conflict))
 }
 
 /// Takes the fleet's ordering point: the last positions given out, and the database's clock.
