@@ -175,6 +175,32 @@ pub struct SessionPage {
     pub next_cursor: Option<String>,
 }
 
+/// Trims rows read with `limit + 1` (the extra one says more follow) and gives the key of the last
+/// row kept when more do follow.
+fn trim_page<T, K>(rows: &mut Vec<T>, limit: usize, key: impl FnOnce(&T) -> K) -> Option<K> {
+    if rows.len() <= limit {
+        return None;
+    }
+    rows.truncate(limit);
+    rows.last().map(key)
+}
+
+impl SessionQuery {
+    /// Where the page starts: after the previous page's last row, `(last_seen_us, id)`, the
+    /// order's key. A cursor this store did not give out is `BadCursor`.
+    pub(crate) fn after(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let Some(c) = self.cursor.as_deref() else { return Ok(None) };
+        let (us, id) = c.split_once('~').ok_or(StoreError::BadCursor)?;
+        Ok(Some((us.parse().map_err(|_| StoreError::BadCursor)?, id.to_owned())))
+    }
+
+    /// The page from rows read with `limit + 1`, each with its `last_seen_us`.
+    pub(crate) fn page(&self, mut rows: Vec<(SessionRow, i64)>) -> SessionPage {
+        let next_cursor = trim_page(&mut rows, self.limit, |(r, us)| format!("{us}~{}", r.id));
+        SessionPage { sessions: rows.into_iter().map(|(r, _)| r).collect(), next_cursor }
+    }
+}
+
 /// An event as stored: its global position and its JSON text (as sent, on one line).
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -207,6 +233,28 @@ pub struct AlertPage {
     /// Alert objects as JSON text.
     pub alerts: Vec<String>,
     pub next_cursor: Option<String>,
+}
+
+impl AlertQuery {
+    /// The alert id the page ends before (the cursor is the previous page's last id).
+    pub(crate) fn before(&self) -> Result<Option<i64>, StoreError> {
+        self.cursor.as_deref().map(str::parse).transpose().map_err(|_| StoreError::BadCursor)
+    }
+
+    /// The page from `(id, alert)` rows read with `limit + 1`.
+    pub(crate) fn page(&self, mut rows: Vec<(i64, String)>) -> AlertPage {
+        let next_cursor = trim_page(&mut rows, self.limit, |(id, _)| id.to_string());
+        AlertPage { alerts: rows.into_iter().map(|(_, a)| a).collect(), next_cursor }
+    }
+}
+
+impl DetailQuery {
+    /// The alerts part of a detail from `(id, alert)` rows read with `alerts_limit + 1`, and the
+    /// id to continue after.
+    pub(crate) fn alerts_page(&self, mut rows: Vec<(i64, String)>) -> (Vec<String>, Option<i64>) {
+        let next = trim_page(&mut rows, self.alerts_limit, |(id, _)| *id);
+        (rows.into_iter().map(|(_, a)| a).collect(), next)
+    }
 }
 
 /// Which part of a session's detail to read: events after `after` (by sequence), at most
@@ -273,4 +321,32 @@ pub trait Store: Send + Sync + 'static {
     fn health(&self) -> StoreHealth;
     /// Finishes queued writes and stops the writer; blocks (call from a blocking context).
     fn shutdown(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_cursor_round_trips_and_junk_is_refused() {
+        let q = SessionQuery { limit: 1, ..Default::default() };
+        let row = SessionRow { id: "a~b".into(), ..crate::model::SessionState::new("a~b").view(0, 0) };
+        let page = q.page(vec![(row.clone(), -5), (row, -6)]);
+        let next = SessionQuery { cursor: page.next_cursor, ..Default::default() };
+        assert_eq!(next.after().unwrap(), Some((-5, "a~b".into())));
+        for junk in ["nonsense", "x~y"] {
+            let q = SessionQuery { cursor: Some(junk.into()), ..Default::default() };
+            assert!(matches!(q.after(), Err(StoreError::BadCursor)));
+        }
+    }
+
+    #[test]
+    fn a_page_is_trimmed_only_when_more_follow() {
+        let q = AlertQuery { limit: 2, ..Default::default() };
+        let rows = |n: i64| (1..=n).map(|i| (i, format!("a{i}"))).collect::<Vec<_>>();
+        assert_eq!(q.page(rows(2)).next_cursor, None);
+        let page = q.page(rows(3));
+        assert_eq!((page.alerts.len(), page.next_cursor.as_deref()), (2, Some("2")));
+        assert!(matches!(AlertQuery { cursor: Some("x".into()), ..q }.before(), Err(StoreError::BadCursor)));
+    }
 }

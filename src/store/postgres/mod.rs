@@ -228,9 +228,9 @@ impl Store for PgStore {
     }
 
     fn list_sessions(&self, q: SessionQuery) -> BoxFuture<'_, Result<SessionPage, StoreError>> {
-        let cursor = match q.cursor.as_deref().map(read::decode_cursor) {
-            Some(None) => return Box::pin(std::future::ready(Err(StoreError::BadCursor))),
-            decoded => decoded.flatten(),
+        let cursor = match q.after() {
+            Ok(cursor) => cursor,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         Box::pin(self.read(move |c| Box::pin(read::list_sessions(c, q, cursor))))
     }
@@ -258,9 +258,9 @@ impl Store for PgStore {
     }
 
     fn alerts(&self, q: AlertQuery) -> BoxFuture<'_, Result<AlertPage, StoreError>> {
-        let before = match q.cursor.as_deref().map(str::parse::<i64>) {
-            Some(Err(_)) => return Box::pin(std::future::ready(Err(StoreError::BadCursor))),
-            parsed => parsed.and_then(Result::ok),
+        let before = match q.before() {
+            Ok(before) => before,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         Box::pin(self.read(move |c| Box::pin(read::alerts(c, q, before))))
     }

@@ -32,16 +32,6 @@ fn row_from(r: &Row) -> (SessionRow, i64) {
     (row, r.get(4))
 }
 
-/// Cursor of the sessions list: the last row's `(last_seen_us, id)`, as SQLite's.
-fn encode_cursor(us: i64, id: &str) -> String {
-    format!("{us}~{id}")
-}
-
-pub(super) fn decode_cursor(c: &str) -> Option<(i64, String)> {
-    let (us, id) = c.split_once('~')?;
-    Some((us.parse().ok()?, id.to_owned()))
-}
-
 fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
 }
@@ -74,14 +64,8 @@ pub(super) async fn list_sessions(
         ));
     }
     sql.push_str(&format!(" ORDER BY s.last_seen_us DESC, s.id DESC LIMIT {}", q.limit + 1));
-    let mut rows: Vec<(SessionRow, i64)> = c.query(&sql, &refs(&params)).await?.iter().map(row_from).collect();
-    let next_cursor = if rows.len() > q.limit {
-        rows.truncate(q.limit);
-        rows.last().map(|(r, us)| encode_cursor(*us, &r.id))
-    } else {
-        None
-    };
-    Ok(SessionPage { sessions: rows.into_iter().map(|(r, _)| r).collect(), next_cursor })
+    let rows: Vec<(SessionRow, i64)> = c.query(&sql, &refs(&params)).await?.iter().map(row_from).collect();
+    Ok(q.page(rows))
 }
 
 pub(super) async fn children(c: &mut Client, id: String) -> Result<Option<Vec<SessionRow>>, Error> {
@@ -132,7 +116,7 @@ pub(super) async fn session_detail(c: &mut Client, id: String, q: DetailQuery) -
         .collect();
     let more = events.len() > limit;
     events.truncate(limit);
-    let mut alerts: Vec<(i64, String)> = tx
+    let alerts: Vec<(i64, String)> = tx
         .query(
             "SELECT id, body FROM aop_alerts WHERE sid = $1 AND id > $2 ORDER BY id LIMIT $3",
             &[&sid, &alerts_after.unwrap_or(-1), &(alerts_limit as i64 + 1)],
@@ -142,13 +126,7 @@ pub(super) async fn session_detail(c: &mut Client, id: String, q: DetailQuery) -
         .map(alert_json)
         .collect();
     tx.commit().await?;
-    let next_alerts_after = if alerts.len() > alerts_limit {
-        alerts.truncate(alerts_limit);
-        alerts.last().map(|(id, _)| *id)
-    } else {
-        None
-    };
-    let alerts = alerts.into_iter().map(|(_, a)| a).collect();
+    let (alerts, next_alerts_after) = q.alerts_page(alerts);
     Ok(Some(SessionDetail { session, events, more, alerts, next_alerts_after }))
 }
 
@@ -175,14 +153,8 @@ pub(super) async fn alerts(c: &mut Client, q: AlertQuery, before: Option<i64>) -
         sql.push_str(&format!(" AND type = ${}", params.len()));
     }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
-    let mut rows: Vec<(i64, String)> = c.query(&sql, &refs(&params)).await?.iter().map(alert_json).collect();
-    let next_cursor = if rows.len() > q.limit {
-        rows.truncate(q.limit);
-        rows.last().map(|(id, _)| id.to_string())
-    } else {
-        None
-    };
-    Ok(AlertPage { alerts: rows.into_iter().map(|(_, a)| a).collect(), next_cursor })
+    let rows: Vec<(i64, String)> = c.query(&sql, &refs(&params)).await?.iter().map(alert_json).collect();
+    Ok(q.page(rows))
 }
 
 pub(super) async fn events_since(c: &mut Client, after: i64, limit: usize) -> Result<Vec<FeedEvent>, Error> {

@@ -78,17 +78,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(SessionRow, i64)> {
     Ok((row, r.get(4)?))
 }
 
-/// Cursor of the sessions list: the last row's `(last_seen_us, id)`, in the order's key.
-fn encode_cursor(us: i64, id: &str) -> String {
-    format!("{us}~{id}")
-}
-
-pub(super) fn decode_cursor(c: &str) -> Option<(i64, String)> {
-    let (us, id) = c.split_once('~')?;
-    Some((us.parse().ok()?, id.to_owned()))
-}
-
-/// `GET /sessions`, after `cursor` (already decoded by the caller, see [`decode_cursor`]).
+/// `GET /sessions`, after `cursor` (decoded by the caller: [`SessionQuery::after`]).
 pub(super) fn list_sessions(
     c: &Connection,
     q: &SessionQuery,
@@ -119,15 +109,8 @@ pub(super) fn list_sessions(
     // Positional `?` after a numbered `?N` continue from the highest number, so number them all.
     let sql = number_placeholders(&sql);
     let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows: Vec<(SessionRow, i64)> =
-        stmt.query_map(params_from_iter(args), row_from)?.collect::<Result<_, _>>()?;
-    let next_cursor = if rows.len() > q.limit {
-        rows.truncate(q.limit);
-        rows.last().map(|(r, us)| encode_cursor(*us, &r.id))
-    } else {
-        None
-    };
-    Ok(SessionPage { sessions: rows.into_iter().map(|(r, _)| r).collect(), next_cursor })
+    let rows: Vec<(SessionRow, i64)> = stmt.query_map(params_from_iter(args), row_from)?.collect::<Result<_, _>>()?;
+    Ok(q.page(rows))
 }
 
 /// Rewrites bare `?` placeholders as `?1`, `?2`, … counting only the bare ones and keeping `?N`.
@@ -197,19 +180,13 @@ fn detail_in_tx(c: &Connection, id: &str, q: DetailQuery) -> rusqlite::Result<Op
         .collect::<Result<_, _>>()?;
     let more = events.len() > limit;
     events.truncate(limit);
-    let mut alerts: Vec<(i64, String)> = c
+    let alerts: Vec<(i64, String)> = c
         .prepare_cached("SELECT id, body FROM alerts WHERE sid = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?
         .query_map(params![sid, alerts_after.unwrap_or(-1), alerts_limit as i64 + 1], |r| {
             Ok((r.get(0)?, alert_json(r)?))
         })?
         .collect::<Result<_, _>>()?;
-    let next_alerts_after = if alerts.len() > alerts_limit {
-        alerts.truncate(alerts_limit);
-        alerts.last().map(|(id, _)| *id)
-    } else {
-        None
-    };
-    let alerts = alerts.into_iter().map(|(_, a)| a).collect();
+    let (alerts, next_alerts_after) = q.alerts_page(alerts);
     Ok(Some(SessionDetail { session, events, more, alerts, next_alerts_after }))
 }
 
@@ -236,15 +213,9 @@ pub(super) fn alerts(c: &Connection, q: &AlertQuery, before: Option<i64>) -> rus
     }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
     let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows: Vec<(i64, String)> =
+    let rows: Vec<(i64, String)> =
         stmt.query_map(params_from_iter(args), |r| Ok((r.get(0)?, alert_json(r)?)))?.collect::<Result<_, _>>()?;
-    let next_cursor = if rows.len() > q.limit {
-        rows.truncate(q.limit);
-        rows.last().map(|(id, _)| id.to_string())
-    } else {
-        None
-    };
-    Ok(AlertPage { alerts: rows.into_iter().map(|(_, a)| a).collect(), next_cursor })
+    Ok(q.page(rows))
 }
 
 /// The few envelope fields a stream filter reads, taken from a stored (already valid) event.
@@ -352,11 +323,5 @@ mod tests {
             number_placeholders("a = ? AND b = ? AND (c = ?3 OR d = ?3)"),
             "a = ?1 AND b = ?2 AND (c = ?3 OR d = ?3)"
         );
-    }
-
-    #[test]
-    fn cursor_round_trips_and_rejects_junk() {
-        assert_eq!(decode_cursor(&encode_cursor(-5, "a~b")), Some((-5, "a~b".into())));
-        assert_eq!(decode_cursor("nonsense"), None);
     }
 }
