@@ -45,6 +45,14 @@ fn init_logging() {
         .init();
 }
 
+/// The runtime `aop start` and `aop copy` run on; failing to build it is a runtime failure.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("aop: cannot start the runtime: {e}");
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
 fn start(args: StartArgs, matches: &clap::ArgMatches) -> ExitCode {
     let config = match args.resolve(matches) {
         Ok(c) => c,
@@ -53,12 +61,9 @@ fn start(args: StartArgs, matches: &clap::ArgMatches) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("aop: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let app = match App::build(config.clone()).await {
@@ -232,12 +237,9 @@ fn copy(args: CopyArgs, matches: &clap::ArgMatches) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("aop: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(aop::copy::run(plan)) {
         Ok(()) => ExitCode::SUCCESS,

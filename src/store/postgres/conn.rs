@@ -167,13 +167,8 @@ impl Plan {
             params.set("application_name", "aop".into());
         }
 
-        let mut config = tokio_postgres::Config::from_str(&params.conninfo()).map_err(|e| {
-            // Its message alone says only "invalid connection string"; the cause names the parameter.
-            std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(": ")
-        })?;
+        // Its message alone says only "invalid connection string"; the cause names the parameter.
+        let mut config = tokio_postgres::Config::from_str(&params.conninfo()).map_err(|e| super::full(&e))?;
         config.ssl_mode(ssl);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
