@@ -11,6 +11,7 @@
 
 pub mod apply;
 mod counters;
+mod job;
 pub mod postgres;
 pub mod sqlite;
 

@@ -13,6 +13,7 @@ mod schema;
 mod writer;
 
 use super::counters::Shared;
+use super::job::{Command, Job, Reply};
 use super::*;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
-use writer::{Job, Writer};
+use writer::Writer;
 
 /// How long an ingest call may wait for its commit before it answers 503: an SDK must never
 /// hang on a database that stopped answering.
@@ -41,7 +42,8 @@ pub(super) struct Reach {
 
 pub struct PgStore {
     shown: String,
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Command>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pool: Pool,
     shared: Arc<Shared>,
     reach: Arc<Reach>,
@@ -155,7 +157,7 @@ impl PgStore {
             detect: opts.detect,
             feed: Arc::clone(&wake),
         };
-        tokio::spawn(writer.run(rx));
+        let writer = tokio::spawn(writer.run(rx));
         tokio::spawn(feed::listen(target.clone(), Arc::clone(&wake), stop.clone()));
         let follower = feed::Feed {
             pool: pool.clone(),
@@ -166,14 +168,14 @@ impl PgStore {
             reach: Arc::clone(&reach),
         };
         tokio::spawn(follower.run(wake, stop.clone()));
-        Ok(PgStore { shown, tx, pool, shared, reach, stop })
+        Ok(PgStore { shown, tx, writer: Mutex::new(Some(writer)), pool, shared, reach, stop })
     }
 
     /// Queues a job for the writer and waits for its answer, within [`INGEST_DEADLINE`].
-    async fn submit<T>(&self, job: impl FnOnce(writer::Reply<T>) -> Job) -> Result<T, StoreError> {
+    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.tx.try_send(job(reply)) {
+        if let Err(e) = self.tx.try_send(Command::Run(job(reply))) {
             self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
             return Err(match e {
                 mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
@@ -218,11 +220,12 @@ impl Store for PgStore {
     }
 
     fn shutdown(&self) {
-        let (done, finished) = oneshot::channel();
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
         // A blocking send: a full queue drains within one group commit.
-        if self.tx.blocking_send(Job::Shutdown(done)).is_ok() {
-            let _ = finished.blocking_recv();
+        let _ = self.tx.blocking_send(Command::Shutdown);
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let (Some(writer), Ok(runtime)) = (writer, tokio::runtime::Handle::try_current()) {
+            let _ = runtime.block_on(writer);
         }
         self.stop.cancel();
     }

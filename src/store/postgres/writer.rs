@@ -17,6 +17,7 @@ use super::{classify, pool_error, Shared};
 use crate::detect::{with_alert_id, DetectConfig, NewAlert};
 use crate::model::Event;
 use crate::store::apply::{Live, Tracked};
+use crate::store::job::{Command, Job, Reply};
 use crate::store::{Outcome, Retention, StoreError};
 use deadpool_postgres::{Object, Pool, Transaction};
 use std::borrow::Cow;
@@ -24,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -74,18 +75,6 @@ impl Cached for Transaction<'_> {
     async fn x(&self, sql: &str, params: Params<'_>) -> Result<u64, tokio_postgres::Error> {
         self.execute(&self.prepare_cached(sql).await?, params).await
     }
-}
-
-pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-pub(super) enum Job {
-    Ingest(Vec<Event>, Reply<Vec<Outcome>>),
-    Delete(String, Reply<bool>),
-    Stalls(Reply<usize>),
-    Pin(String, bool, Reply<bool>),
-    Retain(Retention, Reply<usize>),
-    /// Stop after the jobs queued before this one.
-    Shutdown(oneshot::Sender<()>),
 }
 
 /// Why a transaction failed: run it again, or give up with this error.
@@ -141,28 +130,28 @@ fn rfc3339_ms(ms: i64) -> String {
 }
 
 impl Writer {
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        let mut stop = None;
-        while stop.is_none() {
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut stop = false;
+        while !stop {
             let Some(first) = rx.recv().await else { break };
             let mut batches = Vec::new();
             let mut others = Vec::new();
             let mut events = 0;
             let mut next = Some(first);
-            while let Some(job) = next.take() {
+            while let Some(command) = next.take() {
                 self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                match job {
-                    Job::Ingest(evs, reply) => {
+                match command {
+                    Command::Run(Job::Ingest(evs, reply)) => {
                         events += evs.len();
                         batches.push((evs, reply));
                     }
-                    Job::Shutdown(done) => {
-                        stop = Some(done);
-                        break;
-                    }
-                    other => {
+                    Command::Run(other) => {
                         events += 1;
                         others.push(other);
+                    }
+                    Command::Shutdown => {
+                        stop = true;
+                        break;
                     }
                 }
                 if events < MAX_GROUP_EVENTS {
@@ -175,9 +164,6 @@ impl Writer {
             for job in others {
                 self.upkeep(job).await;
             }
-        }
-        if let Some(done) = stop {
-            let _ = done.send(());
         }
     }
 
@@ -391,7 +377,7 @@ impl Writer {
                 }
                 let _ = reply.send(r);
             }
-            Job::Ingest(..) | Job::Shutdown(_) => unreachable!("handled by run"),
+            Job::Ingest(..) => unreachable!("handled by run"),
         }
     }
 

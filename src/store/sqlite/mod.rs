@@ -6,6 +6,7 @@ mod shared;
 mod upkeep;
 mod writer;
 
+use super::job::{Command, Job, Reply};
 use super::*;
 use crate::hub::Hub;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -18,7 +19,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
-use writer::{Command, Job, Reply, Writer};
+use writer::Writer;
 
 /// How much durability a commit buys (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

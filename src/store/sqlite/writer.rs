@@ -12,13 +12,13 @@ use crate::detect::{with_alert_id, DetectConfig, NewAlert};
 use crate::hub::{Hub, Message, MessageKind};
 use crate::model::Event;
 use crate::store::apply::{ChildEnd, Live, Tracked};
-use crate::store::{Outcome, Retention, StoreError};
+use crate::store::job::{tell, Command, Job, Reply};
+use crate::store::{Outcome, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 /// Events per transaction: large enough to amortise the fsync, small enough to keep the ack of
 /// the first request in a group prompt. A larger batch is committed in several transactions, so
@@ -30,47 +30,13 @@ const MAX_SPAN_PROBES: i64 = 1024;
 /// Sessions deleted by one retention pass: bounds the transaction (the next pass continues).
 pub(super) const RETAIN_BATCH: usize = 200;
 
-/// Where a job's answer goes: typed per job, so no caller can be handed another job's answer.
-pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-pub(super) enum Job {
-    Ingest(Vec<Event>, Reply<Vec<Outcome>>),
-    Delete(String, Reply<bool>),
-    /// Raise stall alerts for running sessions silent for too long (collector clock).
-    Stalls(Reply<usize>),
-    Pin(String, bool, Reply<bool>),
-    Retain(Retention, Reply<usize>),
-}
-
-/// What the writer's queue carries.
-pub(super) enum Command {
-    Run(Job),
-    /// Stop after the jobs queued before this one; later ones are dropped (their callers see `Closed`).
-    Shutdown,
-}
-
-impl Job {
-    /// How much of a group's budget the job takes.
-    fn weight(&self) -> usize {
-        match self {
-            Job::Ingest(evs, _) => evs.len(),
-            Job::Retain(..) => RETAIN_BATCH * 10,
-            _ => 1,
-        }
+/// How much of a group's budget a job takes.
+fn weight(job: &Job) -> usize {
+    match job {
+        Job::Ingest(evs, _) => evs.len(),
+        Job::Retain(..) => RETAIN_BATCH * 10,
+        _ => 1,
     }
-
-    /// Answers the job with a failure without running it.
-    fn fail(self, e: &StoreError) {
-        match self {
-            Job::Ingest(_, r) => tell(r, e),
-            Job::Delete(_, r) | Job::Pin(_, _, r) => tell(r, e),
-            Job::Stalls(r) | Job::Retain(_, r) => tell(r, e),
-        }
-    }
-}
-
-fn tell<T>(reply: Reply<T>, e: &StoreError) {
-    let _ = reply.send(Err(e.clone()));
 }
 
 /// A job that ran inside the open transaction: its answer waits for the commit's fate.
@@ -174,7 +140,7 @@ impl Writer {
                     stop = true;
                     break;
                 };
-                events += job.weight();
+                events += weight(&job);
                 jobs.push(job);
                 if events < MAX_GROUP_EVENTS {
                     next = rx.try_recv().ok();
