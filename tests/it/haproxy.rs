@@ -174,6 +174,18 @@ impl Drop for Balancer {
 
 /// Three instances on a fresh database, started as the README says (the balancer's name allowed,
 /// a token), and the balancer in front of them.
+/// Which instance holds the one stream open through the balancer (by each one's `/health`).
+pub(crate) async fn instance_serving_the_stream(nodes: &[TestServer]) -> usize {
+    eventually("exactly one instance serving the stream", || async {
+        let mut counts = Vec::new();
+        for n in nodes {
+            counts.push(n.health().await["subscribers"].as_u64().unwrap());
+        }
+        (counts.iter().sum::<u64>() == 1).then(|| counts.iter().position(|&c| c == 1).unwrap())
+    })
+    .await
+}
+
 pub(crate) async fn fleet_behind_haproxy() -> (Vec<TestServer>, Balancer) {
     let url = Pg::shared().create_db();
     let mut nodes = Vec::new();
@@ -437,14 +449,7 @@ async fn haproxy_moves_a_stream_off_a_killed_instance_without_a_gap_while_writes
         "the stream ended early\n{}",
         lb.log()
     );
-    let serving = eventually("exactly one instance serving the stream", || async {
-        let mut counts = Vec::new();
-        for n in &nodes {
-            counts.push(n.health().await["subscribers"].as_u64().unwrap());
-        }
-        (counts.iter().sum::<u64>() == 1).then(|| counts.iter().position(|&c| c == 1).unwrap())
-    })
-    .await;
+    let serving = instance_serving_the_stream(&nodes).await;
 
     nodes[serving].sigkill().await;
     let killed = Instant::now();

@@ -2,7 +2,7 @@
 //! its live feed is killed, and the page goes on showing every event from another one.
 
 use super::*;
-use crate::haproxy::{fleet_behind_haproxy, LB_TOKEN};
+use crate::haproxy::{fleet_behind_haproxy, instance_serving_the_stream, LB_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn through_haproxy_the_dashboard_keeps_updating_after_its_instance_is_killed() {
@@ -26,14 +26,7 @@ async fn through_haproxy_the_dashboard_keeps_updating_after_its_instance_is_kill
     browser.wait_for(&timeline_event(5)).await;
     mark_page(&browser).await;
 
-    let serving = eventually("one instance holding the page's stream", || async {
-        let mut counts = Vec::new();
-        for n in &nodes {
-            counts.push(n.health().await["subscribers"].as_u64().unwrap());
-        }
-        (counts.iter().sum::<u64>() == 1).then(|| counts.iter().position(|&c| c == 1).unwrap())
-    })
-    .await;
+    let serving = instance_serving_the_stream(&nodes).await;
     nodes[serving].sigkill().await;
     // Written after the kill, through the balancer, while the page finds another instance.
     for seq in 6..=20 {
