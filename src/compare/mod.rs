@@ -38,9 +38,11 @@ pub struct Side {
 
 impl Side {
     pub fn new(row: SessionRow) -> Side {
+        // The row says how many events are coming: one allocation instead of a doubling series.
+        let expected = usize::try_from(row.event_count).unwrap_or(0).min(MAX_EVENTS);
         Side {
             row,
-            steps: Vec::new(),
+            steps: Vec::with_capacity(expected),
             tool_starts: 0,
             tool_ends: 0,
             failed_tool_calls: 0,
