@@ -458,6 +458,9 @@ mod tests {
         assert_eq!(last.b_summary.as_deref(), Some("search → ok: 3 hits"));
         assert_eq!(c.steps[1].a_summary.as_deref(), Some(r#"search({"q":"q"})"#));
         assert_eq!(c.steps[0].a_summary.as_deref(), Some("started: find docs"));
+
+        let c = compare(run("a", &["T red \u{1b}[31malert\u{7}\n  now"]), run("b", &[]));
+        assert_eq!(c.steps[0].a_summary.as_deref(), Some("red [31malert now"));
     }
 
     #[test]
