@@ -173,6 +173,21 @@ fn boundary(pending: &[u8], input: &[u8]) -> Option<usize> {
     None
 }
 
+/// Percent-encodes a path segment or a query value: everything but unreserved characters and
+/// `:`/`@` (which session ids may hold, and RFC 3986 allows in both places).
+pub(crate) fn encode_component(v: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 /// The first `\n` in `b`, eight bytes at a time: SSE parsing is mostly this search, once per
 /// line of every frame of every subscriber.
 pub(crate) fn find_newline(b: &[u8]) -> Option<usize> {
@@ -599,6 +614,12 @@ impl SseParser {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn components_are_percent_encoded_but_for_what_ids_hold() {
+        assert_eq!(encode_component("s_1.x:y@z-w~"), "s_1.x:y@z-w~");
+        assert_eq!(encode_component("a b/c+d|é"), "a%20b%2Fc%2Bd%7C%C3%A9");
+    }
+
     use super::*;
 
     fn head(text: &str) -> (Head, usize) {

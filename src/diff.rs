@@ -8,7 +8,7 @@
 //! with the default thresholds for a file, from the collector's `/alerts` for an id. Then
 //! [`compare::compare`]. [`render`] is the human form, a pure function.
 
-use crate::client::{Conn, Target};
+use crate::client::{encode_component, Conn, Target};
 use crate::compare::{self, Comparison, Delta, Kind, Side, StepPair};
 use crate::detect::{self, DetectConfig};
 use crate::model::{Event, SessionRow, SessionState};
@@ -321,13 +321,13 @@ impl Remote {
 
     /// `None` for a 404, naming what is missing.
     async fn exists(&mut self, id: &str) -> anyhow::Result<bool> {
-        let path = format!("/sessions/{}?limit=1", escape(id));
+        let path = format!("/sessions/{}?limit=1", encode_component(id));
         Ok(self.get(&path).await?.status != 404)
     }
 
     /// The collector's comparison, or `None` when it has no such endpoint (an older aop).
     async fn compare(&mut self, a: &str, b: &str) -> anyhow::Result<Option<Comparison>> {
-        let path = format!("/sessions/{}/compare/{}", escape(a), escape(b));
+        let path = format!("/sessions/{}/compare/{}", encode_component(a), encode_component(b));
         let answer = self.get(&path).await?;
         match answer.status {
             200 => serde_json::from_slice(&answer.body).map(Some).with_context(|| {
@@ -350,7 +350,7 @@ impl Remote {
     /// A side read from the collector: its export folded as a file's, its stored row and alerts.
     async fn side(&mut self, id: &str) -> anyhow::Result<Side> {
         let what = format!("session {id}");
-        let detail = self.get(&format!("/sessions/{}?limit=1", escape(id))).await?;
+        let detail = self.get(&format!("/sessions/{}?limit=1", encode_component(id))).await?;
         if detail.status == 404 {
             bail!("no session {id} on the collector at {}", self.target.url);
         }
@@ -372,7 +372,7 @@ impl Remote {
 
         let cfg = DetectConfig::default();
         let mut fold = Fold::new();
-        let path = format!("/sessions/{}/export", escape(id));
+        let path = format!("/sessions/{}/export", encode_component(id));
         let mut invalid = 0usize;
         self.export(&path, &mut |line| {
             if !line.trim().is_empty() && Event::parse(line).is_err() {
@@ -388,9 +388,9 @@ impl Remote {
         let mut kinds = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut path = format!("/alerts?session_id={}&limit={ALERTS_PAGE}", escape(id));
+            let mut path = format!("/alerts?session_id={}&limit={ALERTS_PAGE}", encode_component(id));
             if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={}", escape(c)));
+                path.push_str(&format!("&cursor={}", encode_component(c)));
             }
             let page: serde_json::Value = serde_json::from_slice(&self.get_ok(&path).await?)
                 .with_context(|| format!("the collector at {} sent alerts aop diff cannot read", self.target.url))?;
@@ -454,20 +454,6 @@ impl Remote {
             }
         }
     }
-}
-
-/// A path segment or query value: ids are `[A-Za-z0-9_.:@-]` on ingest, anything else a user
-/// typed is percent-encoded.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------- rendering
@@ -958,8 +944,6 @@ mod tests {
         assert_eq!(Operand::of("./sess_1"), Operand::File("./sess_1".into()));
         let dir = std::env::temp_dir();
         assert_eq!(Operand::of(dir.to_str().unwrap()), Operand::File(dir.clone()));
-        assert_eq!(escape("a b/é"), "a%20b%2F%C3%A9");
-        assert_eq!(escape("s_1.x:y@z-w"), "s_1.x:y@z-w");
     }
 
     fn line(session: &str, seq: i64, kind: &str, payload: &str) -> String {
