@@ -30,6 +30,8 @@
 //!   100k events), and pages of another origin trying to write or to get the token.
 //! - [`copy`]: `aop copy` between SQLite files and PostgreSQL — the same sessions, exports and
 //!   alerts at the destination, nothing copied twice, resumed after a kill, refusals.
+//! - [`packaging`]: the wheel and npm packages of `scripts/package.sh` installed and run, what
+//!   `cargo package` holds, `aop --version` and `aop completions`.
 //! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh
 //!   clusters, databases, crashes and restarts, terminated sessions, TLS.
 
@@ -47,6 +49,7 @@ mod lifecycle;
 mod ops;
 mod otlp;
 mod otlp_clients;
+mod packaging;
 mod pg_harness;
 mod pg_tls;
 mod prices;
