@@ -13,10 +13,14 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// What `aop --version` prints after the name: the crate's version and the commit it was built
+/// from (`unknown` when built without git or a packaged record of it; see `build.rs`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("AOP_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "aop",
-    version,
+    version = VERSION,
     about = "A local collector for the Agent Observability Protocol: watch AI agents think and act, live, and find out afterwards why a run went wrong."
 )]
 pub struct Cli {
@@ -38,6 +42,16 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Drive a running collector with realistic load and print throughput, latency and resource figures.
     Bench(crate::bench::BenchArgs),
+    /// Print a shell completion script, e.g. `aop completions bash > ~/.local/share/bash-completion/completions/aop`.
+    Completions(CompletionsArgs),
+}
+
+/// `aop completions <shell>`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `aop start`'s settings, each defined once, here: clap reads the flag and its `AOP_*` variable,

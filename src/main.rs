@@ -35,6 +35,21 @@ fn main() -> ExitCode {
             copy(args, &copy_matches)
         }
         Command::Demo(args) => aop::demo::run(args),
+        Command::Completions(args) => completions(args.shell),
+    }
+}
+
+/// Prints the completion script; a closed pipe (`| head`) is a failure, not a panic.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "aop", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aop: cannot write the completion script: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

@@ -32,6 +32,8 @@
 //!   alerts at the destination, nothing copied twice, resumed after a kill, refusals.
 //! - [`diff`]: `aop diff A B` — two runs compared from exported files, through the collector and
 //!   mixed (the same document each way), its text and colours, its exit codes.
+//! - [`packaging`]: the wheel and npm packages of `scripts/package.sh` installed and run, what
+//!   `cargo package` holds, `aop --version` and `aop completions`.
 //! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh
 //!   clusters, databases, crashes and restarts, terminated sessions, TLS.
 
@@ -50,6 +52,7 @@ mod lifecycle;
 mod ops;
 mod otlp;
 mod otlp_clients;
+mod packaging;
 mod pg_harness;
 mod pg_tls;
 mod prices;

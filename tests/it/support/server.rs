@@ -52,7 +52,12 @@ impl Sandbox {
 
     /// `aop <args>` with `HOME` in the sandbox and no `AOP_*` or `RUST_LOG` from outside.
     pub(crate) fn command(&self, args: &[String], envs: &[(String, String)]) -> Command {
-        let mut cmd = Command::new(BIN);
+        self.command_of(Path::new(BIN), args, envs)
+    }
+
+    /// [`Sandbox::command`] running `program` (an installed copy of aop, a launcher of it).
+    pub(crate) fn command_of(&self, program: &Path, args: &[String], envs: &[(String, String)]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(self.path())
             .env("HOME", self.home())
@@ -115,6 +120,8 @@ struct Proc {
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     listening: Option<oneshot::Receiver<SocketAddr>>,
+    /// It leads a process group of its own, killed as a whole on drop.
+    group: bool,
 }
 
 fn collect(pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>, mut on_line: impl FnMut(&str) + Send + 'static) {
@@ -138,7 +145,7 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
 
 impl Proc {
     fn spawn(mut cmd: Command, args: &[String]) -> Proc {
-        let command = format!("{BIN} {}", args.join(" "));
+        let command = format!("{} {}", cmd.get_program().to_string_lossy(), args.join(" "));
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -152,7 +159,7 @@ impl Proc {
                 }
             }
         });
-        Proc { child, command, stdout, stderr, listening: Some(rx) }
+        Proc { child, command, stdout, stderr, listening: Some(rx), group: false }
     }
 
     fn pid(&self) -> Pid {
@@ -218,6 +225,10 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.group {
+            // The group (its id is the leader's pid) may outlive its leader: a launcher's child.
+            let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
+        }
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
         }
@@ -236,6 +247,8 @@ pub(crate) struct Launch {
     envs: Vec<(String, String)>,
     /// Sent as `Authorization: Bearer` by the typed helpers.
     token: Option<String>,
+    /// What to run instead of the build's binary (see [`Launch::program`]).
+    program: Option<PathBuf>,
 }
 
 impl Launch {
@@ -244,7 +257,15 @@ impl Launch {
     }
 
     pub(crate) fn in_sandbox(sandbox: Arc<Sandbox>) -> Launch {
-        Launch { db: Some(sandbox.db()), sandbox, port: 0, args: Vec::new(), envs: Vec::new(), token: None }
+        Launch {
+            db: Some(sandbox.db()),
+            sandbox,
+            port: 0,
+            args: Vec::new(),
+            envs: Vec::new(),
+            token: None,
+            program: None,
+        }
     }
 
     pub(crate) fn sandbox(&self) -> &Arc<Sandbox> {
@@ -287,6 +308,14 @@ impl Launch {
         self
     }
 
+    /// Runs `program` (an installed aop, or a launcher that runs one) instead of the build's binary,
+    /// in a process group of its own, killed as a whole if the test ends with it running: a
+    /// launcher's child must not outlive a failed test.
+    pub(crate) fn program(mut self, program: impl Into<PathBuf>) -> Launch {
+        self.program = Some(program.into());
+        self
+    }
+
     /// `--token <token>`, and the helpers authenticate with it.
     pub(crate) fn token(mut self, token: &str) -> Launch {
         self.token = Some(token.to_owned());
@@ -310,7 +339,16 @@ impl Launch {
 
     fn spawn(&self) -> Proc {
         let argv = self.argv();
-        Proc::spawn(self.sandbox.command(&argv, &self.envs), &argv)
+        match &self.program {
+            None => Proc::spawn(self.sandbox.command(&argv, &self.envs), &argv),
+            Some(program) => {
+                let mut cmd = self.sandbox.command_of(program, &argv, &self.envs);
+                std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+                let mut proc = Proc::spawn(cmd, &argv);
+                proc.group = true;
+                proc
+            }
+        }
     }
 
     /// Starts the collector and waits for its `listening addr=` line; panics with the command
