@@ -68,6 +68,7 @@ impl App {
             started: Instant::now(),
             stall_after_secs: config.detect.stall_after_secs,
             exports: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_EXPORTS)),
+            compares: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_COMPARES)),
             prices: Arc::clone(config.prices()),
         };
         let shortest = config.detect.stall_after_secs.min(config.detect.stall_after_tool_secs);

@@ -12,6 +12,7 @@
 //!   embedded front end's files.
 //! - [`config`] and [`cli`]: one `Config` from flags, environment, file and defaults.
 //! - [`app`]: binds, opens the store, serves, and shuts down within a bound.
+//! - [`compare`]: two runs aligned step by step, their first divergence and deltas. No I/O.
 //! - [`copy`]: `aop copy`, every session's events from one store into another.
 //! - [`demo`]: `aop demo`, simulated agents for a first look at the dashboard.
 //! - [`bench`]: `aop bench`, the load generator behind `BENCHMARKS.md`.
@@ -22,6 +23,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod compare;
 pub mod config;
 pub mod copy;
 pub mod demo;

@@ -22,6 +22,9 @@ pub enum ApiError {
     BodyTimeout,
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A well-formed request the collector will not carry out, e.g. a comparison past its limit.
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{0}")]
     Conflict(String),
     #[error("missing or wrong access token: send `Authorization: Bearer <token>`")]
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::TooLarge(_) | ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenHost(_) => StatusCode::MISDIRECTED_REQUEST,

@@ -4,6 +4,7 @@
 //! alerts), [`stream`] (SSE), [`ops`] (health, metrics, index), [`dashboard`] (the front end's
 //! files). [`security`] guards them all. Every route is in one table, [`endpoints`].
 
+mod compare;
 mod dashboard;
 mod error;
 mod events;
@@ -15,6 +16,7 @@ mod sessions;
 mod state;
 mod stream;
 
+pub use compare::MAX_COMPARES;
 pub use error::ApiError;
 pub use security::Security;
 pub use state::{AppState, MAX_EXPORTS};
@@ -65,6 +67,16 @@ fn endpoints() -> Vec<Endpoint> {
             ],
         ),
         e("/sessions/{id}/children", get(sessions::children), &[("GET", "direct child sessions")]),
+        e(
+            "/sessions/{id}/compare/{other}",
+            get(compare::compare),
+            &[("GET", "the two runs aligned step by step, their first divergence and deltas")],
+        ),
+        e(
+            "/sessions/{id}/similar",
+            get(compare::similar),
+            &[("GET", "the agent's runs most like this one, the best to compare with first (limit)")],
+        ),
         e("/sessions/{id}/export", get(sessions::export), &[("GET", "the session's events as JSON lines")]),
         e(
             "/sessions/{id}/pin",

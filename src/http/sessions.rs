@@ -74,7 +74,7 @@ fn push_array<'a>(out: &mut String, items: impl Iterator<Item = &'a str>) {
     out.push(']');
 }
 
-fn unknown(id: &str) -> ApiError {
+pub(super) fn unknown(id: &str) -> ApiError {
     ApiError::NotFound(format!("no session {id:?}"))
 }
 

@@ -20,6 +20,8 @@ pub struct AppState {
     pub stall_after_secs: f64,
     /// One permit per export in progress ([`MAX_EXPORTS`]).
     pub exports: Arc<tokio::sync::Semaphore>,
+    /// One permit per comparison in progress ([`MAX_COMPARES`](super::compare::MAX_COMPARES)).
+    pub compares: Arc<tokio::sync::Semaphore>,
     /// Model prices, for the cost of LLM calls derived from OTLP spans.
     pub prices: Arc<Prices>,
 }

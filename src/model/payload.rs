@@ -18,6 +18,11 @@ impl Payload {
         }
     }
 
+    /// Every field, for readers that compare payloads whole.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key)
     }

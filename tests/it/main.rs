@@ -37,6 +37,7 @@ mod support;
 
 mod alerts;
 mod browser;
+mod compare;
 mod copy;
 mod fleet;
 mod haproxy;
