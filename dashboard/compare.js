@@ -38,6 +38,8 @@ export class CompareView {
     this.inFlight = false;
     this.again = false;
     this.timer = null;
+    /** whether the collector refused this comparison for good (then it is not asked again) */
+    this.refused = false;
     this.lastStart = 0;
     this.interval = MIN_INTERVAL;
 
@@ -56,7 +58,7 @@ export class CompareView {
       this.notice,
       this.deltas.el,
       this.banner,
-      h('div', { class: 'cv-body' }, this.steps.el, this.detail.el),
+      this.body = h('div', { class: 'cv-body' }, this.steps.el, this.detail.el),
       this.header.picker.el);
     document.title = 'compare · aop';
     this.header.render('a', getRow(a));
@@ -111,7 +113,7 @@ export class CompareView {
 
   /** Asks for the comparison again, soon (see the top of this file for how soon). */
   refetch() {
-    if (this.destroyed) return;
+    if (this.destroyed || this.refused) return;
     if (this.inFlight) { this.again = true; return; }
     if (this.timer) return;
     const wait = Math.max(0, this.lastStart + this.interval - Date.now());
@@ -143,7 +145,13 @@ export class CompareView {
     if (e instanceof ApiError && e.status === 404) {
       // Which of the two is missing: the comparison's answer may not say, the sessions' do.
       const exists = async (id) => {
-        try { await api(`/sessions/${encodeURIComponent(id)}`, { params: { limit: 1 } }); return true; } catch (err) { return !(err instanceof ApiError && err.status === 404); }
+        try {
+          const d = await api(`/sessions/${encodeURIComponent(id)}`, { params: { limit: 1 } });
+          if (d && d.session) mergeRow(d.session);
+          return true;
+        } catch (err) {
+          return !(err instanceof ApiError && err.status === 404);
+        }
       };
       const [ea, eb] = await Promise.all([exists(this.a), exists(this.b)]);
       if (this.destroyed) return;
@@ -161,6 +169,14 @@ export class CompareView {
       if (!this.loaded) this.showEmpty();
       return;
     }
+    if (e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429) {
+      // Refused for good (422: a run too long to compare): asking again would not help.
+      this.showNotice(`The collector will not compare these sessions: ${e.message}`, true);
+      if (!this.loaded) this.showEmpty();
+      this.refused = true;
+      return;
+    }
+    // Unreachable, or busy (503: as many comparisons as it makes at once): try again shortly.
     this.showNotice(`Could not ${this.loaded ? 'update' : 'load'} the comparison: ${e.message}. Retrying…`, true);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => { this.timer = null; this.fetchNow(); }, 3000);
@@ -172,9 +188,11 @@ export class CompareView {
     this.notice.classList.toggle('is-error', !!error);
   }
 
+  /** Nothing to compare (yet): the notice says why, and no empty panels say it again. */
   showEmpty() {
     this.banner.hidden = true;
     this.deltas.el.hidden = true;
+    this.body.hidden = true;
     this.steps.setSteps([], null);
   }
 
@@ -187,17 +205,20 @@ export class CompareView {
     this.header.render('b', getRow(this.b) || r.b || null);
     const agent = (getRow(this.a) || {}).agent_id;
     document.title = `compare${agent ? ` · ${agent}` : ''} · aop`;
+    const running = { a: isRunningRow(getRow(this.a)), b: isRunningRow(getRow(this.b)) };
     this.deltas.el.hidden = false;
-    this.deltas.render(r.deltas);
+    this.body.hidden = false;
+    this.deltas.render(r.deltas, running);
 
     const steps = Array.isArray(r.steps) ? r.steps : [];
     const first = r.first_divergence && typeof r.first_divergence === 'object' ? r.first_divergence : null;
-    const knewFirst = this.steps.first !== null;
+    // A run that is only behind the other has not parted ways with it (steps.js, `behind`).
+    const parted = () => this.steps.first !== null && !this.steps.behind;
+    const knewFirst = parted();
     const follow = this.loaded && this.running && this.steps.atEnd() && this.steps.items.length > 0;
-    const running = { a: isRunningRow(getRow(this.a)), b: isRunningRow(getRow(this.b)) };
     const changed = this.steps.setSteps(steps, first, running);
     this.renderBanner(steps);
-    if (!this.loaded || (!this.touched && !knewFirst && this.steps.first !== null)) {
+    if (!this.loaded || (!this.touched && !knewFirst && parted())) {
       // Opened (or, untouched, the runs just parted ways): show where.
       if (this.steps.first !== null) this.steps.gotoFirst({ focus: !this.loaded });
     } else if (follow) {

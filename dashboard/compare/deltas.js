@@ -2,6 +2,8 @@
 // calls and alerts by type, a's value, b's and the difference (b − a), as the collector computed
 // them. Every one of these is a cost (time, money, trouble), so the higher side is the worse one:
 // it is marked, and the difference reads red when b is worse, green when b is better.
+// While a run goes on its figures are so far: they only grow, so a running side already above the
+// other is the worse for good, but one below it may still pass it (no side is marked then).
 // Each card also carries its raw values (`data-a`, `data-b`, `data-delta`, `data-worse`).
 
 import { h, replace, fmtDuration, fmtInt, fmtCost, fmtTokens } from '../dom.js';
@@ -25,12 +27,15 @@ export class Deltas {
     this.el = h('div', { class: 'cmp-deltas', role: 'group', 'aria-label': 'What each run cost, and the difference', 'data-testid': 'compare-deltas' });
   }
 
-  /** `deltas` as the collector sends it (null: not known yet). */
-  render(deltas) {
+  /**
+   * `deltas` as the collector sends it (null: not known yet); `running` says which runs go on.
+   */
+  render(deltas, running = { a: false, b: false }) {
     const d = deltas && typeof deltas === 'object' ? deltas : {};
-    const sig = JSON.stringify(d);
+    const sig = JSON.stringify([d, running]);
     if (sig === this.sig) return;
     this.sig = sig;
+    const card = (key, label, v, fmt, extra, title) => cardEl(key, label, v, fmt, running, extra, title);
     const cards = METRICS.map(([key, label, fmt]) => card(key, label, d[key], fmt));
     const alerts = d.alerts && typeof d.alerts === 'object' ? Object.keys(d.alerts).sort() : [];
     if (alerts.length) {
@@ -42,14 +47,17 @@ export class Deltas {
   }
 }
 
-function card(key, label, v, fmt, extra = '', title = label) {
+function cardEl(key, label, v, fmt, running, extra = '', title = label) {
   v = v && typeof v === 'object' ? v : {};
   const a = num(v.a);
   const b = num(v.b);
   let delta = num(v.delta);
   // Costs are floats: a difference of float noise is no difference.
   if (delta !== null && Math.abs(delta) < 1e-9) delta = 0;
-  const worse = delta === null || delta === 0 ? '' : delta > 0 ? 'b' : 'a';
+  let worse = delta === null || delta === 0 ? '' : delta > 0 ? 'b' : 'a';
+  // Decided only if no run still going could pass the other (see the top of this file).
+  const open = running.a || running.b;
+  if (worse && (running.a && running.b || running[worse === 'a' ? 'b' : 'a'])) worse = '';
   const side = (name, value) => h('span', {
     class: `cd-side cd-${name}${worse === name ? ' is-worse' : ''}`,
     title: worse === name ? `${name.toUpperCase()} is worse here` : null,
@@ -62,6 +70,7 @@ function card(key, label, v, fmt, extra = '', title = label) {
     // How much, relative to a: "+45%" says more than "+1.9s" on its own.
     if (a !== null && a > 0) deltaText += ` (${relative(delta / a)})`;
   }
+  if (open && delta !== null) deltaText += ' so far';
   return h('div', {
     class: `cmp-delta ${extra ? `cmp-delta-${extra}` : ''}`, 'data-testid': 'delta', 'data-metric': key,
     'data-a': a === null ? '' : String(a), 'data-b': b === null ? '' : String(b),
@@ -71,7 +80,7 @@ function card(key, label, v, fmt, extra = '', title = label) {
   h('span', { class: 'cd-sides' }, side('a', a), side('b', b)),
   h('span', {
     class: `cd-delta ${worse === 'b' ? 'is-worse' : worse === 'a' ? 'is-better' : ''}`, 'data-testid': 'delta-value',
-    title: 'B − A: red when B is worse, green when B is better',
+    title: open ? 'B − A so far: a run still going may yet change it' : 'B − A: red when B is worse, green when B is better',
   }, deltaText));
 }
 

@@ -251,6 +251,12 @@ export class StepList {
   scrollToEnd() { this.list.scrollToEnd(); }
 }
 
+/**
+ * Whether a summary reports a failure, in the collector's words for a step (src/compare/step.rs):
+ * `tool → failed: why`, `ended: failed — why`. Only a colour depends on it.
+ */
+const FAILED = /→ failed\b|^ended: (failed|error|timeout|crashed)\b/;
+
 /** One run's half of a row: its event's sequence, type and summary; empty when it has none. */
 function side(name, st, seq, summary) {
   if (seq === null) return h('span', { class: `cs-side cs-${name} is-empty`, 'aria-label': `no step in ${name.toUpperCase()}` });
@@ -258,5 +264,5 @@ function side(name, st, seq, summary) {
   return h('span', { class: `cs-side cs-${name}`, title: `${name.toUpperCase()} #${seq} ${type}\n${summary ?? ''}` },
     h('span', { class: 'ev-seq mono' }, `#${seq}`),
     h('span', { class: `ev-type tier-${tierOf(type)}` }, typeLabel(type)),
-    h('span', { class: 'cs-sum', 'data-testid': `summary-${name}` }, clip(summary ?? '', 200)));
+    h('span', { class: `cs-sum${FAILED.test(summary ?? '') ? ' is-err' : ''}`, 'data-testid': `summary-${name}` }, clip(summary ?? '', 200)));
 }
