@@ -1,4 +1,4 @@
-//! The command line: `aop start`, `aop detect`, `aop copy`, `aop demo` and `aop bench`, and how
+//! The command line: `aop start`, `aop detect`, `aop diff`, `aop copy`, `aop demo` and `aop bench`, and how
 //! settings are layered from flags, environment, the config file and defaults.
 
 use crate::config::{self, Config, OpenBrowser};
@@ -30,6 +30,8 @@ pub enum Command {
     Start(StartArgs),
     /// Run the anomaly detectors over an exported session (JSONL; `-` for stdin) and print the alerts.
     Detect(DetectFileArgs),
+    /// Compare two runs step by step (exported files or session ids on a collector): where they part, and what each cost.
+    Diff(DiffArgs),
     /// Copy every session's events from one database to another (SQLite file or PostgreSQL), e.g. a laptop's history to a fleet's database.
     Copy(CopyArgs),
     /// Run simulated agents against a collector, so the dashboard comes alive (one loop and one confidence drop on purpose).
@@ -114,6 +116,78 @@ pub struct DetectFileArgs {
     pub json: bool,
     #[command(flatten)]
     pub detect: DetectArgs,
+}
+
+/// `aop diff`'s arguments.
+#[derive(Debug, Args)]
+#[command(after_help = DIFF_HELP)]
+pub struct DiffArgs {
+    /// The first run: an exported session (`GET /sessions/:id/export`), `-` for stdin, or a session id on the collector at --url.
+    #[arg(value_name = "A")]
+    pub a: String,
+    /// The second run, the same way (at most one of the two may be `-`).
+    #[arg(value_name = "B")]
+    pub b: String,
+    /// The collector session ids are read from.
+    #[arg(long, env = "AOP_URL", default_value = "http://127.0.0.1:4317")]
+    pub url: String,
+    /// Access token, when the collector requires one.
+    #[arg(long, env = "AOP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the comparison as the API's JSON document (`GET /sessions/:a/compare/:b`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Colours: auto is on when stdout is a terminal and NO_COLOR is not set.
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    pub color: ColorWhen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+const DIFF_HELP: &str = "\
+A path that exists is a file, and so is an argument with a `/` or ending in `.jsonl`; anything \
+else is a session id. Two ids are compared by the collector; a file is read offline, as `aop \
+detect` reads it (the session of its first valid line; its row derived with the built-in prices, \
+its alerts from the detectors with their default thresholds), and an id beside it is read from \
+the collector (its export, row and alerts).
+
+Steps are aligned side by side, A left and B right, each marked: ' ' the same, '~' changed (the \
+same kind of step, done differently), '-' only in A, '+' only in B. The first divergence is marked \
+with '▶'; runs of the same steps are collapsed but for 2 lines around each difference. Lines fit \
+in $COLUMNS (120 when unset).
+
+Exit codes: 0 the runs do the same thing, 1 they differ (as diff), 2 trouble: bad arguments, a \
+missing session or file, an unreadable file, a collector that does not answer.";
+
+impl DiffArgs {
+    /// The plan: colours decided (a terminal without NO_COLOR, unless forced), and the width.
+    pub fn resolve(self) -> anyhow::Result<crate::diff::Plan> {
+        use std::io::IsTerminal;
+        if self.a == "-" && self.b == "-" {
+            anyhow::bail!("only one of the two runs can be read from stdin (-)");
+        }
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let colour = match self.color {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => std::io::stdout().is_terminal() && !no_color,
+        };
+        let width = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<usize>().ok()).filter(|&w| w > 0);
+        Ok(crate::diff::Plan {
+            a: self.a,
+            b: self.b,
+            url: self.url,
+            token: self.token.filter(|t| !t.is_empty()),
+            json: self.json,
+            colour,
+            width: width.unwrap_or(120),
+        })
+    }
 }
 
 /// `aop copy`'s arguments.

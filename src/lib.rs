@@ -13,6 +13,7 @@
 //! - [`config`] and [`cli`]: one `Config` from flags, environment, file and defaults.
 //! - [`app`]: binds, opens the store, serves, and shuts down within a bound.
 //! - [`compare`]: two runs aligned step by step, their first divergence and deltas. No I/O.
+//! - [`diff`]: `aop diff`, two runs compared from files or a collector, rendered side by side.
 //! - [`copy`]: `aop copy`, every session's events from one store into another.
 //! - [`demo`]: `aop demo`, simulated agents for a first look at the dashboard.
 //! - [`bench`]: `aop bench`, the load generator behind `BENCHMARKS.md`.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod copy;
 pub mod demo;
 pub mod detect;
+pub mod diff;
 pub mod http;
 pub mod hub;
 pub mod metrics;

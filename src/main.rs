@@ -3,7 +3,7 @@ use aop::app::{App, StartError};
 /// glibc's allocator showed up as a tenth of the request path's CPU in profiles; mimalloc halves that.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use aop::cli::{Cli, Command, CopyArgs, DetectFileArgs, StartArgs};
+use aop::cli::{Cli, Command, CopyArgs, DetectFileArgs, DiffArgs, StartArgs};
 use aop::config::{Config, OpenBrowser};
 use clap::{CommandFactory, FromArgMatches};
 use std::io::IsTerminal;
@@ -14,6 +14,9 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_PORT_IN_USE: u8 = 3;
 const EXIT_DATABASE: u8 = 4;
+/// `aop diff`'s, as `diff`'s: 0 the same, 1 different, 2 trouble (clap's usage errors are 2 too).
+const EXIT_DIFFERENT: u8 = 1;
+const EXIT_DIFF_TROUBLE: u8 = 2;
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => aop::bench::run(args),
         Command::Detect(args) => detect(args),
+        Command::Diff(args) => diff(args),
         Command::Copy(args) => {
             let copy_matches = matches.subcommand_matches("copy").cloned().unwrap_or_default();
             copy(args, &copy_matches)
@@ -226,6 +230,19 @@ fn detect(args: DetectFileArgs) -> ExitCode {
         return ExitCode::from(EXIT_FAILURE);
     }
     ExitCode::SUCCESS
+}
+
+/// `aop diff A B`. Never `EXIT_FAILURE` for a failure: 1 means the runs differ.
+fn diff(args: DiffArgs) -> ExitCode {
+    let outcome = args.resolve().and_then(|plan| aop::diff::run(&plan));
+    match outcome {
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(EXIT_DIFFERENT),
+        Err(e) => {
+            eprintln!("aop diff: {e:#}");
+            ExitCode::from(EXIT_DIFF_TROUBLE)
+        }
+    }
 }
 
 /// `aop copy --from DB --to DB`.

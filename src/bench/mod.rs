@@ -66,7 +66,7 @@ pub enum Workload {
     /// One subscriber on the last --url's /stream, single events posted to the first at
     /// min(--rate, 1000)/s: latency from ack to receipt, and events never delivered.
     Delivery,
-    /// Reads on a large store (loaded once, then reused).
+    /// Reads on a large store (loaded once, then reused): lists, detail, export, compare.
     Reads,
     /// RSS idle and under load, storage per event, and start-up (with --binary and --db).
     Resources,

@@ -1,5 +1,5 @@
 //! Workload 4: reads on a large store: the sessions list (plain, filtered, searched), the first
-//! detail page of a very long session, and that session's export.
+//! detail page of a very long session, that session's export, and comparisons of it.
 //!
 //! The store is loaded once: its session ids carry its size, not the run id, and a marker session
 //! written after a complete load makes later runs skip loading. Its events are replayable (fixed
@@ -514,7 +514,24 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
     if ctx.server_pid.is_none() {
         note("reads: the collector's pid is not readable here; export memory is not measured");
     }
-    exports(ctx, &big, big_len, d).await
+    exports(ctx, &big, big_len, d).await?;
+    // The long session against itself costs what every comparison pays (reading, parsing and
+    // answering both sides); against a short one, the aligner's windows run across all of it.
+    timed_gets(
+        ctx,
+        &format!("compare (GET /sessions/:id/compare/:other, the {big_len}-event session with itself)"),
+        &format!("/sessions/{big}/compare/{big}"),
+        d,
+    )
+    .await?;
+    let other = layout.id(1);
+    timed_gets(
+        ctx,
+        &format!("compare (the {big_len}-event session with a {}-event one)", layout.len_of(1)),
+        &format!("/sessions/{big}/compare/{other}"),
+        d,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -38,9 +38,11 @@ pub struct Side {
 
 impl Side {
     pub fn new(row: SessionRow) -> Side {
+        // The row says how many events are coming: one allocation instead of a doubling series.
+        let expected = usize::try_from(row.event_count).unwrap_or(0).min(MAX_EVENTS);
         Side {
             row,
-            steps: Vec::new(),
+            steps: Vec::with_capacity(expected),
             tool_starts: 0,
             tool_ends: 0,
             failed_tool_calls: 0,
@@ -456,6 +458,9 @@ mod tests {
         assert_eq!(last.b_summary.as_deref(), Some("search → ok: 3 hits"));
         assert_eq!(c.steps[1].a_summary.as_deref(), Some(r#"search({"q":"q"})"#));
         assert_eq!(c.steps[0].a_summary.as_deref(), Some("started: find docs"));
+
+        let c = compare(run("a", &["T red \u{1b}[31malert\u{7}\n  now"]), run("b", &[]));
+        assert_eq!(c.steps[0].a_summary.as_deref(), Some("red [31malert now"));
     }
 
     #[test]

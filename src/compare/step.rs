@@ -212,9 +212,11 @@ fn without_span(p: &Payload) -> Value {
     Value::Object(body)
 }
 
-/// A summary on one line, cut to [`SUMMARY_BYTES`].
+/// A summary on one line, cut to [`SUMMARY_BYTES`]. Control characters (an agent's text may hold
+/// terminal escapes) become spaces, so no reader of the document can be made to emit them.
 fn one_line(s: &str) -> String {
-    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let flat = clean.split_whitespace().collect::<Vec<_>>().join(" ");
     let flat = flat.trim_end_matches([':', ' ']);
     quote(&Value::String(flat.to_owned()), SUMMARY_BYTES)
 }

@@ -30,6 +30,8 @@
 //!   100k events), and pages of another origin trying to write or to get the token.
 //! - [`copy`]: `aop copy` between SQLite files and PostgreSQL — the same sessions, exports and
 //!   alerts at the destination, nothing copied twice, resumed after a kill, refusals.
+//! - [`diff`]: `aop diff A B` — two runs compared from exported files, through the collector and
+//!   mixed (the same document each way), its text and colours, its exit codes.
 //! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh
 //!   clusters, databases, crashes and restarts, terminated sessions, TLS.
 
@@ -39,6 +41,7 @@ mod alerts;
 mod browser;
 mod compare;
 mod copy;
+mod diff;
 mod fleet;
 mod haproxy;
 mod hostile;
