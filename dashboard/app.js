@@ -20,8 +20,14 @@
 //     session/inspector.js  the selected event's details
 //     session/otel.js       the details of an event derived from a span (attributes, events)
 //     session/parts.js      pieces several of those draw (tool-call and LLM-call chips, confidence)
+//   compare.js    two sessions side by side: composes compare/*.js, loads and follows the comparison
+//     compare/picker.js     "compare with…": the similar runs, or any session id
+//     compare/header.js     which two runs, swap, compare with another
+//     compare/deltas.js     the figures of both runs and their differences
+//     compare/steps.js      the aligned steps, the first divergence, filters and keys
+//     compare/detail.js     the selected step's two events in full, fields that differ marked
 //   waterfall.js  the SVG chart of tool calls
-//   vlist.js      the virtualised list used by both views
+//   vlist.js      the virtualised list every view uses
 //   dom.js        safe DOM building (text only, never innerHTML) and formatting
 
 import { api } from './api.js';
@@ -31,6 +37,7 @@ import { fmtCost, fmtDuration } from './dom.js';
 import { parseHash, sessionHref } from './routes.js';
 import { Overview } from './overview.js';
 import { SessionView } from './session.js';
+import { CompareView } from './compare.js';
 
 const live = new Live();
 const main = document.getElementById('main');
@@ -41,13 +48,32 @@ const costEl = document.getElementById('today-cost');
 
 const overview = new Overview();
 let sessionView = null;
+let compareView = null;
 let cameFromOverview = false;
 let overviewShown = false;
+/** Whether the compare view was opened from its session a's view (then Back is history's). */
+let cameFromSession = false;
+
+/** The view that takes the keys: a session's or a comparison's (null: the overview). */
+const current = () => sessionView || compareView;
 
 // ---------- routing (routes.js) ----------
 
 function route() {
   const r = parseHash();
+  if (r.view === 'compare') {
+    if (compareView && compareView.a === r.a && compareView.b === r.b) return;
+    cameFromSession = !!sessionView && sessionView.id === r.a;
+    if (sessionView) { sessionView.destroy(); sessionView = null; }
+    if (compareView) compareView.destroy();
+    overviewShown = false;
+    overview.el.hidden = true;
+    compareView = new CompareView(r.a, r.b, { live, onBack: () => backFromCompare(r.a) });
+    main.appendChild(compareView.el);
+    compareView.focus();
+    return;
+  }
+  if (compareView) { compareView.destroy(); compareView = null; }
   if (r.view === 'session') {
     if (sessionView && sessionView.id === r.id) {
       if (r.seq !== null) sessionView.showSeq(r.seq);
@@ -70,6 +96,16 @@ function route() {
     // Back from a session: keep the list where it was, with the session selected.
     const sel = overview.list.selected();
     if (sel && sel.id) overview.list.select(overview.list.sel, { scroll: true, focus: true, notify: false });
+  }
+}
+
+/** Back from a comparison: to session a's view, where "compare with…" was. */
+function backFromCompare(a) {
+  if (cameFromSession && history.length > 1) {
+    cameFromSession = false;
+    history.back();
+  } else {
+    location.hash = sessionHref(a);
   }
 }
 
@@ -125,18 +161,19 @@ document.addEventListener('keydown', (e) => {
       // From the search box straight into the results.
       e.preventDefault();
       t.blur();
-      if (sessionView) sessionView.move(1); else moveOverview(1);
+      if (current()) current().move(1); else moveOverview(1);
     }
     return;
   }
   if (e.key === 'Escape' || e.key === 'Backspace') {
     if (sessionView) { e.preventDefault(); goBack(); }
+    else if (compareView) { e.preventDefault(); backFromCompare(compareView.a); }
     return;
   }
-  if (sessionView) {
+  if (current()) {
     // Enter on a focused link or button keeps its native meaning.
     if (e.key === 'Enter' && t.closest && t.closest('a, button') ) return;
-    if (sessionView.onKey(e)) e.preventDefault();
+    if (current().onKey(e)) e.preventDefault();
     return;
   }
   const list = overview.list;

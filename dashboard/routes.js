@@ -1,9 +1,15 @@
 // The page's routes (location hash), in one place so that no view needs another to link to it:
 //   #/?q=&status=&agent=          the sessions overview, with its filters
 //   #/sessions/<id>[/<sequence>]  one session, optionally at one of its events
+//   #/compare/<a>/<b>             two sessions side by side, step by step
 
 export function sessionHref(id, seq) {
   return `#/sessions/${encodeURIComponent(id)}${seq !== undefined && seq !== null ? `/${encodeURIComponent(seq)}` : ''}`;
+}
+
+/** The comparison of session `a` with session `b` (b's figures are read against a's). */
+export function compareHref(a, b) {
+  return `#/compare/${encodeURIComponent(a)}/${encodeURIComponent(b)}`;
 }
 
 /** The overview's route; empty filters are left out so the plain overview stays `#/`. */
@@ -14,16 +20,21 @@ export function overviewHref(filters) {
   return `#/${qs ? `?${qs}` : ''}`;
 }
 
-/** `{view: 'session', id, seq}` or `{view: 'overview', params}`; anything unknown is the overview. */
+// A hand-typed, badly escaped id is still worth a try as written.
+function decode(part) {
+  try { return decodeURIComponent(part); } catch { return part; }
+}
+
+/**
+ * `{view: 'session', id, seq}`, `{view: 'compare', a, b}` or `{view: 'overview', params}`;
+ * anything unknown is the overview.
+ */
 export function parseHash(hash = location.hash) {
   const raw = hash.replace(/^#/, '') || '/';
   const [path, query] = raw.split('?');
   const m = /^\/sessions\/([^/]+)(?:\/(-?\d+))?\/?$/.exec(path);
-  if (m) {
-    let id;
-    // A hand-typed, badly escaped id is still worth a try as written.
-    try { id = decodeURIComponent(m[1]); } catch { id = m[1]; }
-    return { view: 'session', id, seq: m[2] !== undefined ? Number(m[2]) : null };
-  }
+  if (m) return { view: 'session', id: decode(m[1]), seq: m[2] !== undefined ? Number(m[2]) : null };
+  const c = /^\/compare\/([^/]+)\/([^/]+)\/?$/.exec(path);
+  if (c) return { view: 'compare', a: decode(c[1]), b: decode(c[2]) };
   return { view: 'overview', params: new URLSearchParams(query || '') };
 }

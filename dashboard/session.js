@@ -58,7 +58,7 @@ export class SessionView {
       h('div', { class: 'sv-body' },
         h('div', { class: 'sv-main' }, this.calls.el, this.timeline.el),
         h('aside', { class: 'sv-side' }, this.tree.el, this.inspector.el)),
-      this.header.dialog);
+      this.header.dialogs);
 
     // Live catch-up for the row and alerts, which the event stream does not carry in full.
     this.sync = debounce(() => this.syncNow(), 1500, 8000);

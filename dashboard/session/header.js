@@ -1,12 +1,13 @@
 // The session view's header: back, what the session is (goal, agent, ids, parent, outcome, and
 // for a session derived from an OpenTelemetry trace its source and conversation) and its actions
-// (export, delete behind a confirmation dialog).
+// (compare with another run, export, delete behind a confirmation dialog).
 
 import { api, apiUrl, getToken } from '../api.js';
 import { h, replace, clip, fmtInt, copyButton } from '../dom.js';
 import { getRow, removeRow, statusOf } from '../store.js';
 import { sessionHref } from '../routes.js';
 import { sourceBadge } from './parts.js';
+import { ComparePicker } from '../compare/picker.js';
 
 export class Header {
   /**
@@ -26,14 +27,19 @@ export class Header {
       'data-testid': 'export-button', title: 'Download every event of this session as JSON Lines',
     }, 'Export');
     exportLink.addEventListener('click', (e) => this.exportWithToken(e));
+    this.picker = new ComparePicker({ id });
+    const compareBtn = h('button', {
+      type: 'button', class: 'btn', 'data-testid': 'compare-button', onclick: () => this.picker.open(),
+      title: 'Compare this run step by step with another (the most similar one is suggested)',
+    }, 'Compare with…');
     const delBtn = h('button', { type: 'button', class: 'btn btn-danger', 'data-testid': 'delete-button', onclick: () => this.confirmDelete() }, 'Delete');
     const back = h('button', { type: 'button', class: 'btn btn-back', 'aria-label': 'Back to sessions', title: 'Back to sessions (Esc)', onclick: () => o.onBack() }, '← Sessions');
     this.el = h('header', { class: 'sv-head' },
       back,
       h('div', { class: 'sv-titles' }, this.titleEl, this.subEl),
-      h('div', { class: 'sv-actions' }, exportLink, delBtn));
-    /** the confirmation dialog, placed by the view (a modal is best at the end of the view) */
-    this.dialog = this.buildDeleteDialog();
+      h('div', { class: 'sv-actions' }, compareBtn, exportLink, delBtn));
+    /** the dialogs (delete's confirmation, compare's picker), placed by the view (a modal is best at the end of the view) */
+    this.dialogs = [this.buildDeleteDialog(), this.picker.el];
   }
 
   /** Draws the row; `force` redraws even when the row's shown fields are unchanged (liveness moved). */
@@ -90,6 +96,7 @@ export class Header {
         ok.disabled = false;
       }
     });
+    this.dialog = dlg;
     this.dialogMsg = msg;
     this.dialogCancel = cancel;
     return dlg;

@@ -8,6 +8,7 @@
 //! Events are stamped relative to now (not the fixed instant of [`crate::support::at`]), so the
 //! page shows what a user would see for a session that is happening now.
 
+mod compare;
 mod cross_site;
 mod driver;
 mod haproxy;
