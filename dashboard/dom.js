@@ -191,6 +191,12 @@ export function copyButton(get, label = 'Copy', testid = 'copy-button') {
 }
 
 /** Debounce with a maximum wait, so a steady stream of calls still fires now and then. */
+/** A brief shake of `el`: "there is nothing further that way". */
+export function shake(el) {
+  el.classList.add('shake');
+  setTimeout(() => el.classList.remove('shake'), 400);
+}
+
 export function debounce(fn, wait, maxWait = wait * 4) {
   let timer = null;
   let first = 0;

@@ -168,6 +168,20 @@ export class VList {
 
   selected() { return this.sel >= 0 ? this.items[this.sel] : null; }
 
+  /** The first item after the selection (`dir` 1) or before it (-1) that `pred` accepts, or -1. */
+  find(dir, pred) {
+    for (let i = this.sel + dir; i >= 0 && i < this.items.length; i += dir) {
+      if (pred(this.items[i])) return i;
+    }
+    return -1;
+  }
+
+  /** Selects item `i` and brings it to the middle of the view (a jump, not a step). */
+  reveal(i) {
+    this.scrollToIndex(i, 'center');
+    this.select(i, { scroll: false });
+  }
+
   scrollToIndex(i, align = 'nearest') {
     const rh = this.o.rowHeight;
     const el = this.el;

@@ -64,24 +64,23 @@ fn init_logging() {
         .init();
 }
 
-/// The runtime `aop start` and `aop copy` run on; failing to build it is a runtime failure.
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+/// The resolved settings of `aop start` or `aop copy` and the runtime they run on; a settings
+/// error is a configuration failure, failing to build the runtime a runtime failure.
+fn prepare<T>(settings: anyhow::Result<T>) -> Result<(T, tokio::runtime::Runtime), ExitCode> {
+    let settings = settings.map_err(|e| {
+        eprintln!("aop: {e:#}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
         eprintln!("aop: cannot start the runtime: {e}");
         ExitCode::from(EXIT_FAILURE)
-    })
+    })?;
+    Ok((settings, runtime))
 }
 
 fn start(args: StartArgs, matches: &clap::ArgMatches) -> ExitCode {
-    let config = match args.resolve(matches) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("aop: {e:#}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
+    let (config, runtime) = match prepare(args.resolve(matches)) {
+        Ok(ready) => ready,
         Err(code) => return code,
     };
     runtime.block_on(async move {
@@ -262,15 +261,8 @@ fn diff(args: DiffArgs) -> ExitCode {
 
 /// `aop copy --from DB --to DB`.
 fn copy(args: CopyArgs, matches: &clap::ArgMatches) -> ExitCode {
-    let plan = match args.resolve(matches) {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("aop: {e:#}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
+    let (plan, runtime) = match prepare(args.resolve(matches)) {
+        Ok(ready) => ready,
         Err(code) => return code,
     };
     match runtime.block_on(aop::copy::run(plan)) {

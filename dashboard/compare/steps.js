@@ -7,7 +7,7 @@
 // Rows are keyed by the pair of sequences they show, so a refetch while the runs go on keeps the
 // selection and the scroll position, and redraws only rows whose content changed.
 
-import { h, clip, fmtInt } from '../dom.js';
+import { h, clip, fmtInt, shake } from '../dom.js';
 import { typeLabel, tierOf } from '../model.js';
 import { VList } from '../vlist.js';
 
@@ -218,17 +218,10 @@ export class StepList {
   }
 
   jumpDiff(dir) {
-    const items = this.items;
-    for (let i = this.list.sel + dir; i >= 0 && i < items.length; i += dir) {
-      if (isStep(items[i]) && items[i].kind !== 'same') {
-        this.o.onTouch();
-        this.list.scrollToIndex(i, 'center');
-        this.list.select(i, { scroll: false });
-        return;
-      }
-    }
-    this.nextBtn.classList.add('shake');
-    setTimeout(() => this.nextBtn.classList.remove('shake'), 400);
+    const i = this.list.find(dir, (it) => isStep(it) && it.kind !== 'same');
+    if (i < 0) return shake(this.nextBtn);
+    this.o.onTouch();
+    this.list.reveal(i);
   }
 
   onKey(e) {

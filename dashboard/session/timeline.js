@@ -4,7 +4,7 @@
 // Events of an OpenTelemetry trace are indented under the span they happened in (trace.js), and
 // an event of another agent than the session's names it.
 
-import { h, str, clip, parseTs, fmtDuration, fmtOffset, fmtInt, fmtDateTime, debounce } from '../dom.js';
+import { h, str, clip, parseTs, fmtDuration, fmtOffset, fmtInt, fmtDateTime, debounce, shake } from '../dom.js';
 import { typeLabel, view } from '../model.js';
 import { sessionHref } from '../routes.js';
 import { VList } from '../vlist.js';
@@ -320,22 +320,12 @@ export class Timeline {
   }
 
   jumpProblem(dir) {
-    const items = this.items || [];
-    if (!items.length) return;
+    if (!this.items || !this.items.length) return;
     const isProblem = (it) => it.kind === 'alert' || it.err || (it.span && it.span.start === it && it.span.state === 'error');
-    let i = this.list.sel;
-    for (let n = 0; n < items.length; n++) {
-      i += dir;
-      if (i < 0 || i >= items.length) break;
-      if (isProblem(items[i])) {
-        this.setFollow(false);
-        this.list.scrollToIndex(i, 'center');
-        this.list.select(i, { scroll: false });
-        return;
-      }
-    }
-    this.nextBtn.classList.add('shake');
-    setTimeout(() => this.nextBtn.classList.remove('shake'), 400);
+    const i = this.list.find(dir, isProblem);
+    if (i < 0) return shake(this.nextBtn);
+    this.setFollow(false);
+    this.list.reveal(i);
   }
 
   /** Keys while the session view is shown; returns true when handled. */
