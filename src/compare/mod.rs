@@ -177,7 +177,7 @@ pub fn compare(mut a: Side, mut b: Side) -> Comparison {
         x.iter().map(key).cmp(y.iter().map(key))
     };
     let pairs = align(&a.steps, &b.steps, by_content);
-    let steps: Vec<StepPair> = pairs.iter().map(|p| step_pair(p, &a.steps, &b.steps)).collect();
+    let steps: Vec<StepPair> = pairs.iter().map(|p| step_pair(p, &mut a.steps, &mut b.steps)).collect();
     let first_divergence = steps.iter().position(|s| s.kind != Kind::Same).map(|index| Divergence {
         index,
         a_sequence: steps[index].a_sequence,
@@ -187,17 +187,13 @@ pub fn compare(mut a: Side, mut b: Side) -> Comparison {
     Comparison { a: a.row, b: b.row, steps, first_divergence, deltas }
 }
 
-fn step_pair(p: &Pair, a: &[Step], b: &[Step]) -> StepPair {
-    let (sa, sb) = (p.a.map(|i| &a[i]), p.b.map(|i| &b[i]));
-    let event_type = sa.or(sb).map(|s| s.kind.clone()).unwrap_or_default();
-    StepPair {
-        kind: p.kind,
-        a_sequence: sa.map(|s| s.sequence),
-        b_sequence: sb.map(|s| s.sequence),
-        event_type,
-        a_summary: sa.map(|s| s.summary.clone()),
-        b_summary: sb.map(|s| s.summary.clone()),
-    }
+/// One row of the answer. Each step is in exactly one pair, so its summary is moved, not copied.
+fn step_pair(p: &Pair, a: &mut [Step], b: &mut [Step]) -> StepPair {
+    let (sa, sb) = (p.a.map(|i| &mut a[i]), p.b.map(|i| &mut b[i]));
+    let event_type = sa.as_ref().or(sb.as_ref()).map(|s| s.kind.clone()).unwrap_or_default();
+    let take = |s: Option<&mut Step>| s.map(|s| (s.sequence, std::mem::take(&mut s.summary)));
+    let ((a_sequence, a_summary), (b_sequence, b_summary)) = (take(sa).unzip(), take(sb).unzip());
+    StepPair { kind: p.kind, a_sequence, b_sequence, event_type, a_summary, b_summary }
 }
 
 fn deltas(a: &Side, b: &Side) -> Deltas {

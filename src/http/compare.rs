@@ -69,12 +69,17 @@ async fn read_side(app: &AppState, id: String) -> Result<Side, ApiError> {
                 compare::MAX_EVENTS
             )));
         }
-        let mut s = side.take().unwrap_or_else(|| Side::new(d.session.clone()));
-        // The latest row read: a running session's row moves on while its pages are read.
-        s.row = d.session.clone();
         let more = d.more;
         let last = d.events.last().map(|e| e.sequence);
         let alerts = d.alerts;
+        let mut s = match side.take() {
+            Some(mut s) => {
+                // The latest row read: a running session's row moves on while its pages are read.
+                s.row = d.session;
+                s
+            }
+            None => Side::new(d.session),
+        };
         s = tokio::task::spawn_blocking(move || {
             for e in &d.events {
                 // Stored events were valid when stored; one that no longer parses is skipped

@@ -278,6 +278,10 @@ async fn compare_shows_where_a_failed_run_left_a_good_one_and_follows_a_running_
     browser.wait_for("[data-testid=payload-b] dd[data-key=output_summary][data-differs=true]").await;
     browser.wait_for("[data-testid=payload-a] dd[data-key=tool]:not([data-differs])").await;
     browser.screenshot("view").await;
+    // "Next difference" goes on from the divergence to the loop only A ran (A's #8).
+    browser.click("[data-testid=compare-view] [data-testid=next-difference]").await;
+    browser.wait_attr("[data-testid=compare-detail]", "data-kind", "only_a").await;
+    browser.wait_for("[data-testid=detail-a][data-sequence=\"8\"]").await;
 
     // Every step, aligned: the shared opening, the page (changed), the loop only A ran, the
     // conclusion only B reached, and the ends (changed). The heartbeat is not a step.
