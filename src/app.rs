@@ -70,6 +70,7 @@ impl App {
             exports: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_EXPORTS)),
             compares: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_COMPARES)),
             prices: Arc::clone(config.prices()),
+            ingest: crate::http::Budget::new(crate::http::IN_FLIGHT_BYTES),
         };
         let shortest = config.detect.stall_after_secs.min(config.detect.stall_after_tool_secs);
         let stall_every = Duration::from_secs_f64((shortest / 10.0).max(1.0));

@@ -33,6 +33,7 @@ pub struct Gauges {
     pub store_writable: bool,
     pub commits: u64,
     pub alerts: u64,
+    pub ingest_bytes: u64,
 }
 
 impl Metrics {
@@ -46,7 +47,7 @@ impl Metrics {
 
     pub fn render(&self, g: &Gauges) -> String {
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        let simple: [(&str, &str, &str, u64); 15] = [
+        let simple = [
             ("aop_events_ingested_total", "counter", "Events stored.", load(&self.events_accepted)),
             (
                 "aop_events_duplicate_total",
@@ -90,6 +91,12 @@ impl Metrics {
             ("aop_alerts_total", "counter", "Alerts raised.", g.alerts),
             ("aop_stream_subscribers", "gauge", "Open /stream connections.", g.subscribers as u64),
             ("aop_write_queue_depth", "gauge", "Write jobs waiting for the writer.", g.queue_depth as u64),
+            (
+                "aop_ingest_bytes_in_flight",
+                "gauge",
+                "Memory held by ingest requests being read, decoded or stored.",
+                g.ingest_bytes,
+            ),
             ("aop_store_bytes", "gauge", "Size of the database files on disk.", g.store_bytes),
             ("aop_store_writable", "gauge", "1 when the store accepts writes.", u64::from(g.store_writable)),
         ];

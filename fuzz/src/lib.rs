@@ -80,27 +80,30 @@ pub fn check_framing(text: &str) {
 /// total (an error, never a panic), and every event derived from what decodes is a valid AOP
 /// event, derived the same way twice.
 pub fn check_otlp(bytes: &[u8]) {
+    use aop::otlp::Encoding;
     let price = |model: &str, i: i64, o: i64| (model.len() % 2 == 0).then(|| (i + o) as f64 * 1e-6);
-    let mut decoded = Vec::new();
-    match aop::otlp::protobuf(bytes) {
-        Ok(req) => decoded.push(req),
-        Err(e) => assert!(!e.to_string().is_empty()),
+    let mut bodies = vec![(bytes.to_vec(), Encoding::Protobuf), (bytes.to_vec(), Encoding::Json)];
+    if let Ok(inflated) = aop::otlp::gunzip(bytes, 1 << 20, &mut |_| true) {
+        bodies.push((inflated, Encoding::Protobuf));
     }
-    if let Ok(req) = aop::otlp::json(bytes) {
-        decoded.push(req);
-    }
-    if let Ok(inflated) = aop::otlp::gunzip(bytes, 1 << 20) {
-        decoded.extend(aop::otlp::protobuf(&inflated));
-    }
-    for req in decoded {
-        let mapped = aop::otlp::map_request(&req, &price);
+    for (body, encoding) in bodies {
+        let decode = || aop::otlp::spans(&body, encoding, &mut |_| true);
+        let batch = match decode() {
+            Ok(batch) => batch,
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                continue;
+            }
+        };
+        assert!(batch.items.len() + batch.rejected.count() <= batch.total);
+        let mapped = aop::otlp::map_request(batch, &price);
         assert_eq!(mapped.events.len(), mapped.origin.len());
-        assert!(mapped.rejected.len() <= mapped.spans);
+        assert!(mapped.rejected.count() <= mapped.spans);
         for ev in &mapped.events {
             check_event(ev.raw()).expect("a derived event is valid");
             assert!(ev.session_id.starts_with("otel-"), "{}", ev.session_id);
         }
-        let again = aop::otlp::map_request(&req, &price);
+        let again = aop::otlp::map_request(decode().expect("decodes twice"), &price);
         assert!(again.events == mapped.events, "the mapping is not a function of the request");
     }
 }

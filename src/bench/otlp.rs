@@ -241,7 +241,7 @@ mod tests {
         let req = request(7, 1, 2, 1_764_756_000_000_000_000);
         assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), SPANS_PER_REQUEST);
         assert_eq!(session_ids(&req).collect::<std::collections::HashSet<_>>().len(), TRACES_PER_REQUEST);
-        let mapped = crate::otlp::map_request(&req, &|_, _, _| None);
+        let mapped = crate::otlp::map_request(crate::otlp::Batch::from_request(req.clone()), &|_, _, _| None);
         assert!(mapped.rejected.is_empty(), "{:?}", mapped.rejected);
         assert_eq!(mapped.events.len() as u64, TRACES_PER_REQUEST as u64 * derived_events());
     }

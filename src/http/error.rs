@@ -39,6 +39,10 @@ pub enum ApiError {
     /// A bounded resource other than the store is exhausted: retry shortly.
     #[error("{0}")]
     Unavailable(String),
+    /// The memory budget of requests in flight is spent, perhaps before the body was read to
+    /// its end: retry shortly, on a new connection.
+    #[error("{0}")]
+    Saturated(String),
     /// A bug of ours, not the caller's: 500, with the cause in the log only.
     #[error("{0}")]
     Internal(String),
@@ -60,7 +64,7 @@ impl ApiError {
             ApiError::ForbiddenHost(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Saturated(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) if is_overload(e) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(StoreError::BadCursor) => StatusCode::BAD_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -98,7 +102,7 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if matches!(self, ApiError::BodyTooLarge | ApiError::BodyTimeout) {
+        if matches!(self, ApiError::BodyTooLarge | ApiError::BodyTimeout | ApiError::Saturated(_)) {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {

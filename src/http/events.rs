@@ -16,8 +16,6 @@ use std::time::Instant;
 
 /// Largest batch body.
 pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
-/// Longest a body may take to arrive (16 MiB on loopback takes milliseconds).
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(crate) enum Form {
     Json,
@@ -61,38 +59,54 @@ pub(crate) async fn ingest(State(app): State<AppState>, headers: HeaderMap, body
     resp
 }
 
-/// Reads a whole request body of at most `limit` bytes within [`BODY_TIMEOUT`]: a declared
-/// length over the limit is refused before anything is read.
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
-        if len > limit as u64 {
-            return Err(ApiError::BodyTooLarge);
-        }
-    }
-    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit));
-    read.await.map_err(|_| ApiError::BodyTimeout)?.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            ApiError::BodyTooLarge
-        } else {
-            ApiError::BadRequest(format!("could not read the request body: {e}"))
-        }
-    })
-}
-
 async fn handle(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let form = form(headers)?;
-    let bytes = read_body(headers, body, MAX_BATCH_BYTES).await?;
+    let mut charge = app.ingest.charge();
+    let bytes = super::body::read(headers, body, MAX_BATCH_BYTES, &mut charge).await?;
+    // Parsed events keep their text and their envelope's fields besides: about three times the
+    // body, held until the store has answered.
+    if !charge.add(bytes.len().saturating_mul(3)) {
+        return Err(super::body::saturated());
+    }
     let text =
         std::str::from_utf8(&bytes).map_err(|e| ApiError::BadRequest(format!("body is not valid UTF-8: {e}")))?;
     match form {
         Form::Json if text.trim_start().starts_with('[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text)
+            let mut parsed = Parsed::default();
+            each_element(text, |item| parsed.push(app, item))
                 .map_err(|e| ApiError::BadRequest(format!("body is not a valid JSON array: {e}")))?;
-            batch(app, items.into_iter().map(|r| r.get())).await
+            parsed.store(app).await
         }
         Form::Json => single(app, text).await,
-        Form::Ndjson => batch(app, text.lines().filter(|l| !l.trim().is_empty())).await,
+        Form::Ndjson => {
+            let mut parsed = Parsed::default();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                parsed.push(app, line);
+            }
+            parsed.store(app).await
+        }
     }
+}
+
+/// Calls `f` with the text of each element of a JSON array, one at a time: a batch of a million
+/// tiny elements is never held as a million slices.
+fn each_element<'a>(text: &'a str, f: impl FnMut(&'a str)) -> Result<(), serde_json::Error> {
+    struct Elements<F>(F);
+    impl<'de, F: FnMut(&'de str)> serde::de::Visitor<'de> for Elements<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON array of events")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+                (self.0)(raw.get());
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::Deserializer::deserialize_seq(&mut de, Elements(f))?;
+    de.end()
 }
 
 fn rejected(app: &AppState, e: EventError) -> ApiError {
@@ -126,52 +140,84 @@ async fn single(app: &AppState, text: &str) -> Result<Response, ApiError> {
     }
 }
 
-async fn batch<'a>(app: &AppState, items: impl Iterator<Item = &'a str>) -> Result<Response, ApiError> {
-    let mut errors = Vec::new();
-    let mut valid = Vec::new();
-    let mut positions = Vec::new();
-    for (i, item) in items.enumerate() {
+/// Errors listed in a batch's answer; past them they are only counted (`errors_omitted`), so a
+/// body of a million bad lines is not answered with a million messages.
+pub(crate) const MAX_LISTED_ERRORS: usize = 1000;
+
+/// A batch as it is parsed: its valid events, and its errors.
+#[derive(Default)]
+struct Parsed {
+    valid: Vec<Event>,
+    /// The batch index, session and sequence of each valid event.
+    positions: Vec<(usize, String, i64)>,
+    errors: Vec<(usize, String)>,
+    omitted: usize,
+    items: usize,
+}
+
+impl Parsed {
+    fn push(&mut self, app: &AppState, item: &str) {
+        let i = self.items;
+        self.items += 1;
         match Event::parse(item) {
             Ok(ev) => {
-                positions.push((i, ev.session_id.clone(), ev.sequence));
-                valid.push(ev);
+                self.positions.push((i, ev.session_id.clone(), ev.sequence));
+                self.valid.push(ev);
             }
             Err(e) => {
                 app.metrics.events_rejected.fetch_add(1, Ordering::Relaxed);
-                errors.push(json!({ "index": i, "error": e.to_string() }));
+                self.error(i, || e.to_string());
             }
         }
     }
-    let total = positions.len() + errors.len();
-    let outcomes = if valid.is_empty() { Vec::new() } else { app.store.ingest(valid).await? };
-    let (mut accepted, mut duplicates) = (0u64, 0u64);
-    for ((i, session, seq), outcome) in positions.into_iter().zip(outcomes) {
-        match outcome {
-            Outcome::Stored { .. } => accepted += 1,
-            Outcome::Duplicate => duplicates += 1,
-            Outcome::Conflict => {
-                app.metrics.events_conflict.fetch_add(1, Ordering::Relaxed);
-                errors.push(json!({
-                    "index": i,
-                    "error": format!("conflict: session {session:?} already has sequence {seq} with different content"),
-                }));
-            }
-        }
-    }
-    app.metrics.events_accepted.fetch_add(accepted, Ordering::Relaxed);
-    app.metrics.events_duplicate.fetch_add(duplicates, Ordering::Relaxed);
-    errors.sort_by_key(|e| e["index"].as_u64());
-    let mut body = json!({ "ok": errors.is_empty() && total > 0, "accepted": accepted, "duplicates": duplicates, "errors": errors });
-    // A retried batch is all duplicates: still acknowledged.
-    let status = if accepted + duplicates > 0 {
-        StatusCode::OK
-    } else {
-        body["error"] = json!(if total == 0 {
-            "the batch is empty".to_owned()
+
+    fn error(&mut self, index: usize, why: impl FnOnce() -> String) {
+        if self.errors.len() < MAX_LISTED_ERRORS {
+            self.errors.push((index, why()));
         } else {
-            format!("none of the {total} events was accepted")
-        });
-        StatusCode::BAD_REQUEST
-    };
-    Ok((status, Json(body)).into_response())
+            self.omitted += 1;
+        }
+    }
+
+    async fn store(mut self, app: &AppState) -> Result<Response, ApiError> {
+        let total = self.items;
+        let outcomes =
+            if self.valid.is_empty() { Vec::new() } else { app.store.ingest(std::mem::take(&mut self.valid)).await? };
+        let (mut accepted, mut duplicates) = (0u64, 0u64);
+        for ((i, session, seq), outcome) in std::mem::take(&mut self.positions).into_iter().zip(outcomes) {
+            match outcome {
+                Outcome::Stored { .. } => accepted += 1,
+                Outcome::Duplicate => duplicates += 1,
+                Outcome::Conflict => {
+                    app.metrics.events_conflict.fetch_add(1, Ordering::Relaxed);
+                    self.error(i, || {
+                        format!("conflict: session {session:?} already has sequence {seq} with different content")
+                    });
+                }
+            }
+        }
+        app.metrics.events_accepted.fetch_add(accepted, Ordering::Relaxed);
+        app.metrics.events_duplicate.fetch_add(duplicates, Ordering::Relaxed);
+        self.errors.sort_by_key(|(i, _)| *i);
+        let failed = self.errors.len() + self.omitted;
+        let errors: Vec<serde_json::Value> =
+            self.errors.into_iter().map(|(index, error)| json!({ "index": index, "error": error })).collect();
+        let mut body =
+            json!({ "ok": failed == 0 && total > 0, "accepted": accepted, "duplicates": duplicates, "errors": errors });
+        if self.omitted > 0 {
+            body["errors_omitted"] = json!(self.omitted);
+        }
+        // A retried batch is all duplicates: still acknowledged.
+        let status = if accepted + duplicates > 0 {
+            StatusCode::OK
+        } else {
+            body["error"] = json!(if total == 0 {
+                "the batch is empty".to_owned()
+            } else {
+                format!("none of the {total} events was accepted")
+            });
+            StatusCode::BAD_REQUEST
+        };
+        Ok((status, Json(body)).into_response())
+    }
 }

@@ -4,6 +4,7 @@
 //! alerts), [`stream`] (SSE), [`ops`] (health, metrics, index), [`dashboard`] (the front end's
 //! files). [`security`] guards them all. Every route is in one table, [`endpoints`].
 
+mod body;
 mod compare;
 mod dashboard;
 mod error;
@@ -16,6 +17,7 @@ mod sessions;
 mod state;
 mod stream;
 
+pub use body::{Budget, IN_FLIGHT_BYTES};
 pub use compare::MAX_COMPARES;
 pub use error::ApiError;
 pub use security::Security;

@@ -45,6 +45,7 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
         store_writable: store.writable,
         commits: store.commits,
         alerts: store.alerts,
+        ingest_bytes: app.ingest.held() as u64,
     };
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],

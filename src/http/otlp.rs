@@ -5,10 +5,11 @@
 //! five bytes, and serving it as an ordinary route keeps the Host, Origin and token checks, the
 //! limits and the back-pressure of every other route.
 
+use super::body::Charge;
 use super::error::is_overload;
 use super::state::AppState;
 use super::ApiError;
-use crate::otlp::{self, DecodeError, Mapped, MAX_OTLP_BYTES};
+use crate::otlp::{self, DecodeError, Encoding, Mapped, MAX_OTLP_BYTES};
 use crate::store::{Outcome, StoreError};
 use axum::body::Body;
 use axum::extract::State;
@@ -17,19 +18,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::StreamBody;
 use hyper::body::Frame;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub(crate) const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Encoding {
-    Protobuf,
-    Json,
-}
 
 /// Why an export failed, before it is put in the request's encoding.
 enum Failure {
@@ -38,6 +32,8 @@ enum Failure {
     TooLarge(String),
     /// Retry later (503 / `UNAVAILABLE`).
     Overloaded(String),
+    /// Retry later, and the body may not have been read to its end.
+    Saturated(String),
     Internal(String),
 }
 
@@ -45,6 +41,7 @@ impl From<DecodeError> for Failure {
     fn from(e: DecodeError) -> Self {
         match e {
             DecodeError::TooLarge(_) => Failure::TooLarge(e.to_string()),
+            DecodeError::NoRoom => Failure::Overloaded(super::body::saturated().to_string()),
             _ => Failure::Invalid(e.to_string()),
         }
     }
@@ -88,13 +85,10 @@ pub(crate) async fn http_export(State(app): State<AppState>, headers: HeaderMap,
                 return Err(Failure::Invalid(format!("content encoding {e:?} is not supported: send gzip or none")))
             }
         };
-        let raw = read_body(&headers, body).await?;
-        let bytes = if gzip { Bytes::from(otlp::gunzip(&raw, MAX_OTLP_BYTES)?) } else { raw };
-        let req = match encoding {
-            Encoding::Protobuf => otlp::protobuf(&bytes)?,
-            Encoding::Json => otlp::json(&bytes)?,
-        };
-        export(&app, &req).await
+        let mut charge = app.ingest.charge();
+        let raw = read_body(&headers, body, &mut charge).await?;
+        let mapped = decode(&app, raw, gzip, encoding, charge).await?;
+        export(&app, mapped).await
     }
     .await;
     app.metrics.observe_ingest_latency(started.elapsed().as_secs_f64());
@@ -107,10 +101,15 @@ pub(crate) async fn http_export(State(app): State<AppState>, headers: HeaderMap,
             encoded(StatusCode::OK, encoding, body)
         }
         Err(f) => {
+            let mut close = false;
             let (status, code, message) = match f {
                 Failure::Invalid(m) => (StatusCode::BAD_REQUEST, GRPC_INVALID_ARGUMENT, m),
                 Failure::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, GRPC_RESOURCE_EXHAUSTED, m),
                 Failure::Overloaded(m) => (StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, m),
+                Failure::Saturated(m) => {
+                    close = true;
+                    (StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, m)
+                }
                 Failure::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, GRPC_INTERNAL, m),
             };
             if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -124,8 +123,8 @@ pub(crate) async fn http_export(State(app): State<AppState>, headers: HeaderMap,
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                // The rest of an oversized body was not read: the connection cannot be reused.
+            if status == StatusCode::PAYLOAD_TOO_LARGE || close {
+                // The rest of the body may not have been read: the connection cannot be reused.
                 resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             resp
@@ -146,10 +145,11 @@ pub(crate) async fn grpc_export(State(app): State<AppState>, headers: HeaderMap,
             .into_response();
     }
     let result = async {
-        let raw = read_body(&headers, body).await?;
-        let message = unframe(&raw, headers.get("grpc-encoding").and_then(|v| v.to_str().ok()))?;
-        let req = otlp::protobuf(&message)?;
-        export(&app, &req).await
+        let mut charge = app.ingest.charge();
+        let raw = read_body(&headers, body, &mut charge).await?;
+        let gzip = unframe(&raw, headers.get("grpc-encoding").and_then(|v| v.to_str().ok()))?;
+        let mapped = decode(&app, raw.slice(5..), gzip, Encoding::Protobuf, charge).await?;
+        export(&app, mapped).await
     }
     .await;
     app.metrics.observe_ingest_latency(started.elapsed().as_secs_f64());
@@ -173,7 +173,7 @@ pub(crate) async fn grpc_export(State(app): State<AppState>, headers: HeaderMap,
             let (code, message) = match f {
                 Failure::Invalid(m) => (GRPC_INVALID_ARGUMENT, m),
                 Failure::TooLarge(m) => (GRPC_RESOURCE_EXHAUSTED, m),
-                Failure::Overloaded(m) => {
+                Failure::Overloaded(m) | Failure::Saturated(m) => {
                     app.metrics.overload_rejections.fetch_add(1, Ordering::Relaxed);
                     (GRPC_UNAVAILABLE, m)
                 }
@@ -197,46 +197,83 @@ const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
 const GRPC_INTERNAL: i32 = 13;
 const GRPC_UNAVAILABLE: i32 = 14;
 
-/// The one message of a unary gRPC request, inflated if it is compressed.
-fn unframe(body: &[u8], encoding: Option<&str>) -> Result<Vec<u8>, Failure> {
+/// Checks the framing of a unary gRPC request's one message (after its 5-byte prefix); true if
+/// it is gzip-compressed.
+fn unframe(body: &[u8], encoding: Option<&str>) -> Result<bool, Failure> {
     if body.len() < 5 {
         return Err(Failure::Invalid("the gRPC message is truncated (no 5-byte prefix)".into()));
     }
-    let compressed = body[0] == 1;
+    let compressed = match body[0] {
+        0 => false,
+        1 => true,
+        flag => return Err(Failure::Invalid(format!("the gRPC compressed flag is {flag}; it must be 0 or 1"))),
+    };
     let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-    let message = &body[5..];
-    if message.len() != len {
+    if body.len() - 5 != len {
         return Err(Failure::Invalid(format!(
             "the gRPC message says {len} bytes but {} follow (one message per request)",
-            message.len()
+            body.len() - 5
         )));
     }
-    if !compressed {
-        return Ok(message.to_vec());
-    }
-    match encoding {
-        Some("gzip") => Ok(otlp::gunzip(message, MAX_OTLP_BYTES)?),
-        other => Err(Failure::Invalid(format!(
+    match (compressed, encoding) {
+        (false, _) => Ok(false),
+        (true, Some("gzip")) => Ok(true),
+        (true, other) => Err(Failure::Invalid(format!(
             "the message is compressed with grpc-encoding {:?}; only gzip is supported",
             other.unwrap_or("")
         ))),
     }
 }
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Failure> {
+async fn read_body(headers: &HeaderMap, body: Body, charge: &mut Charge) -> Result<Bytes, Failure> {
     // gRPC adds a 5-byte prefix to the 16 MiB a request may hold.
-    super::events::read_body(headers, body, MAX_OTLP_BYTES + 5).await.map_err(|e| match e {
+    super::body::read(headers, body, MAX_OTLP_BYTES + 5, charge).await.map_err(|e| match e {
         ApiError::BodyTooLarge => Failure::TooLarge(DecodeError::TooLarge(false).to_string()),
+        ApiError::Saturated(m) => Failure::Saturated(m),
         other => Failure::Invalid(other.to_string()),
     })
 }
 
+/// Inflates, decodes and maps a request on the blocking pool (a 16 MiB request is a few hundred
+/// milliseconds of work), holding each step's memory against the request's charge; the charge
+/// goes with the events until they are stored.
+async fn decode(
+    app: &AppState,
+    raw: Bytes,
+    gzip: bool,
+    encoding: Encoding,
+    mut charge: Charge,
+) -> Result<Derived, Failure> {
+    let prices = Arc::clone(&app.prices);
+    tokio::task::spawn_blocking(move || {
+        let compressed = if gzip { raw.len() } else { 0 };
+        let body =
+            if gzip { otlp::gunzip(&raw, MAX_OTLP_BYTES, &mut |n| charge.hold(compressed + n))? } else { raw.to_vec() };
+        let batch = otlp::spans(&body, encoding, &mut |n| charge.hold(compressed + n))?;
+        drop(body);
+        let price = |model: &str, input: i64, output: i64| prices.lookup(model).map(|p| p.cost(input, output));
+        let mapped = otlp::map_request(batch, &price);
+        let derived: usize =
+            mapped.events.iter().map(|e| e.raw().len() + std::mem::size_of::<crate::model::Event>()).sum();
+        if !charge.add(derived) {
+            return Err(DecodeError::NoRoom.into());
+        }
+        Ok(Derived { mapped, _charge: charge })
+    })
+    .await
+    .map_err(|e| Failure::Internal(format!("decoding task failed: {e}")))?
+}
+
+/// A request's events, and the memory they hold until they are stored.
+struct Derived {
+    mapped: Mapped,
+    _charge: Charge,
+}
+
 /// Derives and stores the request's events; answers with the spans that could not be used.
 /// Acknowledged only once they are committed, like `POST /events`.
-async fn export(app: &AppState, req: &ExportTraceServiceRequest) -> Result<Partial, Failure> {
-    let prices = &app.prices;
-    let price = |model: &str, input: i64, output: i64| prices.lookup(model).map(|p| p.cost(input, output));
-    let Mapped { events, origin, spans, mut rejected } = otlp::map_request(req, &price);
+async fn export(app: &AppState, derived: Derived) -> Result<Partial, Failure> {
+    let Derived { mapped: Mapped { events, origin, spans, mut rejected }, _charge } = derived;
     let outcomes = if events.is_empty() { Vec::new() } else { app.store.ingest(events).await? };
     let (mut stored, mut duplicates) = (0u64, 0u64);
     for (outcome, span) in outcomes.iter().zip(&origin) {
@@ -244,10 +281,8 @@ async fn export(app: &AppState, req: &ExportTraceServiceRequest) -> Result<Parti
             Outcome::Stored { .. } => stored += 1,
             Outcome::Duplicate => duplicates += 1,
             Outcome::Conflict => {
-                if let Some(i) = span {
-                    if !rejected.iter().any(|(r, _)| r == i) {
-                        rejected.push((*i, format!("span {i}: its events could not be placed in the session")));
-                    }
+                if let Some(i) = *span {
+                    rejected.reject(i, || format!("span {i}: its events could not be placed in the session"));
                 }
             }
         }
@@ -255,28 +290,16 @@ async fn export(app: &AppState, req: &ExportTraceServiceRequest) -> Result<Parti
     let m = &app.metrics;
     m.events_accepted.fetch_add(stored, Ordering::Relaxed);
     m.events_duplicate.fetch_add(duplicates, Ordering::Relaxed);
-    m.otlp_spans_accepted.fetch_add((spans - rejected.len()) as u64, Ordering::Relaxed);
-    m.otlp_spans_rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
-    if spans > 0 && rejected.len() == spans {
+    m.otlp_spans_accepted.fetch_add((spans - rejected.count()) as u64, Ordering::Relaxed);
+    m.otlp_spans_rejected.fetch_add(rejected.count() as u64, Ordering::Relaxed);
+    if spans > 0 && rejected.count() == spans {
         // Nothing was usable: a client error the exporter should not retry.
-        rejected.sort_by_key(|(i, _)| *i);
-        return Err(Failure::Invalid(summary(spans, &rejected)));
+        return Err(Failure::Invalid(rejected.summary(spans, "spans")));
     }
-    rejected.sort_by_key(|(i, _)| *i);
     Ok(Partial {
-        rejected: rejected.len() as i64,
-        message: if rejected.is_empty() { String::new() } else { summary(spans, &rejected) },
+        rejected: rejected.count() as i64,
+        message: if rejected.is_empty() { String::new() } else { rejected.summary(spans, "spans") },
     })
-}
-
-fn summary(spans: usize, rejected: &[(usize, String)]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = format!("{} of {spans} spans rejected: ", rejected.len());
-    s.push_str(&rejected.iter().take(SHOWN).map(|(_, why)| why.as_str()).collect::<Vec<_>>().join("; "));
-    if rejected.len() > SHOWN {
-        s.push_str(&format!("; and {} more", rejected.len() - SHOWN));
-    }
-    s
 }
 
 struct Partial {

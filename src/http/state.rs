@@ -1,5 +1,6 @@
 //! What every handler may use.
 
+use super::body::Budget;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::model::Prices;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub compares: Arc<tokio::sync::Semaphore>,
     /// Model prices, for the cost of LLM calls derived from OTLP spans.
     pub prices: Arc<Prices>,
+    /// The memory ingest requests may hold at once ([`IN_FLIGHT_BYTES`](super::body::IN_FLIGHT_BYTES)).
+    pub ingest: Budget,
 }
 
 /// Exports served at once. Each holds about one chunk and the server's write buffer (well under

@@ -13,11 +13,12 @@
 
 use super::attrs::{hex, Attrs};
 use super::classify::{self as c, classify, Class};
+use super::decode::Batch;
 use super::payload::{
     Attributes, Ended, Full, Identity, Link, LlmCall, Loose, OtherSpan, SpanEvent, Spawn, Text, ToolEnd, ToolStart,
 };
+use super::reject::Rejections;
 use crate::model::{Event, EventError, SpanRef, SpanRole};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{json, Map};
 use std::collections::HashMap;
@@ -31,8 +32,8 @@ pub struct Mapped {
     pub origin: Vec<Option<usize>>,
     /// Spans in the request.
     pub spans: usize,
-    /// Unusable spans: index and reason.
-    pub rejected: Vec<(usize, String)>,
+    /// Unusable spans, those the decoder refused included.
+    pub rejected: Rejections,
 }
 
 /// The price of a call: `(model, input tokens, output tokens) -> USD`, `None` for an unknown model.
@@ -55,25 +56,38 @@ struct Item<'a> {
 /// whose parent links form a cycle.
 const MAX_DEPTH: usize = 256;
 
-pub fn map_request(req: &ExportTraceServiceRequest, price: Pricing<'_>) -> Mapped {
-    let mut out = Mapped::default();
-    let mut items = Vec::new();
-    for rs in &req.resource_spans {
-        let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        let service = Attrs(resource).str(&["service.name"]);
-        for ss in &rs.scope_spans {
-            let scope = ss.scope.as_ref().map_or("", |s| s.name.as_str());
-            for span in &ss.spans {
-                let index = out.spans;
-                out.spans += 1;
-                match check(span) {
-                    Ok((trace, id, parent)) => {
-                        let attrs = Attrs(&span.attributes);
-                        let class = classify(attrs);
-                        items.push(Item { span, index, attrs, class, service, scope, trace, id, parent });
-                    }
-                    Err(why) => out.rejected.push((index, format!("span {index} ({:?}): {why}", span.name))),
-                }
+/// What a trace counts against the request's budget besides its events: the session it may
+/// create (a session's row, indexes and alerts take about this much on disk).
+const TRACE_COST: usize = 8192;
+
+/// Times past this (2200-01-01T00:00:00Z) are not clock readings; refused, they also keep
+/// sequences (microseconds) below 2^53, where JavaScript's numbers stop being exact.
+pub const MAX_TIME_NS: u64 = 7_258_118_400_000_000_000;
+
+/// What a request of `bytes` bytes (decompressed) may derive, counting each trace's session as
+/// [`TRACE_COST`] bytes: a span's events are several times its size on the wire when it
+/// carries little, so this is twice what it may decode to.
+pub fn derive_budget(bytes: usize) -> usize {
+    bytes.saturating_mul(16).saturating_add(1 << 20)
+}
+
+pub fn map_request(batch: Batch<Span>, price: Pricing<'_>) -> Mapped {
+    let Batch { resources, scopes, items: entries, total, rejected, size } = batch;
+    let mut out = Mapped { spans: total, rejected, ..Mapped::default() };
+    let mut items = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let scoped = &scopes[entry.scope];
+        let service = Attrs(&resources[scoped.resource].attributes).str(&["service.name"]);
+        let (span, index) = (&entry.item, entry.index);
+        match check(span) {
+            Ok((trace, id, parent)) => {
+                let attrs = Attrs(&span.attributes);
+                let class = classify(attrs);
+                let scope = scoped.scope.name.as_str();
+                items.push(Item { span, index, attrs, class, service, scope, trace, id, parent });
+            }
+            Err(why) => {
+                out.rejected.reject(index, || format!("span {index} ({:?}): {why}", span.name));
             }
         }
     }
@@ -106,8 +120,25 @@ pub fn map_request(req: &ExportTraceServiceRequest, price: Pricing<'_>) -> Mappe
             })
             .push(i);
     }
+    // What the request may derive, so that a request of many tiny traces cannot become a
+    // hundred times its size in sessions and events.
+    let limit = derive_budget(size);
+    let mut left = limit;
+    let over = |index: usize| {
+        format!(
+            "span {index}: the request derives more than {} KiB of events and sessions (16 times its size and 1 MiB): send smaller batches",
+            limit >> 10
+        )
+    };
     for trace in traces {
         let members = &of_trace[trace];
+        if left < TRACE_COST {
+            for &i in members {
+                out.rejected.reject(items[i].index, || over(items[i].index));
+            }
+            continue;
+        }
+        left -= TRACE_COST;
         let session = format!("otel-{trace}");
         // The outermost agent: an agent span with no agent above it, the earliest if several.
         let outermost = members
@@ -129,11 +160,19 @@ pub fn map_request(req: &ExportTraceServiceRequest, price: Pricing<'_>) -> Mappe
             let above = agent_above[i].map(|a| agent_name(&items[a]));
             match span_events(&ctx, it, above.as_deref(), price) {
                 Ok(evs) => {
+                    let cost: usize = evs.iter().map(|e| e.raw().len()).sum();
+                    if cost > left {
+                        out.rejected.reject(it.index, || over(it.index));
+                        continue;
+                    }
+                    left -= cost;
                     origin.extend(std::iter::repeat_n(Some(it.index), evs.len()));
                     derived.extend(evs);
                     used.push(it);
                 }
-                Err(why) => out.rejected.push((it.index, format!("span {} ({:?}): {why}", it.index, it.span.name))),
+                Err(why) => {
+                    out.rejected.reject(it.index, || format!("span {} ({:?}): {why}", it.index, it.span.name));
+                }
             }
         }
         // A trace none of whose spans could be used leaves no trace.
@@ -142,6 +181,7 @@ pub fn map_request(req: &ExportTraceServiceRequest, price: Pricing<'_>) -> Mappe
         }
         match started(&ctx, used.iter().copied()) {
             Ok(ev) => {
+                left = left.saturating_sub(ev.raw().len());
                 out.events.push(ev);
                 out.origin.push(None);
             }
@@ -172,6 +212,9 @@ fn check(span: &Span) -> Result<(String, String, Option<String>), String> {
     };
     if span.start_time_unix_nano == 0 {
         return Err("start_time_unix_nano is missing".into());
+    }
+    if span.end_time_unix_nano > MAX_TIME_NS {
+        return Err("its times are after 2200-01-01: not a clock reading".into());
     }
     if span.end_time_unix_nano < span.start_time_unix_nano {
         return Err("end_time_unix_nano is before start_time_unix_nano".into());
@@ -434,6 +477,7 @@ fn envelope(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Status};
@@ -486,7 +530,7 @@ mod tests {
     }
 
     fn map(spans: Vec<Span>) -> Mapped {
-        map_request(&request(spans), &price)
+        map_request(Batch::from_request(request(spans)), &price)
     }
 
     fn payload(ev: &Event) -> Json {
@@ -682,8 +726,8 @@ mod tests {
         no_start.start_time_unix_nano = 0;
         let huge = span(6, None, "e", (0, 1), &[("big", s(&"x".repeat(70_000)))]);
         let m = map(vec![good, short_trace, zero_span, backwards, no_start, huge]);
-        let reasons: Vec<&str> = m.rejected.iter().map(|(_, r)| r.as_str()).collect();
-        assert_eq!(m.rejected.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        let reasons: Vec<&str> = m.rejected.reasons().collect();
+        assert_eq!(m.rejected.indexes().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         for (reason, want) in reasons.iter().zip(["trace_id", "span_id", "before", "start_time", "64 KiB"]) {
             assert!(reason.contains(want), "{reason}");
         }

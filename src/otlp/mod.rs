@@ -6,6 +6,12 @@ mod classify;
 mod decode;
 mod map;
 mod payload;
+mod reject;
+mod split;
 
-pub use decode::{gunzip, json, protobuf, DecodeError, MAX_OTLP_BYTES};
-pub use map::{map_request, Mapped, Pricing};
+pub use decode::{
+    budget, gunzip, spans, Batch, DecodeError, Encoding, Entry, Reserve, Scoped, MAX_ATTRIBUTES, MAX_ITEMS,
+    MAX_ITEM_BYTES, MAX_LINKS, MAX_OTLP_BYTES, MAX_SPAN_EVENTS, MAX_VALUE_DEPTH,
+};
+pub use map::{derive_budget, map_request, Mapped, Pricing, MAX_TIME_NS};
+pub use reject::{Rejections, SHOWN};

@@ -683,3 +683,86 @@ async fn dot_segment_session_ids_are_refused() {
     server.ingest_one(&event("...", 1, "session.started", json!({}))).await;
     assert_eq!(server.session("...").await["id"], "...");
 }
+
+/// What ingest requests hold in memory at once is bounded: 32 bodies of 16 MiB held open (their
+/// last byte never sent) fill the 512 MiB budget, and then even a one-event request is told to
+/// retry later — at once, not after waiting — while the collector's memory stays near the
+/// budget. When the bodies' clients leave, the budget comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_hold_at_most_the_ingest_budget() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let before = server.rss_bytes();
+    let size = 16 << 20;
+    let filler = vec![b'x'; size];
+    let in_flight = |m: &Metrics| m.0.get("aop_ingest_bytes_in_flight").copied().unwrap_or(0.0) as usize;
+    let mut held = Vec::new();
+    for i in 1..=32 {
+        let mut conn = tokio::net::TcpStream::connect(server.addr()).await.expect("connect");
+        let head = format!(
+            "POST /events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-ndjson\r\nContent-Length: {size}\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.expect("headers");
+        conn.write_all(&filler[..size - 1]).await.expect("all of the body but its last byte");
+        held.push(conn);
+        eventually("the body to be held", || async { (in_flight(&server.metrics().await) >= i * size).then_some(()) })
+            .await;
+    }
+    let (status, headers, body) = TestServer::send_json(
+        server
+            .request(reqwest::Method::POST, "/events")
+            .header("content-type", "application/json")
+            .body(serde_json::to_string(&started("small")).unwrap()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("retry")), "{body}");
+    let grown = server.peak_rss_bytes().saturating_sub(before);
+    println!(
+        "32 held bodies of 16 MiB: in flight {} MiB, the collector grew {} MiB",
+        in_flight(&server.metrics().await) >> 20,
+        grown >> 20
+    );
+    assert!(grown < 700 << 20, "the collector grew {} MiB", grown >> 20);
+
+    drop(held);
+    eventually("the budget to come back", || async {
+        let (status, _) = server.post_event(&started("small")).await;
+        (status == StatusCode::OK).then_some(())
+    })
+    .await;
+    eventually("every held body to be let go", || async { (in_flight(&server.metrics().await) == 0).then_some(()) })
+        .await;
+}
+
+/// A batch of a million bad lines is answered with the first thousand errors and a count of the
+/// rest, not a million messages (which took gigabytes to build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_many_bad_lines_lists_a_thousand_errors_and_counts_the_rest() {
+    let server = TestServer::start().await;
+    let before = server.rss_bytes();
+    let body = "x\n".repeat(8 << 20);
+    let (status, answer) = server.post_ndjson(body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let errors = answer["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1000);
+    assert_eq!(errors[0]["index"], 0);
+    assert_eq!(errors[999]["index"], 999);
+    assert_eq!(answer["errors_omitted"], (8 << 20) - 1000);
+    assert_eq!(answer["accepted"], 0);
+    // An array of as many tiny elements, and a mix where the good are stored.
+    let mut array = String::from("[");
+    array.push_str(&"1,".repeat(4 << 20));
+    array.push_str(&serde_json::to_string(&started("among-many")).unwrap());
+    array.push(']');
+    let (status, _, answer) = TestServer::send_json(
+        server.request(reqwest::Method::POST, "/events").header("content-type", "application/json").body(array),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((answer["accepted"].as_u64(), answer["errors_omitted"].as_u64()), (Some(1), Some((4 << 20) - 1000)));
+    let grown = server.peak_rss_bytes().saturating_sub(before);
+    println!("8 Mi bad lines and a 4 Mi-element array: the collector grew {} MiB", grown >> 20);
+    assert!(grown < 256 << 20, "the collector grew {} MiB", grown >> 20);
+}

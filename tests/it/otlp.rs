@@ -423,6 +423,8 @@ async fn malformed_grpc_calls_get_a_grpc_status_and_change_nothing() {
         ("not protobuf", frame(0, &[0x0a, 0xff, 0xff, 0x03], 4), None, "protobuf"),
         ("compressed without an encoding", frame(1, &message, message.len()), None, "grpc-encoding"),
         ("compressed with snappy", frame(1, &message, message.len()), Some("snappy"), "only gzip"),
+        ("a compressed flag of 2", frame(2, &message, message.len()), None, "must be 0 or 1"),
+        ("a compressed flag of 255", frame(255, &message, message.len()), Some("gzip"), "must be 0 or 1"),
     ];
     for (case, body, encoding, reason) in cases {
         let resp = call(body, encoding).await.unwrap_or_else(|e| panic!("{case}: {e}"));
@@ -441,4 +443,222 @@ async fn malformed_grpc_calls_get_a_grpc_status_and_change_nothing() {
     let body = resp.bytes().await.unwrap();
     assert_eq!(&body[..5], &[0, 0, 0, 0, 0], "an empty ExportTraceServiceResponse, framed");
     assert_eq!(server.events(&session_of(11)).await.len(), 6);
+}
+
+/// `count` empty spans in one request: 2 bytes each on the wire, gzipped to almost nothing.
+fn empty_spans(count: usize) -> Vec<u8> {
+    let varint = |mut n: usize, out: &mut Vec<u8>| {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    };
+    let field = |tag: u8, payload: Vec<u8>| {
+        let mut out = vec![tag];
+        varint(payload.len(), &mut out);
+        out.extend(payload);
+        out
+    };
+    let spans: Vec<u8> = std::iter::repeat_n([0x12u8, 0x00], count).flatten().collect();
+    // resource_spans (1) → scope_spans (2) → spans (2)
+    field(0x0a, field(0x12, spans))
+}
+
+fn grpc_call(
+    h2: &reqwest::Client,
+    server: &TestServer,
+    message: &[u8],
+    gzipped: bool,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    let mut frame = vec![u8::from(gzipped)];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    let mut req = h2
+        .post(server.url("/opentelemetry.proto.collector.trace.v1.TraceService/Export"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(frame);
+    if gzipped {
+        req = req.header("grpc-encoding", "gzip");
+    }
+    req.send()
+}
+
+/// The probe's repro: a 16 KB gzip body of 8.4 million empty spans took the collector to 3.8 GB
+/// for 10 s, and five at once killed it. Now each is read span by span within bounds, alone and
+/// five at once, over HTTP and over gRPC, and as OTLP/JSON: refused with the count, the
+/// collector's memory never more than a small multiple of the bodies, and it goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amplifying_requests_hold_memory_bounded_by_their_size() {
+    let server = TestServer::start().await;
+    let bomb = {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&empty_spans(8_380_000)).unwrap();
+        enc.finish().unwrap()
+    };
+    println!("the bomb: {} bytes gzipped, {} inflated", bomb.len(), 8_380_000 * 2 + 10);
+    assert!(bomb.len() < 20_000, "{}", bomb.len());
+    let before = server.rss_bytes();
+
+    let (status, _, body) = post(&server, "application/x-protobuf", true, bomb.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let why = RpcStatus::decode(&body[..]).expect("a google.rpc.Status").message;
+    assert!(why.starts_with("8380000 of 8380000 spans rejected: span 0"), "{why}");
+    assert!(why.len() < 2000, "only a few reasons are given: {} bytes", why.len());
+
+    let answers =
+        futures_util::future::join_all((0..5).map(|_| post(&server, "application/x-protobuf", true, bomb.clone())))
+            .await;
+    for (status, _, _) in &answers {
+        assert!(matches!(*status, StatusCode::BAD_REQUEST | StatusCode::SERVICE_UNAVAILABLE), "{status}");
+    }
+    let after_http = server.peak_rss_bytes();
+
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().no_proxy().build().unwrap();
+    let calls = futures_util::future::join_all((0..5).map(|_| grpc_call(&h2, &server, &bomb, true))).await;
+    for resp in calls {
+        let resp = resp.expect("a gRPC answer");
+        let code = resp.headers()["grpc-status"].to_str().unwrap().to_owned();
+        assert!(code == "3" || code == "14", "INVALID_ARGUMENT, or UNAVAILABLE when busy: {code}");
+    }
+    let after_grpc = server.peak_rss_bytes();
+
+    // OTLP/JSON: 16 MiB of empty spans took 2.67 GB.
+    let mut json_body = String::from(r#"{"resourceSpans":[{"scopeSpans":[{"spans":["#);
+    while json_body.len() < (16 << 20) - 16 {
+        json_body.push_str("{},");
+    }
+    json_body.push_str("{}]}]}]}");
+    let (status, _, body) = post(&server, "application/json", false, json_body.into_bytes()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&body));
+    let peak = server.peak_rss_bytes();
+
+    println!(
+        "resident memory: {} MiB before; peak {} MiB after 6 requests over HTTP, {} MiB after 5 more over gRPC, {} MiB after 16 MiB of JSON",
+        before >> 20,
+        after_http >> 20,
+        after_grpc >> 20,
+        peak >> 20
+    );
+    assert!(peak - before < 512 << 20, "the collector grew by {} MiB", (peak - before) >> 20);
+
+    // Alive, and serving as before.
+    let resp = post_protobuf(&server, &request(run(21))).await;
+    assert_eq!(resp.partial_success, None);
+    assert_eq!(server.events(&session_of(21)).await.len(), 6);
+}
+
+/// The per-request caps (README, "Limits"): spans past the first 16,384 are rejected unread, a
+/// span nested too deep or from after 2200 is rejected alone, and the rest are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_past_the_caps_are_rejected_alone_and_the_rest_stored() {
+    let server = TestServer::start().await;
+    let cap = 16_384;
+    let note = attr("note", s(&"n".repeat(100)));
+    let spans: Vec<Span> =
+        (0..cap as u64 + 10).map(|i| span(31, 1000 + i, Some(1), "step", (i, i + 1), vec![note.clone()])).collect();
+    let resp = post_protobuf(&server, &request(spans)).await;
+    let partial = resp.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_spans, 10);
+    assert!(partial.error_message.contains("past the first 16384"), "{}", partial.error_message);
+    assert_eq!(server.session(&session_of(31)).await["event_count"], cap + 1, "every span read, and the trace's start");
+
+    // After 2200: not a clock reading (and a sequence past what JavaScript holds exactly).
+    let mut late = span(32, 2, Some(1), "late", (0, 1), vec![]);
+    late.start_time_unix_nano = u64::MAX - 1;
+    late.end_time_unix_nano = u64::MAX;
+    let resp = post_protobuf(&server, &request(vec![span(32, 3, Some(1), "fine", (0, 1), vec![]), late])).await;
+    let partial = resp.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(partial.error_message.contains("after 2200"), "{}", partial.error_message);
+    let events = server.events(&session_of(32)).await;
+    assert!(events.iter().all(|e| e["sequence"].as_i64().unwrap() < (1 << 53)), "{events:?}");
+
+    // One attribute nested 40 levels: that span is refused, in either encoding; before, the
+    // whole request was.
+    let mut deep = s("bottom");
+    for _ in 0..40 {
+        deep = Any::KvlistValue(opentelemetry_proto::tonic::common::v1::KeyValueList { values: vec![attr("k", deep)] });
+    }
+    let spans = vec![
+        span(33, 2, Some(1), "deep", (0, 1), vec![attr("deep", deep)]),
+        span(33, 3, Some(1), "fine", (1, 2), vec![]),
+    ];
+    let resp = post_protobuf(&server, &request(spans)).await;
+    let partial = resp.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(partial.error_message.starts_with("1 of 2 spans rejected: span 0:"), "{}", partial.error_message);
+    let mut value = r#"{"stringValue":"bottom"}"#.to_owned();
+    for _ in 0..40 {
+        value = format!(r#"{{"kvlistValue":{{"values":[{{"key":"k","value":{value}}}]}}}}"#);
+    }
+    let body = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[
+            {{"traceId":"ababababababababababababababab22","spanId":"0000000000000002","name":"deep","startTimeUnixNano":"1764756000000000000","endTimeUnixNano":"1764756000000000001","attributes":[{{"key":"deep","value":{value}}}]}},
+            {{"traceId":"ababababababababababababababab22","spanId":"0000000000000003","name":"fine","startTimeUnixNano":"1764756000000000000","endTimeUnixNano":"1764756000000000001"}}]}}]}}]}}"#
+    );
+    let (status, _, body) = post(&server, "application/json", false, body.into_bytes()).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["partialSuccess"]["rejectedSpans"], "1", "{body}");
+    assert_eq!(
+        server.events(&session_of(0x22)).await.len(),
+        3,
+        "the fine span's events: a root, so the trace's start and end"
+    );
+}
+
+/// A megabyte of one-span traces became 20,561 sessions and 87 MiB on disk (85 times its size).
+/// What a request derives is counted against a budget of 16 times its size and 1 MiB, a trace
+/// counting 4 KiB for its session, so the rest are rejected and the disk grows a bounded multiple.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_tiny_traces_cannot_multiply_into_sessions() {
+    let server = TestServer::start().await;
+    let disk = |server: &TestServer| {
+        let db = server.db_path();
+        ["", "-wal"]
+            .iter()
+            .map(|s| std::fs::metadata(format!("{}{s}", db.display())).map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    let before = disk(&server);
+    let mut spans = Vec::new();
+    let mut body = Vec::new();
+    for n in 0u64.. {
+        let mut trace = vec![0x5a; 16];
+        trace[8..].copy_from_slice(&n.to_be_bytes());
+        spans.push(Span {
+            trace_id: trace,
+            span_id: (n + 1).to_be_bytes().to_vec(),
+            name: "t".into(),
+            start_time_unix_nano: T0,
+            end_time_unix_nano: T0 + 1,
+            ..Default::default()
+        });
+        if n % 1000 == 999 {
+            body = request(spans.clone()).encode_to_vec();
+            if body.len() >= 1 << 20 {
+                break;
+            }
+        }
+    }
+    let total = spans.len();
+    let resp = post_protobuf(&server, &ExportTraceServiceRequest::decode(&body[..]).unwrap()).await;
+    let partial = resp.partial_success.expect("the rest are rejected");
+    assert!(partial.error_message.contains("derives more than"), "{}", partial.error_message);
+    let kept = total - partial.rejected_spans as usize;
+    // Let the write-ahead log settle into the database before measuring.
+    server.get_ok("/health").await;
+    let grown = disk(&server).saturating_sub(before);
+    println!(
+        "{} KiB of {total} one-span traces: {kept} sessions stored, the database grew {} KiB ({:.1} times the request)",
+        body.len() >> 10,
+        grown >> 10,
+        grown as f64 / body.len() as f64
+    );
+    assert!(kept > 0 && kept < total / 3, "{kept} of {total} traces kept");
+    assert!(grown < 20 * body.len() as u64, "the database grew {} KiB", grown >> 10);
+    let listed = server.get_ok("/sessions?limit=1000").await["sessions"].as_array().unwrap().len();
+    assert_eq!(listed, kept.min(1000));
 }

@@ -7,13 +7,23 @@ use nix::unistd::Pid;
 
 /// The resident set size of a process (`VmRSS` in `/proc/<pid>/status`), in bytes.
 pub(crate) fn rss_bytes(pid: Pid) -> u64 {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The most a process has ever had resident (`VmHWM`, its high-water mark), in bytes: a peak
+/// no sampling can miss.
+pub(crate) fn peak_rss_bytes(pid: Pid) -> u64 {
+    status_bytes(pid, "VmHWM:")
+}
+
+fn status_bytes(pid: Pid, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"));
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
     kib * 1024
 }
 
@@ -35,5 +45,10 @@ impl TestServer {
     /// The collector's resident memory, in bytes.
     pub(crate) fn rss_bytes(&self) -> u64 {
         rss_bytes(self.pid())
+    }
+
+    /// The collector's peak resident memory so far, in bytes.
+    pub(crate) fn peak_rss_bytes(&self) -> u64 {
+        peak_rss_bytes(self.pid())
     }
 }
