@@ -4,7 +4,7 @@
 //! A comparison reads both sessions page by page (each page parsed into steps on the blocking
 //! pool, so the page's text is dropped before the next is read), aligns them on the blocking
 //! pool, and is refused past [`compare::MAX_EVENTS`] events a side. At most [`MAX_COMPARES`] run
-//! at once; more get 503, as exports do.
+//! at once, from the first read to the answer's last byte; more get 503, as exports do.
 
 use super::error::ApiError;
 use super::params::Params;
@@ -12,11 +12,15 @@ use super::state::AppState;
 use crate::compare::{self, Side};
 use crate::model::{Event, SessionRow};
 use crate::store::{DetailQuery, SessionQuery};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use std::sync::Arc;
+use bytes::Bytes;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Comparisons made at once: each holds both runs' steps (about 200 bytes an event) while it runs.
 pub const MAX_COMPARES: usize = 4;
@@ -29,7 +33,14 @@ pub(crate) async fn compare(
     State(app): State<AppState>,
     Path((a, b)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let _permit = Arc::clone(&app.compares).try_acquire_owned().map_err(|_| {
+    // Both sides exist and are small enough before anything is held or read: a missing side is
+    // a 404 (even when every comparison slot is taken), not the end of reading the other.
+    for id in [&a, &b] {
+        let one = DetailQuery { after: None, limit: 1, alerts_after: None, alerts_limit: 1 };
+        let d = app.store.session_detail(id.clone(), one).await?.ok_or_else(|| super::sessions::unknown(id))?;
+        too_large(id, d.session.event_count)?;
+    }
+    let permit = Arc::clone(&app.compares).try_acquire_owned().map_err(|_| {
         ApiError::Unavailable(format!("{MAX_COMPARES} comparisons are already in progress; retry shortly"))
     })?;
     let a = read_side(&app, a).await?;
@@ -43,7 +54,77 @@ pub(crate) async fn compare(
     .await
     .map_err(|e| ApiError::Internal(format!("comparison task failed: {e}")))?
     .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = Body::from_stream(held_body(Bytes::from(body), permit));
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+}
+
+/// How long a client may take no part of an answer before it is cut off and the answer's memory
+/// freed: its reader has gone, or is stuck.
+const IDLE_READER: Duration = Duration::from_secs(30);
+/// The answer is handed to the connection this much at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// An answer held until its client has taken it, with the comparison slot it holds: the slot is
+/// given back with the answer's memory, when the last chunk is taken, the client leaves, or it
+/// has taken nothing for [`IDLE_READER`].
+fn held_body(
+    answer: Bytes,
+    permit: OwnedSemaphorePermit,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    struct Held {
+        rest: Bytes,
+        _permit: OwnedSemaphorePermit,
+        taken: tokio::time::Instant,
+    }
+    let held = Arc::new(Mutex::new(Some(Held { rest: answer, _permit: permit, taken: tokio::time::Instant::now() })));
+    let watched = Arc::downgrade(&held);
+    tokio::spawn(async move {
+        loop {
+            let Some(held) = watched.upgrade() else { return };
+            let due = match &*held.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(h) => h.taken + IDLE_READER,
+                None => return,
+            };
+            drop(held);
+            tokio::time::sleep_until(due).await;
+            let Some(held) = watched.upgrade() else { return };
+            let mut guard = held.lock().unwrap_or_else(|e| e.into_inner());
+            if guard.as_ref().is_some_and(|h| h.taken + IDLE_READER <= tokio::time::Instant::now()) {
+                tracing::debug!("a comparison's reader took nothing for {IDLE_READER:?}: cut off");
+                *guard = None;
+                return;
+            }
+        }
+    });
+    futures_util::stream::unfold(held, |held| async move {
+        let next = {
+            let mut guard = held.lock().unwrap_or_else(|e| e.into_inner());
+            match guard.as_mut() {
+                Some(h) if !h.rest.is_empty() => {
+                    h.taken = tokio::time::Instant::now();
+                    let n = h.rest.len().min(CHUNK);
+                    Some(Ok(h.rest.split_to(n)))
+                }
+                Some(_) => {
+                    *guard = None;
+                    None
+                }
+                // Cut off: the body ends without its last chunk, so the client sees it is cut.
+                None => Some(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the reader was idle too long"))),
+            }
+        };
+        next.map(|chunk| (chunk, held))
+    })
+}
+
+fn too_large(id: &str, events: i64) -> Result<(), ApiError> {
+    if events > compare::MAX_EVENTS as i64 {
+        return Err(ApiError::Unprocessable(format!(
+            "session {id:?} has {events} events; comparisons are limited to {} events a session",
+            compare::MAX_EVENTS
+        )));
+    }
+    Ok(())
 }
 
 /// One session's row, steps and alerts, or 404 / 422 (too large to compare).
@@ -54,14 +135,8 @@ async fn read_side(app: &AppState, id: String) -> Result<Side, ApiError> {
     let mut alerts_done = false;
     loop {
         let d = app.store.session_detail(id.clone(), q).await?.ok_or_else(|| super::sessions::unknown(&id))?;
-        // Checked on the first page, before anything is held.
-        if d.session.event_count > compare::MAX_EVENTS as i64 {
-            return Err(ApiError::Unprocessable(format!(
-                "session {id:?} has {} events; comparisons are limited to {} events a session",
-                d.session.event_count,
-                compare::MAX_EVENTS
-            )));
-        }
+        // Checked again: the session may have grown since it was first looked at.
+        too_large(&id, d.session.event_count)?;
         events += d.events.len();
         if events > compare::MAX_EVENTS {
             return Err(ApiError::Unprocessable(format!(

@@ -323,3 +323,115 @@ async fn sessions_of_100_000_events_compare_and_larger_ones_are_refused() {
     assert!(message.contains("huge") && message.contains("250000"), "{message}");
     server.get_ok("/health").await;
 }
+
+/// Comparisons nobody reads: each holds its answer and its slot until its client has taken it,
+/// so no more than four are ever held at once, however many clients ask and stall; and a
+/// comparison with a missing side is refused before anything is read, even then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comparisons_nobody_reads_hold_their_slot_and_bounded_memory() {
+    let server = TestServer::start().await;
+    // Two runs of 40,000 calls that differ everywhere: an answer of about 20 MiB, more than the
+    // connection's buffers can take from a client that reads nothing.
+    let calls = 40_000;
+    let a = long_run("stall-a", calls, |k| json!({"page": k}), |k| format!("page {k} of the first run"));
+    let b = long_run("stall-b", calls, |k| json!({"other": k}), |k| format!("another page, {k}"));
+    import_chunked(&server, &a).await;
+    import_chunked(&server, &b).await;
+    let path = "/sessions/stall-a/compare/stall-b";
+    let answer = server.get(path).await.bytes().await.expect("a comparison");
+    println!("one comparison's answer: {} KiB", answer.len() >> 10);
+
+    let before = server.rss_bytes();
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(crate::support::raw::sluggish_get(server.addr(), path).await);
+    }
+    // Each holds a slot from its first read to its answer's last byte: four are answered, the
+    // others told to come back.
+    let mut served = 0;
+    for conn in &mut stalled {
+        let mut status = [0u8; 12];
+        tokio::io::AsyncReadExt::read_exact(conn, &mut status).await.expect("an answer");
+        match &status {
+            b"HTTP/1.1 200" => served += 1,
+            b"HTTP/1.1 503" => {}
+            other => panic!("unexpected answer {:?}", String::from_utf8_lossy(other)),
+        }
+    }
+    assert_eq!(served, 4, "only four comparisons may be held at once");
+    let mut peak = before;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        peak = peak.max(server.rss_bytes());
+    }
+    let grown = peak.saturating_sub(before);
+    println!("8 stalled comparisons ({served} served): RSS grew by {} MiB", grown >> 20);
+    assert!(
+        grown < 4 * answer.len() as u64 + (64 << 20),
+        "stalled comparisons grew the collector by {} MiB",
+        grown >> 20
+    );
+    let (status, body) = server.get_json(path).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    // A missing side is a 404, not a 503, while every slot is taken: it is looked up first.
+    for missing in ["/sessions/stall-a/compare/nobody", "/sessions/nobody/compare/stall-b"] {
+        let (status, body) = server.get_json(missing).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{missing}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("nobody")), "{body}");
+    }
+
+    // A client that leaves gives its slot back.
+    drop(stalled);
+    let resp = crate::support::eventually("a comparison slot to free up", || async {
+        let resp = server.get(path).await;
+        (resp.status() == StatusCode::OK).then_some(resp)
+    })
+    .await;
+    assert_eq!(resp.bytes().await.expect("the answer").len(), answer.len());
+}
+
+/// A client that stops reading an answer is cut off after 30 s, and its slot and answer freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comparison_whose_reader_stops_is_cut_off() {
+    let server = TestServer::start().await;
+    let calls = 40_000;
+    let a = long_run("idle-a", calls, |k| json!({"page": k}), |k| format!("page {k} of the first run"));
+    let b = long_run("idle-b", calls, |k| json!({"other": k}), |k| format!("another page, {k}"));
+    import_chunked(&server, &a).await;
+    import_chunked(&server, &b).await;
+    let path = "/sessions/idle-a/compare/idle-b";
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(crate::support::raw::sluggish_get(server.addr(), path).await);
+    }
+    for conn in &mut stalled {
+        let mut status = [0u8; 12];
+        tokio::io::AsyncReadExt::read_exact(conn, &mut status).await.expect("an answer");
+        assert_eq!(&status, b"HTTP/1.1 200");
+    }
+    assert_eq!(server.get(path).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let started = Instant::now();
+    // The stalled clients stay connected but read nothing: after the idle limit their slots
+    // come back without their leaving.
+    let resp = loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let resp = server.get(path).await;
+        if resp.status() == StatusCode::OK {
+            break resp;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(90), "idle readers were never cut off");
+    };
+    println!("a slot came back {:?} after the readers stopped", started.elapsed());
+    assert!(resp.bytes().await.is_ok());
+    // What an idle reader gets: the answer's start, then the connection closed before its end.
+    let mut got = Vec::new();
+    let mut conn = stalled.pop().unwrap();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut got),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(!text.trim_end().ends_with("0\r\n\r\n"), "the cut-off answer must not look complete");
+}
