@@ -442,6 +442,27 @@ async fn a_source_is_read_as_it_is_and_never_changed() {
     assert_eq!(contents_of(&sandbox, &c).await.row("made")["goal"], "made by aop");
 }
 
+/// A collector killed leaves its write-ahead log beside the file: the copy reads through it
+/// (every acknowledged event is copied) and leaves both as they were, not folded together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_left_by_a_killed_collector_is_read_through_its_log_untouched() {
+    let sandbox = Arc::new(Sandbox::new());
+    let a = path(&sandbox, "a.db");
+    let mut source = Launch::in_sandbox(Arc::clone(&sandbox)).db(&a).start().await;
+    let evs: Vec<Value> = (1..=50).map(|i| event("crashed", i, "cognition.thought", json!({"n": i}))).collect();
+    source.ingest(&evs).await;
+    source.sigkill().await;
+    let wal = format!("{a}-wal");
+    let before = (Look::of(Path::new(&a)), Look::of(Path::new(&wal)));
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0, "the log holds what was committed last");
+
+    let b = path(&sandbox, "b.db");
+    let summary = copy(&sandbox, &a, &b).await;
+    assert_eq!(summary["copied"], 50, "{summary}");
+    assert_eq!((Look::of(Path::new(&a)), Look::of(Path::new(&wal))), before);
+    assert_eq!(contents_of(&sandbox, &b).await.events(), 50);
+}
+
 /// The most memory a process has held (`VmHWM`), or 0 once it is gone.
 fn peak_rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -26,7 +26,7 @@ pub(super) enum Access {
 impl Access {
     /// How to read `path` without changing anything: the log is read only when it holds
     /// something (a collector that stopped without folding it back, by a crash or a kill).
-    pub(super) fn to_read(path: &Path) -> Access {
+    pub(super) fn for_reading(path: &Path) -> Access {
         if std::fs::metadata(beside(path, "-wal")).is_ok_and(|m| m.len() > 0) {
             Access::ReadOnly
         } else {

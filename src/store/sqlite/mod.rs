@@ -162,7 +162,7 @@ fn refusal(path: &str, e: rusqlite::Error) -> StoreError {
 /// aop did not make, is refused here, before anything has touched it.
 fn inspect(path: &Path, shown: &str) -> Result<schema::Checked, StoreError> {
     let read = || {
-        let mut conn = connect::open(path, connect::Access::to_read(path))?;
+        let mut conn = connect::open(path, connect::Access::for_reading(path))?;
         connect::deadline(&mut conn, READ_DEADLINE)?;
         schema::check(&conn)
     };
@@ -276,7 +276,7 @@ impl SqliteStore {
             return Err(StoreError::NotADatabase { path: shown, reason: "it is empty".into() });
         }
         // Decided once: while the lock is held no collector can start writing a log.
-        let access = connect::Access::to_read(path);
+        let access = connect::Access::for_reading(path);
         Ok(SqliteStore {
             readers: Arc::new(read::Readers::new(path.to_owned(), access, Some(READ_DEADLINE))),
             path: path.to_owned(),

@@ -232,19 +232,20 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A database in memory as aop's migrations up to `version` leave it.
+#[cfg(test)]
+pub(super) fn made_by_aop(version: i64) -> Connection {
+    let conn = Connection::open_in_memory().unwrap();
+    for sql in MIGRATIONS.iter().take(version as usize) {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", version).unwrap();
+    conn
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A database as aop's migrations up to `version` leave it.
-    fn made_by_aop(version: i64) -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        for sql in MIGRATIONS.iter().take(version as usize) {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", version).unwrap();
-        conn
-    }
 
     #[test]
     fn every_schema_version_aop_made_is_recognised_and_migrates() {
