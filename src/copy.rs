@@ -14,7 +14,7 @@ use crate::config::DEFAULT_QUEUE_CAPACITY;
 use crate::detect::DetectConfig;
 use crate::hub::{Hub, MIN_CAPACITY_BYTES};
 use crate::model::{Event, SessionRow, SpanRef, SpanRole};
-use crate::store::sqlite::Durability;
+use crate::store::sqlite::{Durability, SqliteStore};
 use crate::store::{self, Location, OpenOptions, Outcome, SessionQuery, Store, StoreError};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -425,8 +425,8 @@ pub enum Failure {
 /// on stdout, and shuts both stores down.
 pub async fn run(plan: Plan) -> Result<(), Failure> {
     let started = Instant::now();
-    let src = open(&plan, "--from", &plan.from).await?;
-    let dst = match open(&plan, "--to", &plan.to).await {
+    let src = open_source(&plan).await?;
+    let dst = match open_destination(&plan).await {
         Ok(dst) => dst,
         Err(e) => {
             shut_down(src).await;
@@ -455,7 +455,26 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn open(plan: &Plan, flag: &str, at: &Location) -> Result<Arc<dyn Store>, Failure> {
+/// The source, opened to be read only: a SQLite file is neither migrated nor written to (nor
+/// is anything created beside it); its reads have a deadline.
+async fn open_source(plan: &Plan) -> Result<Arc<dyn Store>, Failure> {
+    match &plan.from {
+        Location::File(path) => {
+            let path = path.clone();
+            let opened = tokio::task::spawn_blocking(move || SqliteStore::open_to_read(&path))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            opened.map(|s| Arc::new(s) as Arc<dyn Store>).map_err(|e| refused("--from", &plan.from, e))
+        }
+        Location::Postgres(_) => open_store(plan, &plan.from).await.map_err(|e| refused("--from", &plan.from, e)),
+    }
+}
+
+async fn open_destination(plan: &Plan) -> Result<Arc<dyn Store>, Failure> {
+    open_store(plan, &plan.to).await.map_err(|e| refused("--to", &plan.to, e))
+}
+
+async fn open_store(plan: &Plan, at: &Location) -> Result<Arc<dyn Store>, StoreError> {
     let opts = OpenOptions {
         durability: Durability::Full,
         queue_capacity: DEFAULT_QUEUE_CAPACITY,
@@ -463,15 +482,17 @@ async fn open(plan: &Plan, flag: &str, at: &Location) -> Result<Arc<dyn Store>, 
         max_bytes: None,
         pool_size: POOL_SIZE,
     };
-    store::open(at, opts, Arc::new(Hub::new(MIN_CAPACITY_BYTES))).await.map_err(|e| {
-        let hint = match e {
-            StoreError::Locked { .. } => {
-                "; stop the collector that uses it (a copy needs the file to itself), then run the copy again"
-            }
-            _ => "",
-        };
-        Failure::Open(format!("{flag} {at}: {e}{hint}"))
-    })
+    store::open(at, opts, Arc::new(Hub::new(MIN_CAPACITY_BYTES))).await
+}
+
+fn refused(flag: &str, at: &Location, e: StoreError) -> Failure {
+    let hint = match e {
+        StoreError::Locked { .. } => {
+            "; stop the collector that uses it (a copy needs the file to itself), then run the copy again"
+        }
+        _ => "",
+    };
+    Failure::Open(format!("{flag} {at}: {e}{hint}"))
 }
 
 async fn shut_down(store: Arc<dyn Store>) {

@@ -2,12 +2,14 @@
 //! the same: the same sessions, exports byte for byte, the same alerts; a second copy copies
 //! nothing; a copy killed midway finishes when run again; and what cannot be right is refused.
 
+use crate::support::files::{self, Look};
 use crate::support::pg::Pg;
 use crate::support::*;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -385,6 +387,145 @@ async fn what_cannot_be_copied_is_refused_and_creates_nothing() {
         assert_eq!(run.stdout, "", "{}", run.output());
     }
     assert_eq!(files(), before, "nothing created");
+}
+
+/// Both sides of a copy refuse what is not an aop database and leave it as it was: its bytes,
+/// its mode (a script stays executable), its modification time, nothing beside it. A refused
+/// source creates no destination; a refused destination leaves the source as it was too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_not_an_aop_database_is_refused_on_either_side_and_left_as_it_was() {
+    let sandbox = Arc::new(Sandbox::new());
+    let aop = files::aop_database(&sandbox, "a.db", "").await.display().to_string();
+    let aop_before = Look::of(Path::new(&aop));
+    let mut problems = Vec::new();
+    for unfit in files::not_aop_files(sandbox.path()) {
+        let before = Look::of(&unfit.path);
+        let file = unfit.path.display().to_string();
+        for (side, from, to) in [("--from", file.as_str(), "b.db"), ("--to", aop.as_str(), file.as_str())] {
+            let run = sandbox.run(&["copy", "--from", from, "--to", to]).await;
+            let named = format!("{side} {file}: {file} ");
+            if run.status.code() != Some(4) || !run.stderr.contains(&named) || !run.stderr.contains(unfit.says) {
+                problems.push(format!("{} as {side}: not refused as expected\n{}", unfit.case, run.output()));
+            }
+            let after = Look::of(&unfit.path);
+            if after != before {
+                problems.push(format!("{} as {side}: changed\n  before: {before:?}\n  after:  {after:?}", unfit.case));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(!sandbox.path().join("b.db").exists(), "a refused source created the destination");
+    assert_eq!(Look::of(Path::new(&aop)), aop_before, "the source of a refused destination changed");
+}
+
+/// The source is only read: not migrated, not switched to another journal mode, not chmod-ed,
+/// nothing left beside it, whether an aop of this version or an older one wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_is_read_as_it_is_and_never_changed() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Arc::new(Sandbox::new());
+    let a = path(&sandbox, "a.db");
+    let source = recorded(&sandbox, &a).await;
+    // Readable by its group, as a restore may leave it: a collector would make it its owner's only.
+    std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let before = Look::of(Path::new(&a));
+    let summary = copy(&sandbox, &a, &path(&sandbox, "b.db")).await;
+    assert_eq!(summary["copied"], source.events());
+    assert_eq!(Look::of(Path::new(&a)), before, "the source changed");
+
+    let old = files::aop_database(&sandbox, "old.db", files::SCHEMA_VERSION_1).await;
+    let before = Look::of(&old);
+    let c = path(&sandbox, "c.db");
+    let summary = copy(&sandbox, &old.display().to_string(), &c).await;
+    assert_eq!((&summary["sessions"], &summary["copied"]), (&json!(1), &json!(1)), "{summary}");
+    assert_eq!(Look::of(&old), before, "a database of an older aop is read as it is, not migrated");
+    assert_eq!(contents_of(&sandbox, &c).await.row("made")["goal"], "made by aop");
+}
+
+/// A collector killed leaves its write-ahead log beside the file: the copy reads through it
+/// (every acknowledged event is copied) and leaves both as they were, not folded together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_left_by_a_killed_collector_is_read_through_its_log_untouched() {
+    let sandbox = Arc::new(Sandbox::new());
+    let a = path(&sandbox, "a.db");
+    let mut source = Launch::in_sandbox(Arc::clone(&sandbox)).db(&a).start().await;
+    let evs: Vec<Value> = (1..=50).map(|i| event("crashed", i, "cognition.thought", json!({"n": i}))).collect();
+    source.ingest(&evs).await;
+    source.sigkill().await;
+    let wal = format!("{a}-wal");
+    let before = (Look::of(Path::new(&a)), Look::of(Path::new(&wal)));
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0, "the log holds what was committed last");
+
+    let b = path(&sandbox, "b.db");
+    let summary = copy(&sandbox, &a, &b).await;
+    assert_eq!(summary["copied"], 50, "{summary}");
+    assert_eq!((Look::of(Path::new(&a)), Look::of(Path::new(&wal))), before);
+    assert_eq!(contents_of(&sandbox, &b).await.events(), 50);
+}
+
+/// The most memory a process has held (`VmHWM`), or 0 once it is gone.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    kib * 1024
+}
+
+/// `aop <args>` run to its end (killed after [`PATIENCE`]), with the most memory it was seen
+/// to hold, read every few milliseconds while it ran.
+async fn watched(sandbox: &Sandbox, args: &[&str]) -> (Finished, u64) {
+    use std::io::Read;
+    let argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let command = format!("aop {}", argv.join(" "));
+    let mut child = Reaped(sandbox.command(&argv, &[]).spawn().expect("aop"));
+    let deadline = Instant::now() + PATIENCE;
+    let mut peak = 0;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        peak = peak.max(peak_rss_bytes(child.0.id()));
+        assert!(Instant::now() < deadline, "{command}: still running after {PATIENCE:?}, {} MiB", peak >> 20);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child.0.stdout.take().expect("piped").read_to_string(&mut stdout).expect("stdout");
+    child.0.stderr.take().expect("piped").read_to_string(&mut stderr).expect("stderr");
+    (Finished { command, status, started: false, stdout, stderr }, peak)
+}
+
+/// An aop database made to run SQL of someone else's on its reader (`sessions` a view that never
+/// ends) or its writer (a trigger that never ends) is refused at once as either side, naming the
+/// object, in little memory. Before, a copy from such a file ran until it was killed, holding
+/// gigabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crafted_database_is_refused_at_once_naming_what_aop_did_not_make() {
+    let sandbox = Arc::new(Sandbox::new());
+    let good = files::aop_database(&sandbox, "good.db", "").await.display().to_string();
+    let fresh = path(&sandbox, "fresh.db");
+    let crafted = [
+        ("view.db", files::ENDLESS_VIEW, r#"its "sessions" is a view where aop's schema (version 2) has a table"#),
+        ("trigger.db", files::ENDLESS_TRIGGER, r#"it has trigger "spin" on "events", which aop's schema"#),
+    ];
+    for (name, sql, says) in crafted {
+        let file = files::aop_database(&sandbox, name, sql).await.display().to_string();
+        let before = Look::of(Path::new(&file));
+        for (from, to) in [(file.as_str(), fresh.as_str()), (good.as_str(), file.as_str())] {
+            let started = Instant::now();
+            let (run, peak) = watched(&sandbox, &["copy", "--from", from, "--to", to]).await;
+            let memory =
+                if peak == 0 { "gone before its memory was read".into() } else { format!("{} MiB", peak >> 20) };
+            eprintln!("{}: refused in {:?}, {memory}", run.command, started.elapsed());
+            run.assert_code(4);
+            assert!(run.stderr.contains(says), "expected {says:?}\n{}", run.output());
+            assert!(peak < 128 << 20, "{} MiB\n{}", peak >> 20, run.output());
+            assert_eq!(Look::of(Path::new(&file)), before, "{}", run.command);
+        }
+    }
+    assert!(!Path::new(&fresh).exists(), "a refused source created the destination");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

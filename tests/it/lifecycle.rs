@@ -1,6 +1,7 @@
 //! The collector as a process: crashes, clean stops, restarts, refusals at start-up (busy port,
 //! bad database, a second collector), configuration and the command line.
 
+use crate::support::files::{self, Look};
 use crate::support::*;
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
@@ -215,39 +216,25 @@ async fn a_port_held_by_another_aop_is_reported_with_its_url() {
     assert_eq!(first.health().await["ok"], true, "the first collector was disturbed");
 }
 
-/// Files that must not be opened as the collector's database.
+/// Files that must not be opened as the collector's database: (case, file, what the refusal says).
 fn broken_databases(dir: &Path) -> Vec<(&'static str, std::path::PathBuf, &'static str)> {
-    let text = dir.join("notes.txt");
-    std::fs::write(&text, "these are my notes, not a database\n".repeat(200)).unwrap();
-
     let newer = dir.join("newer.db");
     let conn = rusqlite::Connection::open(&newer).unwrap();
     // As aop writes its databases: in WAL mode.
     conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE future (x); PRAGMA user_version = 99;").unwrap();
     drop(conn);
 
-    let foreign = dir.join("places.sqlite");
-    let conn = rusqlite::Connection::open(&foreign).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT); \
-         INSERT INTO moz_places (url) VALUES ('https://example.com/');",
-    )
-    .unwrap();
-    drop(conn);
-
     let folder = dir.join("a-folder.db");
     std::fs::create_dir(&folder).unwrap();
 
-    vec![
-        ("a text file", text, "not"),
-        ("a database of a newer aop", newer, "newer"),
-        ("another application's SQLite database", foreign, "not"),
-        ("a directory", folder, ""),
-    ]
+    let mut cases: Vec<_> = files::not_aop_files(dir).into_iter().map(|u| (u.case, u.path, u.says)).collect();
+    cases.push(("a database of a newer aop", newer, "newer"));
+    cases.push(("a directory", folder, ""));
+    cases
 }
 
 /// What is wrong with one refusal, if anything.
-fn refusal_problems(case: &str, db: &Path, fragment: &str, done: &Finished, before: &Option<Vec<u8>>) -> Vec<String> {
+fn refusal_problems(case: &str, db: &Path, fragment: &str, done: &Finished, before: &Look) -> Vec<String> {
     let mut problems = Vec::new();
     if done.started {
         problems.push(format!("{case}: the collector started and served this file"));
@@ -263,26 +250,22 @@ fn refusal_problems(case: &str, db: &Path, fragment: &str, done: &Finished, befo
     if done.stderr.contains("panicked") {
         problems.push(format!("{case}: panicked"));
     }
-    let after = std::fs::read(db).ok();
+    let after = Look::of(db);
     if after != *before {
-        let (a, b) = (after.unwrap_or_default(), before.clone().unwrap_or_default());
-        let first = a.iter().zip(&b).position(|(x, y)| x != y);
-        problems.push(format!(
-            "{case}: the file was changed ({} bytes before, {} after, first difference at byte {first:?})",
-            b.len(),
-            a.len()
-        ));
+        problems.push(format!("{case}: the file was changed\n  before: {before:?}\n  after:  {after:?}"));
     }
     problems
 }
 
+/// A refused file keeps its bytes, its mode (an executable script stays 755), its modification
+/// time and its journal mode, and gets no `-wal`, `-shm` or `-journal` beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_is_not_an_aop_database_is_refused_with_exit_4_and_left_untouched() {
     let sandbox = Arc::new(Sandbox::new());
     let mut problems = Vec::new();
     let mut outputs = Vec::new();
     for (case, db, fragment) in broken_databases(sandbox.path()) {
-        let before = std::fs::read(&db).ok();
+        let before = Look::of(&db);
         let done = Launch::in_sandbox(sandbox.clone()).db(&db).run().await;
         let found = refusal_problems(case, &db, fragment, &done, &before);
         if !found.is_empty() {
@@ -291,6 +274,49 @@ async fn a_file_that_is_not_an_aop_database_is_refused_with_exit_4_and_left_unto
         problems.extend(found);
     }
     assert!(problems.is_empty(), "{}\n\n{}", problems.join("\n"), outputs.join("\n\n"));
+}
+
+/// An aop database with a view in place of a table, or a trigger of someone else's, would have
+/// the collector run that SQL (here: forever). It is refused before anything reads through it,
+/// naming what is not aop's, and left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aop_database_with_objects_aop_did_not_make_is_refused_naming_them() {
+    let sandbox = Arc::new(Sandbox::new());
+    let crafted = [
+        ("sessions made a view", "view.db", files::ENDLESS_VIEW, r#"its "sessions" is a view where aop's schema"#),
+        ("a trigger added", "trigger.db", files::ENDLESS_TRIGGER, r#"it has trigger "spin" on "events""#),
+    ];
+    let mut problems = Vec::new();
+    let mut outputs = Vec::new();
+    for (case, name, sql, says) in crafted {
+        let db = files::aop_database(&sandbox, name, sql).await;
+        let before = Look::of(&db);
+        let started = Instant::now();
+        let done = Launch::in_sandbox(sandbox.clone()).db(&db).run().await;
+        eprintln!("{case}: refused in {:?}", started.elapsed());
+        let found = refusal_problems(case, &db, says, &done, &before);
+        if !found.is_empty() {
+            outputs.push(done.output());
+        }
+        problems.extend(found);
+    }
+    assert!(problems.is_empty(), "{}\n\n{}", problems.join("\n"), outputs.join("\n\n"));
+}
+
+/// A database of an older aop is still taken and brought up to date, its sessions kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_an_older_aop_is_migrated_at_start() {
+    let sandbox = Arc::new(Sandbox::new());
+    // Version 1 had no `conversation` column.
+    let db = files::aop_database(&sandbox, "old.db", files::SCHEMA_VERSION_1).await;
+    let version = |db: &Path| -> i64 {
+        rusqlite::Connection::open(db).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(version(&db), 1);
+    let mut server = Launch::in_sandbox(sandbox.clone()).db(&db).start().await;
+    assert_eq!(server.session("made").await["goal"], "made by aop");
+    server.sigterm().await;
+    assert!(version(&db) > 1, "migrated");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,10 @@
 //! The SQLite backend: one writer thread ([`writer`]), reads on a small pool of other connections.
+//!
+//! A file is read before it is changed: until its schema is known to be aop's (or it is new), it
+//! is not chmod-ed, switched to WAL, migrated or written to, and nothing is left beside it. A
+//! store opened to read only ([`SqliteStore::open_to_read`], `aop copy`'s source) never writes.
 
+mod connect;
 mod read;
 mod schema;
 mod shared;
@@ -9,7 +14,7 @@ mod writer;
 use super::job::{Command, Job, Reply};
 use super::*;
 use crate::hub::Hub;
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::ErrorCode;
 use shared::Shared;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -18,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use tokio::sync::oneshot;
 use writer::Writer;
 
@@ -64,14 +70,31 @@ pub struct Options {
 
 pub struct SqliteStore {
     path: PathBuf,
-    tx: SyncSender<Command>,
-    writer: Mutex<Option<JoinHandle<()>>>,
-    checkpointer: Mutex<Option<JoinHandle<()>>>,
+    /// `None` for a store opened to read only.
+    writing: Option<Writing>,
     readers: Arc<read::Readers>,
     shared: Arc<Shared>,
     /// Held for the store's lifetime: a second aop on the same file would be a second writer.
+    /// A store that only reads holds it shared, so no collector writes the file meanwhile.
     _lock: File,
 }
+
+/// The writer's queue and the threads that write.
+struct Writing {
+    tx: SyncSender<Command>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// How long reading a file's schema, or one read of a store opened to read only (a page of
+/// sessions, a chunk of an export), may take: on an aop database they take milliseconds. A
+/// crafted file (one whose schema is aop's, so it gets that far) holds the process no longer.
+const READ_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What a store opened to read only answers a write with.
+#[derive(Debug, thiserror::Error)]
+#[error("the database was opened to read only")]
+struct ReadOnly;
 
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -81,14 +104,13 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// only a checkpoint that sees no newer frame lets the WAL restart from the beginning (under
 /// steady load this thread never does), but by then most frames are copied, so it is short.
 fn checkpoint_loop(path: &Path, shared: &Shared) {
-    let conn =
-        match Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot open the checkpoint connection; the writer checkpoints alone");
-                return;
-            }
-        };
+    let conn = match connect::open(path, connect::Access::ReadWrite) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the checkpoint connection; the writer checkpoints alone");
+            return;
+        }
+    };
     while !shared.closing.load(Ordering::Relaxed) {
         std::thread::park_timeout(CHECKPOINT_EVERY);
         // PASSIVE never waits for, nor blocks, the writer or readers.
@@ -104,9 +126,7 @@ fn checkpoint_loop(path: &Path, shared: &Shared) {
 fn owner_only(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.as_os_str().to_owned();
-        file.push(suffix);
-        let file = Path::new(&file);
+        let file = &connect::beside(path, suffix);
         let Ok(meta) = std::fs::metadata(file) else { continue };
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 == 0 {
@@ -120,6 +140,38 @@ fn owner_only(path: &Path) {
                 tracing::warn!(file = %file.display(), mode = format!("{mode:o}"), error = %e, "others can read the database file and its mode could not be changed")
             }
         }
+    }
+}
+
+/// Maps a failure to open or read a file to what the caller is told: a file SQLite cannot read
+/// as a database, or whose schema took too long to read, is not an aop database.
+fn refusal(path: &str, e: rusqlite::Error) -> StoreError {
+    let reason = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => e.to_string(),
+        _ if connect::interrupted(&e) => {
+            format!("reading its schema took longer than {} s", READ_DEADLINE.as_secs())
+        }
+        _ => return StoreError::Open { path: path.to_owned(), reason: e.to_string() },
+    };
+    StoreError::NotADatabase { path: path.to_owned(), reason }
+}
+
+/// What the file at `path` holds, learnt without changing it: SQLite takes no lock and creates
+/// nothing beside it (it reads the write-ahead log only if one holding changes is there already),
+/// and gives up after [`READ_DEADLINE`]. Another application's file, or an aop file with objects
+/// aop did not make, is refused here, before anything has touched it.
+fn inspect(path: &Path, shown: &str) -> Result<schema::Checked, StoreError> {
+    let read = || {
+        let mut conn = connect::open(path, connect::Access::for_reading(path))?;
+        connect::deadline(&mut conn, READ_DEADLINE)?;
+        schema::check(&conn)
+    };
+    match read().map_err(|e| refusal(shown, e))? {
+        schema::Checked::Newer(found) => {
+            Err(StoreError::NewerSchema { path: shown.to_owned(), found, supported: schema::CURRENT })
+        }
+        schema::Checked::NotOurs(reason) => Err(StoreError::NotADatabase { path: shown.to_owned(), reason }),
+        usable => Ok(usable),
     }
 }
 
@@ -144,34 +196,14 @@ impl SqliteStore {
         if lock.try_lock().is_err() {
             return Err(StoreError::Locked { path: shown });
         }
+        let found = inspect(&path, &shown)?;
+        // Ours, or new: from here on it may be changed.
         owner_only(&path);
 
-        let not_db = |e: rusqlite::Error| match e.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-                StoreError::NotADatabase { path: shown.clone(), reason: e.to_string() }
-            }
-            _ => open_err(e.to_string()),
-        };
-        let mut conn =
-            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(not_db)?;
+        let not_db = |e: rusqlite::Error| refusal(&shown, e);
+        let mut conn = connect::open(&path, connect::Access::ReadWrite).map_err(not_db)?;
         conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(not_db)?;
-        // Look before writing anything: even switching to WAL changes the file's header.
-        match schema::check(&conn).map_err(not_db)? {
-            schema::Checked::Ready => {}
-            schema::Checked::Newer(found) => {
-                return Err(StoreError::NewerSchema { path: shown, found, supported: schema::CURRENT })
-            }
-            schema::Checked::Foreign => {
-                return Err(StoreError::NotADatabase {
-                    path: shown,
-                    reason: "it is another application's SQLite database (it has tables, but no aop schema version)"
-                        .into(),
-                })
-            }
-        }
-        let fresh: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(not_db)?;
-        if fresh == 0 {
+        if found == schema::Checked::Empty {
             // Before anything writes page 1 (switching to WAL does): later it would be ignored.
             conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;").map_err(not_db)?;
         }
@@ -219,12 +251,37 @@ impl SqliteStore {
                 .map_err(|e| open_err(e.to_string()))?
         };
         Ok(SqliteStore {
-            readers: Arc::new(read::Readers::new(path.clone())),
+            readers: Arc::new(read::Readers::new(path.clone(), connect::Access::ReadWrite, None)),
             path,
-            tx,
-            writer: Mutex::new(Some(handle)),
-            checkpointer: Mutex::new(Some(checkpointer)),
+            writing: Some(Writing {
+                tx,
+                writer: Mutex::new(Some(handle)),
+                checkpointer: Mutex::new(Some(checkpointer)),
+            }),
             shared,
+            _lock: lock,
+        })
+    }
+
+    /// Opens an existing aop database to read from it only (`aop copy`'s source): nothing in
+    /// or beside the file is changed, whatever it holds. A database of an older schema version
+    /// is read as it is, not migrated. Each read gives up after [`READ_DEADLINE`].
+    pub fn open_to_read(path: &Path) -> Result<SqliteStore, StoreError> {
+        let shown = path.display().to_string();
+        let lock = File::open(path).map_err(|e| StoreError::Open { path: shown.clone(), reason: e.to_string() })?;
+        if lock.try_lock_shared().is_err() {
+            return Err(StoreError::Locked { path: shown });
+        }
+        if inspect(path, &shown)? == schema::Checked::Empty {
+            return Err(StoreError::NotADatabase { path: shown, reason: "it is empty".into() });
+        }
+        // Decided once: while the lock is held no collector can start writing a log.
+        let access = connect::Access::for_reading(path);
+        Ok(SqliteStore {
+            readers: Arc::new(read::Readers::new(path.to_owned(), access, Some(READ_DEADLINE))),
+            path: path.to_owned(),
+            writing: None,
+            shared: Arc::default(),
             _lock: lock,
         })
     }
@@ -235,9 +292,12 @@ impl SqliteStore {
 
     /// Queues a job for the writer and waits for its answer; a full queue is `QueueFull` at once.
     async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+        let Some(writing) = &self.writing else {
+            return Err(StoreError::db(ReadOnly));
+        };
         let (reply, rx) = oneshot::channel();
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Command::Run(job(reply))) {
+        match writing.tx.try_send(Command::Run(job(reply))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
@@ -253,15 +313,16 @@ impl SqliteStore {
 
     /// Lets the writer finish the jobs already queued, then stops it. Bounded by the caller.
     pub fn shutdown_blocking(&self) {
+        let Some(writing) = &self.writing else { return };
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
         // A blocking send: a full queue drains within one group commit.
-        let _ = self.tx.send(Command::Shutdown);
-        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = writing.tx.send(Command::Shutdown);
+        let handle = writing.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
         }
         self.shared.closing.store(true, Ordering::Relaxed);
-        let handle = self.checkpointer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = writing.checkpointer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
             h.thread().unpark();
             let _ = h.join();
@@ -270,9 +331,7 @@ impl SqliteStore {
 
     fn file_bytes(&self) -> u64 {
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        size(&self.path) + size(Path::new(&wal))
+        size(&self.path) + size(&connect::beside(&self.path, "-wal"))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Reads, on connections of their own (never the writer's), run on tokio's blocking pool.
 
+use super::connect::{self, Access};
 use crate::model::{SessionRow, SessionState};
 use crate::store::{
     AlertPage, AlertQuery, DetailQuery, ExportStream, FeedEvent, SessionDetail, SessionPage, SessionQuery, StoreError,
@@ -7,9 +8,10 @@ use crate::store::{
 };
 use bytes::Bytes;
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Idle read connections kept open; more are opened under load and closed after.
 const MAX_IDLE: usize = 4;
@@ -20,19 +22,28 @@ const EXPORT_CHUNK_BYTES: usize = 256 * 1024;
 
 pub(super) struct Readers {
     path: PathBuf,
+    access: Access,
+    /// How long one call of [`Readers::with`] may take, for a file that is not the collector's
+    /// own (`aop copy`'s source): past it, the statement running is interrupted.
+    deadline: Option<Duration>,
     idle: Mutex<Vec<Connection>>,
 }
 
+/// A read interrupted by its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a read ran past its deadline of {} s, where reads of an aop database take milliseconds: the file may be damaged or crafted",
+    .0.as_secs()
+)]
+struct PastDeadline(Duration);
+
 impl Readers {
-    pub(super) fn new(path: PathBuf) -> Self {
-        Readers { path, idle: Mutex::new(Vec::new()) }
+    pub(super) fn new(path: PathBuf, access: Access, deadline: Option<Duration>) -> Self {
+        Readers { path, access, deadline, idle: Mutex::new(Vec::new()) }
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let conn = connect::open(&self.path, self.access)?;
         conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -4000;")?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)
@@ -41,11 +52,17 @@ impl Readers {
     /// Runs `f` with a pooled connection, on the current thread.
     pub(super) fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match pooled {
+        let mut conn = match pooled {
             Some(c) => c,
             None => self.open().map_err(|e| super::shared::classify(&e))?,
         };
-        let out = f(&conn).map_err(|e| super::shared::classify(&e));
+        if let Some(limit) = self.deadline {
+            connect::deadline(&mut conn, limit).map_err(|e| super::shared::classify(&e))?;
+        }
+        let out = f(&conn).map_err(|e| match self.deadline {
+            Some(limit) if connect::interrupted(&e) => StoreError::db(PastDeadline(limit)),
+            _ => super::shared::classify(&e),
+        });
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(conn);
@@ -315,7 +332,34 @@ fn export_chunk_in_tx(c: &Connection, sid: i64, after: i64) -> rusqlite::Result<
 
 #[cfg(test)]
 mod tests {
+    use super::super::schema;
     use super::*;
+
+    /// `aop copy` reads a source of any schema version as it is, without migrating it: what it
+    /// reads (the sessions list, exports) must be there in every version.
+    #[test]
+    fn a_copy_reads_every_schema_version() {
+        for version in 1..=schema::CURRENT {
+            let conn = schema::made_by_aop(version);
+            let q = SessionQuery { limit: 10, ..SessionQuery::default() };
+            list_sessions(&conn, &q, Some((1, "x".into()))).unwrap_or_else(|e| panic!("version {version}: {e}"));
+            session_sid(&conn, "x").unwrap_or_else(|e| panic!("version {version}: {e}"));
+            export_chunk(&conn, 1, -1).unwrap_or_else(|e| panic!("version {version}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_read_past_its_deadline_is_interrupted_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+        let readers = Readers::new(path, Access::Immutable, Some(Duration::from_millis(50)));
+        let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+        let e = readers.with(|c| c.query_row(endless, [], |r| r.get::<_, i64>(0))).unwrap_err();
+        assert!(e.to_string().contains("ran past its deadline of 0 s"), "{e}");
+        // The connection goes back to the pool with a deadline of its own for the next read.
+        assert_eq!(readers.with(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))).unwrap(), 0);
+    }
 
     #[test]
     fn placeholders_are_numbered_after_explicit_ones() {

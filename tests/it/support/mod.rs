@@ -1,5 +1,6 @@
 //! What the tests stand on: the real `aop` binary in a sandbox ([`server`]), AOP event builders
-//! ([`events`]), a Server-Sent Events reader ([`sse`]), a few raw-socket helpers ([`raw`]),
+//! ([`events`]), files aop must refuse as databases and a file's look from outside ([`files`]),
+//! a Server-Sent Events reader ([`sse`]), a few raw-socket helpers ([`raw`]),
 //! readings of what a process holds ([`resources`]), the Python OpenTelemetry clients of
 //! `tests/otel/` in their pinned environment ([`pyenv`]) and real PostgreSQL servers of the
 //! tests' own, from the machine's packages ([`pg`]).
@@ -8,6 +9,7 @@
 //! scrubbed environment (no `AOP_*`, no `RUST_LOG`).
 
 pub(crate) mod events;
+pub(crate) mod files;
 pub(crate) mod pg;
 pub(crate) mod pyenv;
 pub(crate) mod raw;
