@@ -18,7 +18,7 @@ mod stream;
 
 pub use compare::MAX_COMPARES;
 pub use error::ApiError;
-pub use security::Security;
+pub use security::{too_many_connections, Security};
 pub use state::{AppState, MAX_EXPORTS};
 
 use axum::routing::{get, post, MethodRouter};

@@ -1,9 +1,11 @@
 //! Who may talk to the collector: the Host check (DNS rebinding), the Origin check (cross-site
 //! writes), the access token, and CORS; plus the headers that keep the dashboard out of other
-//! sites' frames. The other half of the cross-site defence is in the handlers that take a body:
-//! they require a JSON type, which a page cannot send to another origin without a preflight.
+//! sites' frames, and the answer on a connection past the collector's cap. The other half of the
+//! cross-site defence is in the handlers that take a body: they require a JSON type, which a page
+//! cannot send to another origin without a preflight.
 
 use super::error::ApiError;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, Version};
 use axum::middleware::Next;
@@ -180,6 +182,35 @@ fn the_target(req: &Request) -> Result<Target<'_>, ApiError> {
         Some(authority) => Target { authority, from: "the request target's host" },
         None => Target { authority: host, from: "Host" },
     })
+}
+
+/// The answer to a request on a connection past the collector's cap: `503` with `Retry-After`
+/// and a JSON error (HTTP/1.1 closes the connection after it), or to a gRPC call `UNAVAILABLE`,
+/// which gRPC clients report with its message and OTLP exporters retry.
+pub fn too_many_connections<B>(req: &axum::http::Request<B>, max: usize) -> Response {
+    let message = format!("the collector is at its limit of {max} open connections (--max-connections); retry shortly");
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        // A trailers-only answer: the status travels in the headers. The message is plain ASCII,
+        // which `grpc-message` takes as it is.
+        let mut resp = Response::new(Body::empty());
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from_static("14")); // UNAVAILABLE
+        if let Ok(v) = HeaderValue::from_str(&message) {
+            h.insert("grpc-message", v);
+        }
+        return resp;
+    }
+    let mut resp = ApiError::Unavailable(message).into_response();
+    if req.version() < Version::HTTP_2 {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// Methods that only read: everything else changes state and gets the cross-site checks.

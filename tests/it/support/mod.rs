@@ -1,13 +1,14 @@
 //! What the tests stand on: the real `aop` binary in a sandbox ([`server`]), AOP event builders
 //! ([`events`]), a Server-Sent Events reader ([`sse`]), a few raw-socket helpers ([`raw`]),
-//! readings of what a process holds ([`resources`]), the Python OpenTelemetry clients of
-//! `tests/otel/` in their pinned environment ([`pyenv`]) and real PostgreSQL servers of the
-//! tests' own, from the machine's packages ([`pg`]).
+//! HTTP/2 frames by hand ([`h2c`]), readings of what a process holds ([`resources`]), the Python
+//! OpenTelemetry clients of `tests/otel/` in their pinned environment ([`pyenv`]) and real
+//! PostgreSQL servers of the tests' own, from the machine's packages ([`pg`]).
 //!
 //! Tests never read the machine's `~/.aop`: every process gets a fresh temporary `HOME` and a
 //! scrubbed environment (no `AOP_*`, no `RUST_LOG`).
 
 pub(crate) mod events;
+pub(crate) mod h2c;
 pub(crate) mod pg;
 pub(crate) mod pyenv;
 pub(crate) mod raw;
