@@ -36,6 +36,8 @@ pub struct App {
     /// How often silent sessions are checked: a tenth of the shortest stall threshold, at least 1 s.
     stall_every: Duration,
     retention: Retention,
+    /// The most connections served at once (see [`crate::serve`]).
+    max_connections: usize,
 }
 
 impl App {
@@ -80,7 +82,8 @@ impl App {
             cors_origins: config.cors_origins.clone(),
             bind_ip: (!config.host.is_unspecified()).then_some(config.host),
         };
-        Ok(App { listener, addr, state, store, security, stall_every, retention: config.retention })
+        let max_connections = config.max_connections;
+        Ok(App { listener, addr, state, store, security, stall_every, retention: config.retention, max_connections })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -92,7 +95,9 @@ impl App {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
         let router = http::router(self.state.clone(), self.security);
-        let mut serving = tokio::spawn(serve(self.listener, router, token.clone()));
+        let metrics = Arc::clone(&self.state.metrics);
+        let mut serving =
+            tokio::spawn(crate::serve::serve(self.listener, router, token.clone(), self.max_connections, metrics));
         tokio::spawn(stall_timer(self.state.store.clone(), self.stall_every, token.clone()));
         if self.retention != Retention::default() {
             tokio::spawn(retention_timer(self.state.store.clone(), self.retention, token.clone()));
@@ -116,81 +121,6 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// How long a client may take to send a request's headers. hyper's default would leave a
-/// slowloris connection open forever; agents send a request in one go.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accepts connections until `stop`, then lets open ones finish. axum's own `serve` cannot bound
-/// the time to read headers, hence hyper directly.
-///
-/// HTTP/1.1 serves the API and the dashboard; HTTP/2 cleartext (prior knowledge) beside it on the
-/// same port serves OTLP/gRPC exporters. The connection's first bytes tell which, and they must
-/// come within [`HEADER_TIMEOUT`] like a request's headers: hyper's own detection would wait for
-/// them forever.
-async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
-    let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    http.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
-    http.http2().timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
-    let h1 = Arc::new(http.clone().http1_only());
-    let h2 = Arc::new(http.http2_only());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, _) = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors, most likely: wait instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        // Acks are small: do not let Nagle hold them back.
-        let _ = tcp.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let (h1, h2, watcher, stop) = (Arc::clone(&h1), Arc::clone(&h2), graceful.watcher(), stop.clone());
-        tokio::spawn(async move {
-            let http2 = tokio::select! {
-                () = stop.cancelled() => return,
-                sniffed = tokio::time::timeout(HEADER_TIMEOUT, is_http2(&tcp)) => match sniffed {
-                    Ok(Ok(http2)) => http2,
-                    // Silent, or gone: nothing to answer.
-                    _ => return,
-                },
-            };
-            let io = hyper_util::rt::TokioIo::new(tcp);
-            let http = if http2 { h2 } else { h1 };
-            if let Err(e) = watcher.watch(http.serve_connection(io, service).into_owned()).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-}
-
-/// Whether the connection opens with HTTP/2's preface, looking without consuming.
-async fn is_http2(tcp: &tokio::net::TcpStream) -> std::io::Result<bool> {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let mut buf = [0u8; PREFACE.len()];
-    loop {
-        let n = tcp.peek(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        if buf[..n] != PREFACE[..n] {
-            return Ok(false);
-        }
-        if n == PREFACE.len() {
-            return Ok(true);
-        }
-        // Part of the preface so far: `peek` would return at once with the same bytes.
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

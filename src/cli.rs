@@ -101,6 +101,9 @@ pub struct StartArgs {
     /// Write requests that may wait for the writer before ingest answers 503.
     #[arg(long, env = "AOP_QUEUE_CAPACITY", default_value_t = config::DEFAULT_QUEUE_CAPACITY)]
     pub queue_capacity: usize,
+    /// Client connections served at once; past it a new one is refused (503, or UNAVAILABLE over gRPC). Lowered to fit the open-files limit.
+    #[arg(long, env = "AOP_MAX_CONNECTIONS", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// How far (in bytes of messages, e.g. 32MB) a /stream subscriber may fall behind before it is cut off; at least 1MiB.
     #[arg(long, env = "AOP_STREAM_BUFFER", value_name = "SIZE", default_value_t = Size(config::DEFAULT_STREAM_BUFFER))]
     pub stream_buffer: Size,
@@ -441,6 +444,10 @@ impl StartArgs {
         c.allowed_hosts = s.allow_hosts;
         c.cors_origins = s.cors_origins;
         c.queue_capacity = s.queue_capacity;
+        if !(1..=1_000_000).contains(&s.max_connections) {
+            anyhow::bail!("--max-connections must be between 1 and 1000000, got {}", s.max_connections);
+        }
+        c.max_connections = s.max_connections;
         c.stream_buffer = usize::try_from(s.stream_buffer.0).unwrap_or(usize::MAX);
         c.detect = s.detect.resolve()?;
         c.detect.prices = Arc::new(config::prices(s.prices).with_context(|| {

@@ -12,6 +12,8 @@
 //!   embedded front end's files.
 //! - [`config`] and [`cli`]: one `Config` from flags, environment, file and defaults.
 //! - [`app`]: binds, opens the store, serves, and shuts down within a bound.
+//! - [`serve`]: connections: the cap and its refusals, HTTP/1.1 or HTTP/2 by the first bytes,
+//!   idle connections closed, the drain on stop.
 //! - [`compare`]: two runs aligned step by step, their first divergence and deltas. No I/O.
 //! - [`diff`]: `aop diff`, two runs compared from files or a collector, rendered side by side.
 //! - [`copy`]: `aop copy`, every session's events from one store into another.
@@ -36,4 +38,5 @@ pub mod metrics;
 pub mod model;
 pub mod otlp;
 pub mod probe;
+pub mod serve;
 pub mod store;

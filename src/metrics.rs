@@ -20,6 +20,11 @@ pub struct Metrics {
     pub stream_overflows: AtomicU64,
     pub otlp_spans_accepted: AtomicU64,
     pub otlp_spans_rejected: AtomicU64,
+    /// Connections turned away at the cap (answered `503`, or closed when too many arrive at once).
+    pub connections_refused: AtomicU64,
+    /// Connections being served now, and the most that may be (the cap in force).
+    pub connections_open: AtomicU64,
+    pub connections_max: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -100,8 +105,23 @@ impl Metrics {
             ("aop_store_bytes", "gauge", "Size of the database files on disk.", g.store_bytes),
             ("aop_store_writable", "gauge", "1 when the store accepts writes.", u64::from(g.store_writable)),
         ];
+        let connections = [
+            (
+                "aop_connections_refused_total",
+                "counter",
+                "Connections refused because the collector was at its connection limit.",
+                load(&self.connections_refused),
+            ),
+            ("aop_connections_open", "gauge", "Open client connections.", load(&self.connections_open)),
+            (
+                "aop_connections_max",
+                "gauge",
+                "The most client connections served at once.",
+                load(&self.connections_max),
+            ),
+        ];
         let mut out = String::with_capacity(4096);
-        for (name, kind, help, v) in simple {
+        for (name, kind, help, v) in simple.into_iter().chain(connections) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
 

@@ -20,7 +20,7 @@ mod stream;
 pub use body::{Budget, IN_FLIGHT_BYTES};
 pub use compare::MAX_COMPARES;
 pub use error::ApiError;
-pub use security::Security;
+pub use security::{too_many_connections, Security};
 pub use state::{AppState, MAX_EXPORTS};
 
 use axum::routing::{get, post, MethodRouter};

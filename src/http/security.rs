@@ -1,11 +1,13 @@
 //! Who may talk to the collector: the Host check (DNS rebinding), the Origin check (cross-site
 //! writes), the access token, and CORS; plus the headers that keep the dashboard out of other
-//! sites' frames. The other half of the cross-site defence is in the handlers that take a body:
-//! they require a JSON type, which a page cannot send to another origin without a preflight.
+//! sites' frames, and the answer on a connection past the collector's cap. The other half of the
+//! cross-site defence is in the handlers that take a body: they require a JSON type, which a page
+//! cannot send to another origin without a preflight.
 
 use super::error::ApiError;
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderName, HeaderValue, Method, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::net::IpAddr;
@@ -97,7 +99,14 @@ impl Security {
                 origin.to_str().is_ok_and(|o| me.cors_allows(o))
             }))
             .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
-            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, HeaderName::from_static("last-event-id")])
+            // Browser OTLP exporters may gzip their bodies, and read `Retry-After` to back off.
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::CONTENT_ENCODING,
+                header::AUTHORIZATION,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([header::RETRY_AFTER])
             .max_age(std::time::Duration::from_secs(600))
     }
 }
@@ -139,20 +148,69 @@ fn local_origin(origin: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Trusted(pub(crate) bool);
 
-/// The one `Host` of a request: exactly one header, or the URI's authority where the protocol
-/// carries it there (HTTP/2). Two headers, or none, is a malformed request.
-fn the_host(req: &Request) -> Result<&str, ApiError> {
+/// The authority a request is for, and the field that named it (for the refusal's message).
+struct Target<'a> {
+    authority: &'a str,
+    from: &'static str,
+}
+
+/// Where a request is going. HTTP/1 needs exactly one `Host` (RFC 9112 §3.2), but a target in
+/// absolute form (`GET http://name/path`) names the authority itself, and the server must use it
+/// and ignore `Host` (§3.2.2). HTTP/2 names it in `:authority` (hyper puts it in the URI), and a
+/// `Host` beside it must agree (RFC 9113 §8.3.1): the check must not pass on one name while the
+/// request is meant for the other.
+fn the_target(req: &Request) -> Result<Target<'_>, ApiError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(ApiError::BadRequest("the request has more than one Host header".into())),
         // A Host that is not visible ASCII is no name of ours: refuse it rather than skip the check.
-        (Some(h), None) => Ok(h.to_str().unwrap_or("\u{fffd}")),
-        (Some(_), Some(_)) => Err(ApiError::BadRequest("the request has more than one Host header".into())),
-        (None, _) => req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .ok_or_else(|| ApiError::BadRequest("the request has no Host header".into())),
+        (host, _) => host.map(|h| h.to_str().unwrap_or("\u{fffd}")),
+    };
+    let in_target = req.uri().authority().map(|a| a.as_str());
+    if req.version() == Version::HTTP_2 {
+        return match (in_target, host) {
+            (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => Err(ApiError::BadRequest(format!(
+                "the request's :authority {a:?} and its Host header {h:?} disagree; send one, or the same in both"
+            ))),
+            (Some(authority), _) => Ok(Target { authority, from: ":authority" }),
+            (None, Some(authority)) => Ok(Target { authority, from: "Host" }),
+            (None, None) => Err(ApiError::BadRequest("the request has no :authority and no Host header".into())),
+        };
     }
+    let Some(host) = host else { return Err(ApiError::BadRequest("the request has no Host header".into())) };
+    Ok(match in_target {
+        Some(authority) => Target { authority, from: "the request target's host" },
+        None => Target { authority: host, from: "Host" },
+    })
+}
+
+/// The answer to a request on a connection past the collector's cap: `503` with `Retry-After`
+/// and a JSON error (HTTP/1.1 closes the connection after it), or to a gRPC call `UNAVAILABLE`,
+/// which gRPC clients report with its message and OTLP exporters retry.
+pub fn too_many_connections<B>(req: &axum::http::Request<B>, max: usize) -> Response {
+    let message = format!("the collector is at its limit of {max} open connections (--max-connections); retry shortly");
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        // A trailers-only answer: the status travels in the headers. The message is plain ASCII,
+        // which `grpc-message` takes as it is.
+        let mut resp = Response::new(Body::empty());
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from_static("14")); // UNAVAILABLE
+        if let Ok(v) = HeaderValue::from_str(&message) {
+            h.insert("grpc-message", v);
+        }
+        return resp;
+    }
+    let mut resp = ApiError::Unavailable(message).into_response();
+    if req.version() < Version::HTTP_2 {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// Methods that only read: everything else changes state and gets the cross-site checks.
@@ -174,10 +232,10 @@ pub(crate) async fn guard(State(sec): State<Arc<Security>>, req: Request, next: 
 }
 
 async fn check(sec: &Security, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let host = the_host(&req)?;
+    let Target { authority: host, from } = the_target(&req)?;
     if !sec.host_allowed(host) {
         return Err(ApiError::ForbiddenHost(format!(
-            "Host {host:?} is not a name of this collector; add it with --allow-host if you meant it (this check stops DNS rebinding)"
+            "{from} {host:?} is not a name of this collector; add it with --allow-host if you meant it (this check stops DNS rebinding)"
         )));
     }
     if !is_safe(req.method()) {
@@ -228,6 +286,38 @@ mod tests {
             ("10.0.0.6", false),
         ] {
             assert_eq!(sec.host_allowed(host), ok, "{host}");
+        }
+    }
+
+    #[test]
+    fn targets() {
+        use axum::body::Body;
+        const H1: Version = Version::HTTP_11;
+        const H2: Version = Version::HTTP_2;
+        // (version, target, Host headers, the authority checked and where it came from)
+        type Case<'a> = (Version, &'a str, &'a [&'a str], Option<(&'a str, &'a str)>);
+        let cases: [Case<'_>; 12] = [
+            (H1, "/x", &["a:1"], Some(("a:1", "Host"))),
+            (H1, "/x", &[], None),
+            (H1, "/x", &["a:1", "a:1"], None),
+            (H1, "http://b:2/x", &["a:1"], Some(("b:2", "the request target's host"))),
+            (H1, "http://b:2/x", &[], None),
+            (Version::HTTP_10, "/x", &["a"], Some(("a", "Host"))),
+            (H2, "http://a:1/x", &[], Some(("a:1", ":authority"))),
+            (H2, "http://a:1/x", &["A:1"], Some(("a:1", ":authority"))),
+            (H2, "http://a:1/x", &["b:1"], None),
+            (H2, "http://a:1/x", &["a:2"], None),
+            (H2, "/x", &["a:1"], Some(("a:1", "Host"))),
+            (H2, "/x", &[], None),
+        ];
+        for (version, uri, hosts, want) in cases {
+            let mut req = Request::builder().version(version).uri(uri);
+            for h in hosts {
+                req = req.header(header::HOST, *h);
+            }
+            let req = req.body(Body::empty()).unwrap();
+            let got = the_target(&req).ok().map(|t| (t.authority, t.from));
+            assert_eq!(got, want, "{version:?} {uri} with Host {hosts:?}");
         }
     }
 

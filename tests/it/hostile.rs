@@ -1,8 +1,8 @@
-//! Bad input never hurts: slow and endless clients, thousands of idle connections, bodies built
-//! to break parsers (deep nesting, huge numbers, invalid UTF-8, NUL bytes, duplicate keys),
-//! headers built to inject or to slip past the Host check, the token in the log; and the
-//! validator itself, property-tested in-process (it is total) and over HTTP (what it accepts
-//! comes back byte for byte).
+//! Bad input never hurts: slow and endless clients, thousands of idle connections, idle HTTP/2
+//! connections, more connections than the cap, bodies built to break parsers (deep nesting, huge
+//! numbers, invalid UTF-8, NUL bytes, duplicate keys), headers built to inject or to slip past the
+//! Host check, the token in the log; and the validator itself, property-tested in-process (it is
+//! total) and over HTTP (what it accepts comes back byte for byte).
 //!
 //! `fuzz/` holds the cargo-fuzz targets of the same properties; its crashes end up here as
 //! regression tests.
@@ -235,6 +235,149 @@ async fn ten_thousand_idle_connections_neither_lock_others_out_nor_grow_memory_u
     drop(idle);
     assert_eq!(server.health().await["ok"], true);
     assert_eq!(server.events("among_the_idle").await, vec![ev]);
+}
+
+// ------------------------------------------------------------------------ idle HTTP/2, and the connection cap
+
+/// How long a connection may stay idle: an HTTP/1 one between requests, an HTTP/2 one without a
+/// stream.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// An HTTP/2 connection that opens no stream is closed after the idle time of an HTTP/1 one, with
+/// a GOAWAY, whether its client answers PINGs (hyper's keep-alive would never close it) or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_whether_or_not_it_answers_pings() {
+    let server = TestServer::start().await;
+    let mut polite = h2c::H2c::connect(server.addr()).await;
+    let mut deaf = h2c::H2c::connect(server.addr()).await;
+    deaf.answer_pings = false;
+    let (polite, deaf) = tokio::join!(polite.until_closed(IDLE), deaf.until_closed(IDLE));
+    for (case, seen) in [("answering PINGs", polite), ("ignoring PINGs", deaf)] {
+        assert!(seen.closed, "{case}: still open after {:?}", seen.after);
+        assert!(seen.goaway(), "{case}: closed without a GOAWAY: {:?}", seen.frames);
+        println!("an idle HTTP/2 connection {case}: closed after {:?}", seen.after);
+    }
+}
+
+/// A stream keeps its HTTP/2 connection open however long it lasts (a live `/stream` here, a
+/// long gRPC call alike); once it ends, the idle time runs and the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_with_an_open_stream_is_kept_past_the_idle_time() {
+    let server = TestServer::start().await;
+    let mut h2 = h2c::H2c::connect(server.addr()).await;
+    let authority = format!("localhost:{}", server.port());
+    let request = [(":method", "GET"), (":scheme", "http"), (":path", "/stream"), (":authority", authority.as_str())];
+    h2.request(1, &request, true).await;
+
+    let seen = h2.read_for(IDLE * 2, |f| f.kind == h2c::GOAWAY).await;
+    assert!(!seen.closed && !seen.goaway(), "cut after {:?} with a stream open: {:?}", seen.after, seen.frames);
+    assert!(seen.data(1).contains(": connected"), "the stream did not start: {:?}", seen.frames);
+
+    // Still live: an event stored now comes down the stream.
+    let ev = event("kept_open", 1, "session.started", json!({}));
+    server.ingest_one(&ev).await;
+    let seen = h2
+        .read_for(PATIENCE, |f| f.kind == h2c::DATA && String::from_utf8_lossy(&f.payload).contains("kept_open"))
+        .await;
+    assert!(seen.data(1).contains("kept_open"), "the event did not arrive: {:?}", seen.frames);
+
+    h2.cancel(1).await;
+    let cancelled = Instant::now();
+    let seen = h2.until_closed(IDLE).await;
+    assert!(
+        seen.closed && seen.goaway(),
+        "still open {:?} after its stream ended: {:?}",
+        cancelled.elapsed(),
+        seen.frames
+    );
+    println!("closed {:?} after its stream ended, {:?} after it opened", cancelled.elapsed(), seen.after);
+}
+
+/// Opens kept-alive connections, each proved accepted by an answer to `GET /health`, until one
+/// is refused; returns the refusal's head and body, and its connection.
+async fn fill(server: &TestServer, held: &mut Vec<TcpStream>) -> (String, Vec<u8>, TcpStream) {
+    let head = format!("GET /health HTTP/1.1\nHost: localhost:{}", server.port());
+    loop {
+        let mut conn = raw::connect(server.addr()).await;
+        raw::send(&mut conn, &head, b"").await;
+        let (head, body) = raw::one_answer(&mut conn).await.expect("an answer to GET /health");
+        if !head.starts_with("HTTP/1.1 200") {
+            return (head, body, conn);
+        }
+        held.push(conn);
+        assert!(held.len() <= 1000, "no refusal after {} connections", held.len());
+    }
+}
+
+/// Past `--max-connections`, a new connection gets a refusal it can act on, and is counted: over
+/// HTTP/1.1 a `503` with a JSON error and `Retry-After`, then the close; over HTTP/2 a gRPC call
+/// gets `UNAVAILABLE` (which OTLP exporters retry) and a plain request a `503`. Once connections
+/// close, new ones are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_refused_with_an_answer_and_counted() {
+    const MAX: usize = 4;
+    let server = Launch::new().args(["--max-connections", &MAX.to_string()]).start().await;
+    let mut held = Vec::new();
+
+    let (head, body, mut refused) = fill(&server, &mut held).await;
+    assert_eq!(held.len(), MAX, "connections served before the first refusal");
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert_eq!(raw::header(&head, "retry-after").as_deref(), Some("1"), "{head}");
+    assert_eq!(raw::header(&head, "connection").as_deref(), Some("close"), "{head}");
+    let body: Value = serde_json::from_slice(&body).expect("a JSON error");
+    assert_eq!(body["ok"], false);
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("limit of 4 open connections") && error.contains("--max-connections"), "{body}");
+    let rest = raw::read_to_close(&mut refused).await.expect("the refused connection is closed");
+    assert!(rest.is_empty(), "more after the refusal: {:?}", String::from_utf8_lossy(&rest));
+
+    // HTTP/2 (a fresh client each: a refused connection is not reused).
+    let h2 = || reqwest::Client::builder().http2_prior_knowledge().no_proxy().build().unwrap();
+    let grpc = h2()
+        .post(server.url("/opentelemetry.proto.collector.trace.v1.TraceService/Export"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .expect("a gRPC answer");
+    let header = |r: &reqwest::Response, name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(header(&grpc, "grpc-status").as_deref(), Some("14"), "{:?}", grpc.headers());
+    assert!(header(&grpc, "grpc-message").is_some_and(|m| m.contains("--max-connections")), "{:?}", grpc.headers());
+    let otlp = h2()
+        .post(server.url("/v1/traces"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("an HTTP/2 answer");
+    assert_eq!(otlp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&otlp, "retry-after").as_deref(), Some("1"));
+    let body: Value = otlp.json().await.expect("a JSON error");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("--max-connections")), "{body}");
+
+    // The connections within the cap were served all along.
+    for conn in &mut held {
+        raw::send(conn, &format!("GET /health HTTP/1.1\nHost: localhost:{}", server.port()), b"").await;
+        let (head, _) = raw::one_answer(conn).await.expect("an answer on a held connection");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    drop(held);
+    let metrics = eventually("a connection after the others closed", || async {
+        let resp = server.request(reqwest::Method::GET, "/metrics").send().await.ok()?;
+        if resp.status() != StatusCode::OK {
+            return None;
+        }
+        Some(Metrics::parse(&resp.text().await.ok()?))
+    })
+    .await;
+    let refused = metrics.get("aop_connections_refused_total");
+    assert!(refused >= 3.0, "{refused} refusals counted");
+    assert_eq!(metrics.get("aop_connections_max"), MAX as f64);
+    println!("refusals counted: {refused}");
+    server.ingest_one(&event("after_the_crowd", 1, "session.started", json!({}))).await;
+
+    Launch::new().args(["--max-connections", "0"]).run().await.assert_code(2);
 }
 
 // ------------------------------------------------------------------------ hostile bodies

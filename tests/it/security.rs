@@ -470,3 +470,120 @@ async fn a_database_others_could_read_is_made_private() {
     assert!(server.stderr().contains("owner only"), "no warning in the log:\n{}", server.output());
     assert_eq!(server.session("private").await["goal"], "secret");
 }
+
+/// HTTP/2 names the host in `:authority`; a `Host` beside it that names another is a malformed
+/// request (RFC 9113 §8.3.1), refused naming both, even when each name alone would pass: the
+/// check must not approve one name while the request goes by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_whose_authority_and_host_disagree_are_refused() {
+    let server = TestServer::start().await;
+    let port = server.port();
+    let authority = format!("127.0.0.1:{port}");
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().no_proxy().build().unwrap();
+    let cases = [
+        (Some("evil.example".to_owned()), StatusCode::BAD_REQUEST),
+        (Some(format!("localhost:{port}")), StatusCode::BAD_REQUEST),
+        (Some(format!("127.0.0.1:{}", port.wrapping_add(1))), StatusCode::BAD_REQUEST),
+        (Some(authority.clone()), StatusCode::OK),
+        (None, StatusCode::OK),
+    ];
+    for (host, want) in cases {
+        let mut req = h2.get(server.url("/sessions"));
+        if let Some(h) = &host {
+            req = req.header(HOST, h);
+        }
+        let (status, _, json) = TestServer::send_json(req).await;
+        assert_eq!(status, want, ":authority {authority} with Host {host:?}: {json}");
+        if let (StatusCode::BAD_REQUEST, Some(h)) = (want, &host) {
+            let error = json["error"].as_str().unwrap_or_default();
+            assert!(error.contains(&authority) && error.contains(h.as_str()), "the refusal does not name both: {json}");
+        }
+    }
+
+    // A foreign `:authority` alone is refused like a foreign Host.
+    let foreign = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .resolve("evil.example", server.addr())
+        .build()
+        .unwrap();
+    let req = foreign.get(format!("http://evil.example:{port}/sessions"));
+    let (status, _, json) = TestServer::send_json(req).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{json}");
+    assert!(json["error"].as_str().is_some_and(|e| e.contains(":authority")), "{json}");
+}
+
+/// A request target in absolute form (`GET http://name/path`) names its host itself, and the
+/// server goes by it and ignores `Host` (RFC 9112 §3.2.2): naming another host is refused like a
+/// foreign `Host`, and nothing is stored through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_is_checked_by_its_own_host() {
+    let server = TestServer::start().await;
+    let port = server.port();
+    let ev = event("absolute", 1, "session.started", json!({})).to_string();
+    let post = |target: &str| {
+        format!(
+            "POST {target} HTTP/1.1\nHost: localhost:{port}\nContent-Type: application/json\nContent-Length: {}",
+            ev.len()
+        )
+    };
+    let cases = [
+        (format!("GET http://evil.example/sessions HTTP/1.1\nHost: localhost:{port}"), 421),
+        (format!("GET http://evil.example:{port}/sessions HTTP/1.1\nHost: localhost:{port}"), 421),
+        (format!("GET http://localhost.evil.example:{port}/sessions HTTP/1.1\nHost: localhost:{port}"), 421),
+        (post("http://evil.example/events"), 421),
+        (format!("GET http://localhost:{port}/sessions HTTP/1.1\nHost: localhost:{port}"), 200),
+        (format!("GET http://localhost:{port}/sessions HTTP/1.1\nHost: evil.example"), 200),
+        (format!("GET http://localhost:{port}/sessions HTTP/1.1"), 400),
+    ];
+    for (head, want) in cases {
+        let body = if head.starts_with("POST") { ev.as_bytes() } else { b"" };
+        let answer = crate::support::raw::exchange(server.addr(), &head, body).await;
+        assert_eq!(crate::support::raw::status_of(&answer), want, "{head:?}\n{answer}");
+        if want == 421 {
+            assert!(answer.contains("the request target's host"), "the refusal does not say what it read: {answer}");
+        }
+    }
+    assert_eq!(server.get_json("/sessions/absolute").await.0, StatusCode::NOT_FOUND);
+}
+
+/// What a browser OTLP exporter on a local page sends: a gzipped body needs `Content-Encoding`
+/// approved by the preflight, and its back-off reads `Retry-After`, which must be exposed to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_otlp_exporters_may_send_gzip_and_read_retry_after() {
+    use std::io::Write;
+    let server = TestServer::start().await;
+    let origin = "http://localhost:5173";
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers().get(name).map(|v| v.to_str().unwrap().to_ascii_lowercase()).unwrap_or_default()
+    };
+    let preflight = server
+        .request(Method::OPTIONS, "/v1/traces")
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-encoding,content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = header(&preflight, "access-control-allow-headers");
+    for name in ["content-type", "content-encoding"] {
+        assert!(allowed.split(',').any(|h| h.trim() == name), "{name} is not allowed: {allowed:?}");
+    }
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"{}").unwrap();
+    let resp = server
+        .request(Method::POST, "/v1/traces")
+        .header("origin", origin)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(header(&resp, "access-control-allow-origin"), origin);
+    let exposed = header(&resp, "access-control-expose-headers");
+    assert!(exposed.split(',').any(|h| h.trim() == "retry-after"), "Retry-After is not exposed: {exposed:?}");
+}
