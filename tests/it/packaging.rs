@@ -1,8 +1,8 @@
 //! How users get aop (README, "Install"): the artefacts of `scripts/package.sh` installed the way
 //! users install them — the wheel into a fresh Python virtual environment with pip, the npm
 //! tarballs into an empty folder with npm (and pnpm) — and the collector run from there; which
-//! platform package the npm launcher runs; what `cargo package` would publish; `aop --version`
-//! and `aop completions`.
+//! platform package the npm launcher runs; what paths the shipped binary names; what `cargo
+//! package` would publish; `aop --version` and `aop completions`.
 //!
 //! `scripts/package.sh` runs once per test run, with `--binary` set to the binary this test run
 //! built (the release profile, like `cargo build --release`): cargo holds its build directory's
@@ -394,6 +394,69 @@ async fn the_launcher_runs_only_the_platform_package_of_its_own_install_and_vers
     decoy(&node_path, "decoy on NODE_PATH ran");
     let on_node_path = refused(&run(Command::new(&launcher).arg("--version").env("NODE_PATH", &node_path)));
     assert!(on_node_path.contains("--omit=optional"), "{on_node_path}");
+}
+
+/// The printable ASCII runs of at least 6 bytes in `bytes`, as `strings -n 6` lists them.
+fn printable_runs(bytes: &[u8]) -> Vec<&str> {
+    bytes
+        .split(|b| !(b.is_ascii_graphic() || *b == b' ' || *b == b'\t'))
+        .filter(|run| run.len() >= 6)
+        .map(|run| std::str::from_utf8(run).expect("ASCII"))
+        .collect()
+}
+
+/// The binary that ships, the same in the wheel and the npm platform package, names no path of the
+/// machine that built it: not the checkout, not `$HOME`, not `$CARGO_HOME`'s crate sources. Panic
+/// locations still name their files: `src/…` for aop's own, `/cargo/registry/src/…` for a crate's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_binary_names_no_path_of_the_machine_that_built_it() {
+    let (wheel, _, platform) = artefacts().await;
+    let from_wheel = run_ok(
+        Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+         [name] = [n for n in z.namelist() if n.endswith('.data/scripts/aop')]; \
+         sys.stdout.buffer.write(z.read(name))",
+            )
+            .arg(&wheel),
+    )
+    .stdout;
+    let from_npm = run_ok(Command::new("tar").arg("-xzOf").arg(&platform).arg("package/bin/aop")).stdout;
+    assert!(from_wheel == from_npm, "the wheel and the npm package ship different binaries");
+    let runs = printable_runs(&from_npm);
+
+    let home = std::env::var("HOME").ok().filter(|home| home.starts_with('/') && home.len() > 1);
+    let cargo_home = std::env::var("CARGO_HOME").ok().or_else(|| home.as_ref().map(|home| format!("{home}/.cargo")));
+    let checkout = manifest_dir().to_string_lossy().into_owned();
+    let real_checkout = manifest_dir().canonicalize().expect("checkout").to_string_lossy().into_owned();
+    let mut machine: Vec<String> =
+        [Some(checkout), Some(real_checkout), home, cargo_home, Some("/.cargo/registry".to_owned())]
+            .into_iter()
+            .flatten()
+            .map(|path| format!("{}/", path.trim_end_matches('/')))
+            .collect();
+    machine.dedup();
+    let mut leaks = Vec::new();
+    for path in &machine {
+        let found: Vec<&str> = runs.iter().copied().filter(|run| run.contains(path.as_str())).collect();
+        eprintln!("strings naming {path}: {}", found.len());
+        if !found.is_empty() {
+            leaks.push(format!("{} strings name {path}, e.g. {:?}", found.len(), &found[..found.len().min(3)]));
+        }
+    }
+    let sources: Vec<&str> = runs.iter().copied().filter(|run| run.contains(".rs")).collect();
+    let count = |prefix: &str| sources.iter().filter(|run| run.starts_with(prefix)).count();
+    eprintln!(
+        "strings naming a .rs file: {} (/cargo/registry/src/…: {}, src/…: {}, /rustc/…: {}, /rust/deps/…: {})",
+        sources.len(),
+        count("/cargo/registry/src/"),
+        count("src/"),
+        count("/rustc/"),
+        count("/rust/deps/")
+    );
+    assert!(leaks.is_empty(), "the shipped binary names paths of the machine that built it: {leaks:#?}");
+    assert!(count("/cargo/registry/src/") > 0 && count("src/") > 0, "panic locations still name their files");
 }
 
 /// What `cargo package` would publish: what a build needs, nothing private or generated.
