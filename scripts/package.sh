@@ -10,7 +10,7 @@
 # Usage: scripts/package.sh [--binary PATH] [--out DIR]
 #   --binary PATH  package this binary instead of building one (`cargo build --release --locked`)
 #   --out DIR      where the artefacts go (default dist/; its previous artefacts are removed)
-# Needs python3 (standard library only), npm and objcopy (binutils).
+# Needs python3 (standard library only), npm, objcopy and strings (binutils).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -29,6 +29,7 @@ done
 command -v python3 >/dev/null || die "python3 is needed (it assembles the wheel)"
 command -v npm >/dev/null || die "npm is needed (it packs the npm tarballs)"
 command -v objcopy >/dev/null || die "objcopy (binutils) is needed (it strips the debug information)"
+command -v strings >/dev/null || die "strings (binutils) is needed (it looks for build paths in the binary)"
 
 # A key of Cargo.toml's [package] table (a one-line string; empty when absent).
 cargo_field() {
@@ -71,6 +72,21 @@ trap 'rm -rf "$stage"' EXIT
 # of an 88 MB binary when this was written); symbol names stay, so a backtrace still names functions.
 objcopy --strip-debug "$binary" "$stage/aop"
 binary="$stage/aop"
+
+# Nor any path of the machine that built it (the checkout, $HOME, $CARGO_HOME's crate sources):
+# packaging/rustc-wrapper maps them out at compile time; a binary built around it is refused.
+strings -n 6 "$binary" >"$stage/strings"
+paths=("$root" "${HOME:-}" "${CARGO_HOME:-${HOME:-}/.cargo}" /.cargo/registry)
+[ "$(pwd -P)" = "$root" ] || paths+=("$(pwd -P)")
+leaks=""
+for path in "${paths[@]}"; do
+  case $path in /?*) ;; *) continue ;; esac  # unset, relative, or `/`: not a prefix to look for
+  found=$(grep -cF -- "$path/" "$stage/strings" || true)
+  [ "$found" -eq 0 ] || leaks="$leaks${leaks:+, }$found strings with $path/"
+done
+[ -z "$leaks" ] || die "the binary names paths of this machine ($leaks): it was not compiled \
+through packaging/rustc-wrapper (a RUSTC_WRAPPER in the environment replaces the one \
+.cargo/config.toml sets); build it again without one"
 
 echo "==> wheel" >&2
 python3 - "$binary" "$out" "$name" "$version" "$summary" "$license" "$repository" "$wheel_arch" <<'PY'

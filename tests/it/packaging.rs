@@ -1,13 +1,15 @@
 //! How users get aop (README, "Install"): the artefacts of `scripts/package.sh` installed the way
 //! users install them — the wheel into a fresh Python virtual environment with pip, the npm
-//! tarballs into an empty folder with npm — and the collector run from there; what
-//! `cargo package` would publish; `aop --version` and `aop completions`.
+//! tarballs into an empty folder with npm (and pnpm) — and the collector run from there; which
+//! platform package the npm launcher runs; what paths the shipped binary names; what `cargo
+//! package` would publish; `aop --version` and `aop completions`.
 //!
 //! `scripts/package.sh` runs once per test run, with `--binary` set to the binary this test run
 //! built (the release profile, like `cargo build --release`): cargo holds its build directory's
 //! lock while tests run, so the script's own `cargo build` would wait for this run to end.
-//! Nothing touches the network: pip installs from the wheel file (`--no-index`), npm from the
-//! tarballs (`--offline`, with an empty cache of the test's own).
+//! The installs under test touch no network: pip installs from the wheel file (`--no-index`), npm
+//! and pnpm from the tarballs (`--offline`, with empty caches of the test's own). Only the tools
+//! Debian does not ship, uv and pnpm, come from their registries, pinned, once into `target/`.
 
 use crate::support::{event, Launch, Sandbox};
 use serde_json::json;
@@ -115,6 +117,35 @@ fn uvx() -> &'static Path {
     })
 }
 
+/// pnpm, pinned (10.x: 11.x needs a newer Node.js than Debian's), installed from the npm registry
+/// once into `target/packaging-pnpm-<version>` (built beside it and renamed into place) and reused.
+const PNPM: &str = "10.34.9";
+
+fn pnpm() -> &'static Path {
+    static PNPM_BIN: OnceLock<PathBuf> = OnceLock::new();
+    PNPM_BIN.get_or_init(|| {
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target/").to_owned();
+        let prefix = target.join(format!("packaging-pnpm-{PNPM}"));
+        if !prefix.join("node_modules/.bin/pnpm").exists() {
+            let building = target.join(format!("packaging-pnpm-{PNPM}.{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&building);
+            std::fs::create_dir_all(&building).expect("pnpm folder");
+            run_ok(
+                Command::new("npm")
+                    .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+                    .arg(&building)
+                    .arg(format!("pnpm@{PNPM}"))
+                    .env("npm_config_update_notifier", "false"),
+            );
+            // Another test run may have won the race: keep its copy.
+            if std::fs::rename(&building, &prefix).is_err() {
+                let _ = std::fs::remove_dir_all(&building);
+            }
+        }
+        prefix.join("node_modules/.bin/pnpm")
+    })
+}
+
 /// `aop --version` of the build itself.
 fn version_line() -> String {
     String::from_utf8(run_ok(Command::new(BIN).arg("--version")).stdout).expect("UTF-8")
@@ -191,6 +222,23 @@ async fn the_wheel_installs_with_pip_and_aop_runs_from_the_environment() {
     serves(&script).await;
 }
 
+/// `npm install`s the two tarballs into `<dir>/project`, offline, with a cache of its own under
+/// `dir`: the project folder and npm's output.
+fn npm_install(dir: &Path, main: &Path, platform: &Path) -> (PathBuf, Output) {
+    let project = dir.join("project");
+    std::fs::create_dir(&project).expect("project folder");
+    let install = run_ok(
+        Command::new("npm")
+            .args(["install", "--offline", "--no-audit", "--no-fund"])
+            .arg(main)
+            .arg(platform)
+            .current_dir(&project)
+            .env("npm_config_cache", dir.join("npm-cache"))
+            .env("npm_config_update_notifier", "false"),
+    );
+    (project, install)
+}
+
 /// An empty folder `npm install`s the two tarballs (offline, from the files): the launcher finds
 /// the binary in the platform package and passes everything through (`--version`'s output, a
 /// refused command's exit code and message, SIGTERM); `npx <package>` runs it as the README says;
@@ -199,17 +247,7 @@ async fn the_wheel_installs_with_pip_and_aop_runs_from_the_environment() {
 async fn the_npm_packages_install_offline_and_the_launcher_passes_everything_through() {
     let (_, main, platform) = artefacts().await;
     let dir = tempfile::Builder::new().prefix("aop-npm-").tempdir().expect("temporary directory");
-    let project = dir.path().join("project");
-    std::fs::create_dir(&project).expect("project folder");
-    let npm = |args: &[&str]| {
-        let mut cmd = Command::new("npm");
-        cmd.args(args)
-            .current_dir(&project)
-            .env("npm_config_cache", dir.path().join("npm-cache"))
-            .env("npm_config_update_notifier", "false");
-        cmd
-    };
-    let install = run_ok(npm(&["install", "--offline", "--no-audit", "--no-fund"]).arg(&main).arg(&platform));
+    let (project, install) = npm_install(dir.path(), &main, &platform);
     let launcher = project.join("node_modules/.bin/aop");
     assert!(launcher.exists(), "npm made no node_modules/.bin/aop\n{}", said(&install));
     let manifest: serde_json::Value = serde_json::from_slice(
@@ -257,6 +295,168 @@ async fn the_npm_packages_install_offline_and_the_launcher_passes_everything_thr
             && stderr.contains("--omit=optional"),
         "the message names the platform, the package and the likely cause: {stderr}"
     );
+}
+
+/// A stand-in `aop-collector-linux-x64` at the launcher's own version, in `node_modules`, whose
+/// `aop` only prints `marker`: what a folder above the project, or one on `NODE_PATH`, might hold.
+fn decoy(node_modules: &Path, marker: &str) {
+    let dir = node_modules.join(format!("{NAME}-linux-x64"));
+    std::fs::create_dir_all(dir.join("bin")).expect("decoy folder");
+    let manifest = json!({"name": format!("{NAME}-linux-x64"), "version": VERSION, "bin": {"aop": "bin/aop"}});
+    std::fs::write(dir.join("package.json"), manifest.to_string()).expect("decoy package.json");
+    let aop = dir.join("bin/aop");
+    std::fs::write(&aop, format!("#!/bin/sh\necho '{marker}'\n")).expect("decoy aop");
+    std::fs::set_permissions(&aop, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// The launcher refused to start: exit 1, nothing run (no output, no decoy's marker), and a
+/// message on stderr, returned.
+fn refused(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{}", said(out));
+    assert!(out.stdout.is_empty() && !stderr.contains("decoy"), "something ran: {}", said(out));
+    stderr
+}
+
+/// The launcher runs the platform package installed for its own copy, where npm and pnpm put it
+/// (nested in its `node_modules`, hoisted beside it, linked beside it in pnpm's store), at its own
+/// version, and nothing else: a platform package of another version is refused with both versions
+/// and the command that fixes it, and an `aop-collector-linux-x64` in a parent folder's
+/// `node_modules` or on `NODE_PATH` is never run, whatever its version says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launcher_runs_only_the_platform_package_of_its_own_install_and_version() {
+    let (_, main, platform) = artefacts().await;
+    let dir = tempfile::Builder::new().prefix("aop-npm-").tempdir().expect("temporary directory");
+    let (project, _) = npm_install(dir.path(), &main, &platform);
+    let modules = project.join("node_modules");
+    let launcher = modules.join(".bin/aop");
+    let own = modules.join(NAME);
+    let hoisted = modules.join(format!("{NAME}-linux-x64"));
+
+    // pnpm (real, pinned) links each package's dependencies beside it in its store folder, not in
+    // the project's node_modules. The overrides stand in for the registry: the platform package
+    // from its tarball, the other platforms' left out.
+    let pnpm_project = dir.path().join("pnpm");
+    std::fs::create_dir(&pnpm_project).expect("pnpm project");
+    let mut overrides = serde_json::Map::new();
+    for other in ["linux-arm64", "darwin-arm64", "darwin-x64", "win32-x64"] {
+        overrides.insert(format!("{NAME}-{other}"), json!("-"));
+    }
+    overrides.insert(format!("{NAME}-linux-x64"), json!(format!("file:{}", platform.display())));
+    let manifest = json!({"name": "project", "version": "1.0.0", "pnpm": {"overrides": overrides}});
+    std::fs::write(pnpm_project.join("package.json"), manifest.to_string()).expect("package.json");
+    let pnpm = tokio::task::spawn_blocking(|| pnpm().to_owned()).await.expect("pnpm");
+    run_ok(
+        Command::new(&pnpm)
+            .args(["add", "--offline", "--reporter=silent", "--store-dir"])
+            .arg(dir.path().join("pnpm-store"))
+            .arg("--cache-dir")
+            .arg(dir.path().join("pnpm-cache"))
+            .arg(&main)
+            .current_dir(&pnpm_project),
+    );
+    assert!(!pnpm_project.join(format!("node_modules/{NAME}-linux-x64")).exists(), "pnpm hoisted it");
+    let through_pnpm = run_ok(Command::new(pnpm_project.join("node_modules/.bin/aop")).arg("--version"));
+    assert_eq!(String::from_utf8_lossy(&through_pnpm.stdout), version_line(), "through pnpm");
+
+    // Nested in the launcher's own node_modules, as npm installs it globally.
+    let nested = own.join(format!("node_modules/{NAME}-linux-x64"));
+    std::fs::create_dir(own.join("node_modules")).expect("nested node_modules");
+    std::fs::rename(&hoisted, &nested).expect("move the platform package");
+    let version = run_ok(Command::new(&launcher).arg("--version"));
+    assert_eq!(String::from_utf8_lossy(&version.stdout), version_line(), "nested");
+
+    // Another version: refused, saying what was found where, and how to fix it.
+    let real_nested = nested.canonicalize().expect("the platform package's folder");
+    let manifest_file = nested.join("package.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_file).expect("package.json")).expect("JSON");
+    manifest["version"] = json!("0.0.1-other");
+    std::fs::write(&manifest_file, manifest.to_string()).expect("package.json");
+    let other = refused(&run(Command::new(&launcher).arg("--version")));
+    assert!(
+        other.contains(&format!("{NAME} {VERSION}"))
+            && other.contains(&format!("{NAME}-linux-x64 0.0.1-other in {}", real_nested.display()))
+            && other.contains(&format!("npm install {NAME}@{VERSION}")),
+        "the message names both versions, where the other is, and the fix: {other}"
+    );
+    std::fs::remove_dir_all(&nested).expect("remove the platform package");
+
+    // Decoys at the right version, first in a parent folder's node_modules (which Node.js's own
+    // resolution would reach), then on NODE_PATH: neither is run, and the message is the one for
+    // a missing platform package.
+    let above = dir.path().join("node_modules");
+    decoy(&above, "decoy from a parent folder ran");
+    let parent = refused(&run(Command::new(&launcher).arg("--version").current_dir(&project)));
+    assert!(parent.contains("--omit=optional"), "{parent}");
+    std::fs::remove_dir_all(&above).expect("remove the decoy");
+    let node_path = dir.path().join("node-path");
+    decoy(&node_path, "decoy on NODE_PATH ran");
+    let on_node_path = refused(&run(Command::new(&launcher).arg("--version").env("NODE_PATH", &node_path)));
+    assert!(on_node_path.contains("--omit=optional"), "{on_node_path}");
+}
+
+/// The printable ASCII runs of at least 6 bytes in `bytes`, as `strings -n 6` lists them.
+fn printable_runs(bytes: &[u8]) -> Vec<&str> {
+    bytes
+        .split(|b| !(b.is_ascii_graphic() || *b == b' ' || *b == b'\t'))
+        .filter(|run| run.len() >= 6)
+        .map(|run| std::str::from_utf8(run).expect("ASCII"))
+        .collect()
+}
+
+/// The binary that ships, the same in the wheel and the npm platform package, names no path of the
+/// machine that built it: not the checkout, not `$HOME`, not `$CARGO_HOME`'s crate sources. Panic
+/// locations still name their files: `src/…` for aop's own, `/cargo/registry/src/…` for a crate's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_binary_names_no_path_of_the_machine_that_built_it() {
+    let (wheel, _, platform) = artefacts().await;
+    let from_wheel = run_ok(
+        Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+         [name] = [n for n in z.namelist() if n.endswith('.data/scripts/aop')]; \
+         sys.stdout.buffer.write(z.read(name))",
+            )
+            .arg(&wheel),
+    )
+    .stdout;
+    let from_npm = run_ok(Command::new("tar").arg("-xzOf").arg(&platform).arg("package/bin/aop")).stdout;
+    assert!(from_wheel == from_npm, "the wheel and the npm package ship different binaries");
+    let runs = printable_runs(&from_npm);
+
+    let home = std::env::var("HOME").ok().filter(|home| home.starts_with('/') && home.len() > 1);
+    let cargo_home = std::env::var("CARGO_HOME").ok().or_else(|| home.as_ref().map(|home| format!("{home}/.cargo")));
+    let checkout = manifest_dir().to_string_lossy().into_owned();
+    let real_checkout = manifest_dir().canonicalize().expect("checkout").to_string_lossy().into_owned();
+    let mut machine: Vec<String> =
+        [Some(checkout), Some(real_checkout), home, cargo_home, Some("/.cargo/registry".to_owned())]
+            .into_iter()
+            .flatten()
+            .map(|path| format!("{}/", path.trim_end_matches('/')))
+            .collect();
+    machine.dedup();
+    let mut leaks = Vec::new();
+    for path in &machine {
+        let found: Vec<&str> = runs.iter().copied().filter(|run| run.contains(path.as_str())).collect();
+        eprintln!("strings naming {path}: {}", found.len());
+        if !found.is_empty() {
+            leaks.push(format!("{} strings name {path}, e.g. {:?}", found.len(), &found[..found.len().min(3)]));
+        }
+    }
+    let sources: Vec<&str> = runs.iter().copied().filter(|run| run.contains(".rs")).collect();
+    let count = |prefix: &str| sources.iter().filter(|run| run.starts_with(prefix)).count();
+    eprintln!(
+        "strings naming a .rs file: {} (/cargo/registry/src/…: {}, src/…: {}, /rustc/…: {}, /rust/deps/…: {})",
+        sources.len(),
+        count("/cargo/registry/src/"),
+        count("src/"),
+        count("/rustc/"),
+        count("/rust/deps/")
+    );
+    assert!(leaks.is_empty(), "the shipped binary names paths of the machine that built it: {leaks:#?}");
+    assert!(count("/cargo/registry/src/") > 0 && count("src/") > 0, "panic locations still name their files");
 }
 
 /// What `cargo package` would publish: what a build needs, nothing private or generated.
