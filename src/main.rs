@@ -217,6 +217,11 @@ fn detect(args: DetectFileArgs) -> ExitCode {
     };
     let mut lines = aop::jsonl::Lines::new(reader);
     let report = aop::detect::replay(lines.by_ref(), &cfg);
+    // Alerts of part of the input would read as the whole's: as `aop diff`, nothing is printed.
+    if let Some(e) = lines.error() {
+        eprintln!("aop: {}", clean::text(&format!("cannot read {}: {e}", args.file.display())));
+        return ExitCode::from(EXIT_FAILURE);
+    }
     for err in &report.errors {
         eprintln!("{}", clean::text(&format!("line {}: {}", err.line, err.reason)));
     }
@@ -250,10 +255,6 @@ fn detect(args: DetectFileArgs) -> ExitCode {
     // A closed pipe (`aop detect … | head`) is not an error worth a message.
     if let Some(e) = printed.err().filter(|e| e.kind() != std::io::ErrorKind::BrokenPipe) {
         eprintln!("aop: cannot write the output: {e}");
-        return ExitCode::from(EXIT_FAILURE);
-    }
-    if let Some(e) = lines.error() {
-        eprintln!("aop: {}", clean::text(&format!("cannot read {}: {e}", args.file.display())));
         return ExitCode::from(EXIT_FAILURE);
     }
     if report.events == 0 && !report.errors.is_empty() {

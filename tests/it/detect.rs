@@ -119,3 +119,25 @@ async fn a_line_longer_than_any_event_is_read_past_in_bounded_memory() {
     );
     assert!(got.peak > 0 && got.peak < 64 << 20, "peak resident memory {} bytes", got.peak);
 }
+
+/// Regression: a read error ended the input silently (a directory read as "0 events, 0 alerts"),
+/// and a reader that went away (`aop detect … | head`) made it panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_error_is_a_failure_and_a_closed_pipe_is_not() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path().to_str().unwrap();
+    let unread = detect(&sandbox, &[dir], None).await;
+    assert_eq!(unread.code, 1, "{}", unread.said());
+    assert!(unread.stderr.contains(&format!("aop: cannot read {dir}: ")), "{}", unread.said());
+    assert_eq!(unread.stdout, "", "nothing of an input not read to its end: {}", unread.said());
+
+    let file = sandbox.path().join("run.jsonl");
+    std::fs::write(&file, ndjson(&failing_session("fetch", "HTTP 503"))).unwrap();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut cmd = sandbox.command(&["detect".to_owned(), file.display().to_string()], &[]);
+    cmd.stdout(writer);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("aop detect runs")).await.expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), stderr.as_ref()), (Some(0), ""), "nobody reads: not an error");
+}
