@@ -444,7 +444,7 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
     if plan.json {
         let mut summary = serde_json::to_value(t).unwrap_or_default();
         summary["seconds"] = serde_json::json!((secs * 1000.0).round() / 1000.0);
-        println!("{summary}");
+        println!("{}", crate::clean::json(summary.to_string()));
     } else {
         let invalid = if t.invalid > 0 { format!(", {} invalid events skipped", t.invalid) } else { String::new() };
         println!(
@@ -549,7 +549,9 @@ impl Screen {
                 self.invalid += 1;
                 if self.invalid <= LISTED {
                     self.clear();
-                    eprintln!("aop: session {session:?}: an event that is not valid was skipped: {reason}");
+                    // The reason may quote the event.
+                    let line = format!("aop: session {session:?}: an event that is not valid was skipped: {reason}");
+                    eprintln!("{}", crate::clean::text(&line));
                 }
             }
         }

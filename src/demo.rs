@@ -270,7 +270,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("aop demo: {e}");
+            eprintln!("aop demo: {}", crate::clean::text(&e.to_string()));
             return ExitCode::FAILURE;
         }
     };
@@ -278,7 +278,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         let target = match Target::parse(&args.url, args.token.as_deref(), false) {
             Ok(t) => Arc::new(t),
             Err(e) => {
-                eprintln!("aop demo: {e}");
+                eprintln!("aop demo: {}", crate::clean::text(&e.to_string()));
                 return ExitCode::from(2);
             }
         };
@@ -305,11 +305,11 @@ pub fn run(args: DemoArgs) -> ExitCode {
             match task.await {
                 Ok(Ok(session)) => println!("  done: {}/dashboard/#/sessions/{session}", target.url),
                 Ok(Err(e)) => {
-                    eprintln!("aop demo: {e}");
+                    eprintln!("aop demo: {}", crate::clean::text(&e.to_string()));
                     failed = true;
                 }
                 Err(e) => {
-                    eprintln!("aop demo: {e}");
+                    eprintln!("aop demo: {}", crate::clean::text(&e.to_string()));
                     failed = true;
                 }
             }

@@ -11,6 +11,7 @@
 use crate::client::{encode_component, Conn, Target};
 use crate::compare::{self, Comparison, Delta, Kind, Side, StepPair};
 use crate::detect::{self, DetectConfig};
+use crate::jsonl::{self, Line};
 use crate::model::{Event, SessionRow, SessionState};
 use anyhow::{anyhow, bail, Context};
 use std::collections::HashSet;
@@ -31,6 +32,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Alerts asked for per page of `GET /alerts` (its maximum).
 const ALERTS_PAGE: usize = 1000;
+/// Of an error answer's body, what is kept to quote.
+const ERROR_BYTES: usize = 64 * 1024;
 
 /// What `aop diff` was asked, resolved from its arguments (`cli::DiffArgs::resolve`).
 #[derive(Debug, Clone)]
@@ -86,7 +89,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<bool> {
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     let comparison = runtime.block_on(load(plan))?;
     let out = if plan.json {
-        let mut text = serde_json::to_string(&comparison).context("cannot serialise the comparison")?;
+        let mut text =
+            crate::clean::json(serde_json::to_string(&comparison).context("cannot serialise the comparison")?);
         text.push('\n');
         text
     } else {
@@ -116,10 +120,10 @@ async fn load(plan: &Plan) -> anyhow::Result<Comparison> {
         if let Some(c) = remote.compare(ida, idb).await? {
             return Ok(c);
         }
-        eprintln!(
-            "aop diff: the collector at {} does not compare runs (an older aop?); comparing its exports here",
+        warn(&format!(
+            "the collector at {} does not compare runs (an older aop?); comparing its exports here",
             remote.target.url
-        );
+        ));
     }
     let side_a = side(&a, remote.as_mut()).await?;
     let side_b = side(&b, remote.as_mut()).await?;
@@ -195,10 +199,7 @@ impl Fold {
             bail!("session {id} ({what}) has more than {} events: too many to compare", compare::MAX_EVENTS);
         }
         if self.other_sessions > 0 {
-            eprintln!(
-                "aop diff: {what}: compared session {id}; {} lines of other sessions ignored",
-                self.other_sessions
-            );
+            warn(&format!("{what}: compared session {id}; {} lines of other sessions ignored", self.other_sessions));
         }
         let mut side = self.side;
         side.row = state.view(alerts, 0);
@@ -211,19 +212,20 @@ impl Fold {
 fn file_side(what: &str, reader: impl BufRead) -> anyhow::Result<Side> {
     let cfg = DetectConfig::default();
     let mut fold = Fold::new();
-    let mut read_error = None;
-    // Lines as bytes: one line of invalid UTF-8 is reported by the replay, not the end of input.
-    let lines = reader
-        .split(b'\n')
-        .map_while(|l| l.map_err(|e| read_error = Some(e)).ok())
-        .map(|l| String::from_utf8_lossy(&l).into_owned())
-        .inspect(|line| fold.line(line, &cfg));
-    let report = detect::replay(lines, &cfg);
-    if let Some(e) = read_error {
+    let mut lines = jsonl::Lines::new(reader);
+    let report = detect::replay(
+        lines.by_ref().inspect(|line| {
+            if let Ok(line) = line {
+                fold.line(line, &cfg);
+            }
+        }),
+        &cfg,
+    );
+    if let Some(e) = lines.error() {
         return Err(e).with_context(|| format!("cannot read {what}"));
     }
     for err in &report.errors {
-        eprintln!("aop diff: {what}: line {}: {}", err.line, err.reason);
+        warn(&format!("{what}: line {}: {}", err.line, err.reason));
     }
     let mut kinds = Vec::new();
     for (id, alert) in &report.alerts {
@@ -234,6 +236,11 @@ fn file_side(what: &str, reader: impl BufRead) -> anyhow::Result<Side> {
     let mut side = fold.finish(what, kinds.len() as i64)?;
     kinds.into_iter().for_each(|k| side.alert(k));
     Ok(side)
+}
+
+/// A note on stderr; it may quote agents' text.
+fn warn(message: &str) {
+    eprintln!("aop diff: {}", crate::clean::text(message));
 }
 
 /// The collector at `--url`, over one keep-alive connection opened when first needed.
@@ -374,15 +381,18 @@ impl Remote {
         let mut fold = Fold::new();
         let path = format!("/sessions/{}/export", encode_component(id));
         let mut invalid = 0usize;
-        self.export(&path, &mut |line| {
-            if !line.trim().is_empty() && Event::parse(line).is_err() {
-                invalid += 1;
+        self.export(&path, &mut |line| match line {
+            Ok(line) => {
+                if !line.trim().is_empty() && Event::parse(&line).is_err() {
+                    invalid += 1;
+                }
+                fold.line(&line, &cfg);
             }
-            fold.line(line, &cfg);
+            Err(_) => invalid += 1,
         })
         .await?;
         if invalid > 0 {
-            eprintln!("aop diff: {what}: {invalid} exported lines are not valid events, skipped");
+            warn(&format!("{what}: {invalid} exported lines are not valid events, skipped"));
         }
 
         let mut kinds = Vec::new();
@@ -409,32 +419,27 @@ impl Remote {
         Ok(side)
     }
 
-    /// Streams an export to `on_line`, one line at a time, never holding it whole.
-    async fn export(&mut self, path: &str, on_line: &mut impl FnMut(&str)) -> anyhow::Result<()> {
+    /// Streams an export to `on_line`, one line at a time, never holding it whole nor more than
+    /// [`jsonl::MAX_LINE_BYTES`] of a line.
+    async fn export(&mut self, path: &str, on_line: &mut impl FnMut(Line)) -> anyhow::Result<()> {
         let conn = self.conn().await?;
         let read = async {
             conn.send("GET", path, None, &[], &[]).await?;
             let head = conn.read_head().await?;
-            let mut pending: Vec<u8> = Vec::new();
+            let mut lines = jsonl::Splitter::default();
             let mut error = Vec::new();
             let ok = head.status == 200;
             conn.read_body_with(&head, &mut |bytes| {
-                if !ok {
+                if ok {
+                    lines.push(bytes, on_line);
+                } else if error.len() < ERROR_BYTES {
+                    // Only its start is shown.
                     error.extend_from_slice(bytes);
-                    return;
                 }
-                let mut rest = bytes;
-                while let Some(nl) = rest.iter().position(|&c| c == b'\n') {
-                    pending.extend_from_slice(&rest[..nl]);
-                    on_line(&String::from_utf8_lossy(&pending));
-                    pending.clear();
-                    rest = &rest[nl + 1..];
-                }
-                pending.extend_from_slice(rest);
             })
             .await?;
-            if ok && !pending.is_empty() {
-                on_line(&String::from_utf8_lossy(&pending));
+            if let Some(line) = lines.finish().filter(|_| ok) {
+                on_line(line);
             }
             Ok::<_, std::io::Error>(Answer { status: head.status, body: error })
         };
@@ -663,16 +668,17 @@ fn columns(c: char) -> usize {
 
 /// `s` on one line in at most `cols` columns, cut on a character boundary with `…` when it does
 /// not fit. Control characters (a summary is the agent's text: it may hold escape sequences)
-/// are shown as `�`, so nothing but the renderer's own colours reaches the terminal.
+/// are escaped as [`crate::clean::text`] says, so nothing but the renderer's own colours reaches
+/// the terminal.
 pub fn fit(s: &str, cols: usize) -> String {
-    let clean = |c: char| if c.is_control() { '\u{FFFD}' } else { c };
-    let total: usize = s.chars().map(|c| columns(clean(c))).sum();
+    let s = crate::clean::text(s);
+    let total: usize = s.chars().map(columns).sum();
     if total <= cols {
-        return s.chars().map(clean).collect();
+        return s.into_owned();
     }
     let mut out = String::new();
     let mut used = 0;
-    for c in s.chars().map(clean) {
+    for c in s.chars() {
         let w = columns(c);
         if used + w + 1 > cols {
             break;
@@ -892,7 +898,8 @@ mod tests {
         assert_eq!(fit("abcdef", 4), "abc…");
         assert_eq!(fit("abcd", 4), "abcd");
         assert_eq!(fit("日本語", 4), "日…");
-        assert_eq!(fit("a\u{1b}[31mb\nc", 20), "a\u{FFFD}[31mb\u{FFFD}c");
+        assert_eq!(fit("a\u{1b}[31mb\nc", 20), "a\\x1b[31mb\\nc");
+        assert_eq!(fit("\u{9b}2Jabcdef", 8), "\\x9b2Ja…");
         assert_eq!(fit("", 0), "");
     }
 

@@ -19,11 +19,14 @@
 //! - [`copy`]: `aop copy`, every session's events from one store into another.
 //! - [`demo`]: `aop demo`, simulated agents for a first look at the dashboard.
 //! - [`bench`]: `aop bench`, the load generator behind `BENCHMARKS.md`.
+//! - [`jsonl`]: exports read line by line, each line's size bounded. [`clean`]: agents' text as
+//!   the command line prints it (control characters escaped).
 //! - [`client`]: the small HTTP/1.1 client those commands share. [`metrics`]: counters for
 //!   `/metrics`. [`probe`]: "is that an aop on the port?".
 
 pub mod app;
 pub mod bench;
+pub mod clean;
 pub mod cli;
 pub mod client;
 pub mod compare;
@@ -34,6 +37,7 @@ pub mod detect;
 pub mod diff;
 pub mod http;
 pub mod hub;
+pub mod jsonl;
 pub mod metrics;
 pub mod model;
 pub mod otlp;

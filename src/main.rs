@@ -192,9 +192,11 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-/// `aop detect FILE`: the live detectors, offline, over an export.
+/// `aop detect FILE`: the live detectors, offline, over an export. Every line printed may quote
+/// agents' text, so each goes through `aop::clean`.
 fn detect(args: DetectFileArgs) -> ExitCode {
-    use std::io::BufRead;
+    use aop::clean;
+    use std::io::{BufRead, Write};
     let cfg = match args.detect.resolve() {
         Ok(c) => c,
         Err(e) => {
@@ -208,37 +210,52 @@ fn detect(args: DetectFileArgs) -> ExitCode {
         match std::fs::File::open(&args.file) {
             Ok(f) => Box::new(std::io::BufReader::new(f)),
             Err(e) => {
-                eprintln!("aop: cannot read {}: {e}", args.file.display());
+                eprintln!("aop: {}", clean::text(&format!("cannot read {}: {e}", args.file.display())));
                 return ExitCode::from(EXIT_FAILURE);
             }
         }
     };
-    // Lines as bytes: one line of invalid UTF-8 is reported by the replay, not the end of input.
-    let lines = reader.split(b'\n').map_while(Result::ok).map(|l| String::from_utf8_lossy(&l).into_owned());
-    let report = aop::detect::replay(lines, &cfg);
+    let mut lines = aop::jsonl::Lines::new(reader);
+    let report = aop::detect::replay(lines.by_ref(), &cfg);
+    // Alerts of part of the input would read as the whole's: as `aop diff`, nothing is printed.
+    if let Some(e) = lines.error() {
+        eprintln!("aop: {}", clean::text(&format!("cannot read {}: {e}", args.file.display())));
+        return ExitCode::from(EXIT_FAILURE);
+    }
     for err in &report.errors {
-        eprintln!("line {}: {}", err.line, err.reason);
+        eprintln!("{}", clean::text(&format!("line {}: {}", err.line, err.reason)));
     }
-    for (session, alert) in &report.alerts {
-        if args.json {
-            println!("{}", alert.to_json(session, None, None));
-        } else {
-            let at = alert.sequence.map_or_else(|| "-".to_owned(), |s| format!("#{s}"));
-            println!("{session}  {at}  {}  {}: {}", alert.severity.as_str(), alert.kind.as_str(), alert.message);
-        }
-    }
-    if !args.json {
-        println!(
-            "{} events, {} alerts, {} unreadable lines{}",
-            report.events,
-            report.alerts.len(),
-            report.errors.len(),
-            if report.duplicates > 0 {
-                format!(", {} repeated lines skipped", report.duplicates)
+    let printed = (|| {
+        let mut out = std::io::stdout().lock();
+        for (session, alert) in &report.alerts {
+            if args.json {
+                writeln!(out, "{}", clean::json(alert.to_json(session, None, None)))?;
             } else {
-                String::new()
+                let at = alert.sequence.map_or_else(|| "-".to_owned(), |s| format!("#{s}"));
+                let line =
+                    format!("{session}  {at}  {}  {}: {}", alert.severity.as_str(), alert.kind.as_str(), alert.message);
+                writeln!(out, "{}", clean::text(&line))?;
             }
-        );
+        }
+        if !args.json {
+            let repeated = match report.duplicates {
+                0 => String::new(),
+                n => format!(", {n} repeated lines skipped"),
+            };
+            writeln!(
+                out,
+                "{} events, {} alerts, {} unreadable lines{repeated}",
+                report.events,
+                report.alerts.len(),
+                report.errors.len()
+            )?;
+        }
+        out.flush()
+    })();
+    // A closed pipe (`aop detect … | head`) is not an error worth a message.
+    if let Some(e) = printed.err().filter(|e| e.kind() != std::io::ErrorKind::BrokenPipe) {
+        eprintln!("aop: cannot write the output: {e}");
+        return ExitCode::from(EXIT_FAILURE);
     }
     if report.events == 0 && !report.errors.is_empty() {
         return ExitCode::from(EXIT_FAILURE);
@@ -253,7 +270,8 @@ fn diff(args: DiffArgs) -> ExitCode {
         Ok(false) => ExitCode::SUCCESS,
         Ok(true) => ExitCode::from(EXIT_DIFFERENT),
         Err(e) => {
-            eprintln!("aop diff: {e:#}");
+            // The reason may quote an agent's text (a session id, a collector's answer).
+            eprintln!("aop diff: {}", aop::clean::text(&format!("{e:#}")));
             ExitCode::from(EXIT_DIFF_TROUBLE)
         }
     }
@@ -267,12 +285,13 @@ fn copy(args: CopyArgs, matches: &clap::ArgMatches) -> ExitCode {
     };
     match runtime.block_on(aop::copy::run(plan)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The database's errors may quote what it holds.
         Err(aop::copy::Failure::Open(e)) => {
-            eprintln!("aop: {e}");
+            eprintln!("aop: {}", aop::clean::text(&e));
             ExitCode::from(EXIT_DATABASE)
         }
         Err(aop::copy::Failure::Copy(e)) => {
-            eprintln!("aop: {e}");
+            eprintln!("aop: {}", aop::clean::text(&e));
             ExitCode::from(EXIT_FAILURE)
         }
     }

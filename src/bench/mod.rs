@@ -226,16 +226,17 @@ impl Ctx {
     }
 }
 
-/// One figure: stdout, flushed at once so a long run can be followed (and grepped) live.
+/// One figure: stdout, flushed at once so a long run can be followed (and grepped) live. A failure
+/// may quote the collector's answer, hence the cleaning.
 pub(crate) fn figure(line: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{}", crate::clean::text(line));
     let _ = out.flush();
 }
 
 /// Progress and caveats: stderr.
 pub(crate) fn note(line: &str) {
-    eprintln!("aop bench: {line}");
+    eprintln!("aop bench: {}", crate::clean::text(line));
 }
 
 /// The `/health` fields the benchmark uses.

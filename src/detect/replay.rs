@@ -11,6 +11,7 @@ use super::json::digest;
 use crate::model::Event;
 use serde::Serialize;
 use std::collections::hash_map::{Entry, HashMap};
+use std::fmt::Display;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ReplayReport {
@@ -55,14 +56,22 @@ impl ChildEnd {
 }
 
 /// Runs every detector over the events of one or more exported sessions (JSONL, in file order).
-/// Blank lines are skipped; a line that is not a valid event is reported, never a panic.
-pub fn replay(lines: impl Iterator<Item = String>, cfg: &DetectConfig) -> ReplayReport {
+/// Blank lines are skipped; a line that is not a valid event, or that could not be read (an
+/// `Err`, in its place), is reported, never a panic.
+pub fn replay<E: Display>(lines: impl Iterator<Item = Result<String, E>>, cfg: &DetectConfig) -> ReplayReport {
     let mut report = ReplayReport::default();
     let mut sessions: HashMap<String, Replayed> = HashMap::new();
     let mut waiting: HashMap<String, Vec<ChildEnd>> = HashMap::new();
 
     for (i, line) in lines.enumerate() {
         let line_no = i + 1;
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                report.errors.push(ReplayError { line: line_no, reason: e.to_string() });
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -144,7 +153,7 @@ mod tests {
     use super::*;
 
     fn run(text: &str) -> ReplayReport {
-        replay(text.lines().map(str::to_owned), &DetectConfig::default())
+        replay(text.lines().map(|l| Ok::<_, String>(l.to_owned())), &DetectConfig::default())
     }
 
     fn kinds(r: &ReplayReport) -> Vec<(&str, AlertKind, Option<i64>)> {
@@ -188,6 +197,18 @@ mod tests {
         assert!(r.errors[0].reason.contains("not valid JSON"), "{}", r.errors[0].reason);
         assert_eq!(r.errors[1].line, 13);
         assert!(r.errors[1].reason.contains("already appeared on line 11"));
+    }
+
+    #[test]
+    fn a_line_that_could_not_be_read_is_reported_in_its_place() {
+        let lines = [
+            Ok(line("s", None, 1, 0.0, "session.started", "{}")),
+            Err("a line of 9999999 bytes"),
+            Ok(line("s", None, 2, 1.0, "session.ended", "{}")),
+        ];
+        let r = replay(lines.into_iter(), &DetectConfig::default());
+        assert_eq!(r.events, 2);
+        assert_eq!(r.errors, [ReplayError { line: 2, reason: "a line of 9999999 bytes".into() }]);
     }
 
     #[test]
@@ -236,7 +257,7 @@ mod tests {
             })
             .collect();
         let live = alerts(&events);
-        let r = replay(events.iter().map(|e| e.raw().to_owned()), &DetectConfig::default());
+        let r = replay(events.iter().map(|e| Ok::<_, String>(e.raw().to_owned())), &DetectConfig::default());
         let replayed: Vec<NewAlert> = r.alerts.into_iter().map(|(_, a)| a).collect();
         assert_eq!(replayed, live);
         assert_eq!(live.len(), 2, "{live:?}");

@@ -88,17 +88,33 @@ pub enum Location {
 }
 
 impl Location {
-    /// A file path, or a URL whose scheme aop supports. Any other `scheme://` is refused rather
-    /// than taken for a path (which would create a folder named after the scheme); the message
-    /// never repeats the rest of a URL, which may hold a password.
+    /// A file path, or a URL whose scheme aop supports. Whatever starts with `postgres:` or
+    /// `postgresql:` (any case, surrounding spaces aside) is a PostgreSQL URL, well formed or
+    /// refused: taken for a path, `postgres:/user:pw@host/db` would put the events in a local
+    /// folder named after the password and show it wherever the path is shown. Any other
+    /// `scheme://` is refused too rather than taken for a path. A refusal names the scheme and
+    /// what is wrong, never the rest of the text, which may hold a password.
     pub fn parse(s: &str) -> Result<Location, String> {
+        let url = s.trim();
+        if let Some((scheme, rest)) = url.split_once(':') {
+            if scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql") {
+                if !rest.starts_with("//") {
+                    return Err(format!(
+                        "--db {scheme}:…: a PostgreSQL URL needs `//` after `{scheme}:`; write \
+                         postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+                    ));
+                }
+                postgres::conn::Target::parse(url).map_err(|e| format!("--db {scheme}://…: {e}"))?;
+                return Ok(Location::Postgres(url.to_owned()));
+            }
+        }
         match s.split_once("://") {
             None => Ok(Location::File(PathBuf::from(s))),
-            Some((scheme, _)) if matches!(scheme.to_ascii_lowercase().as_str(), "postgres" | "postgresql") => {
-                postgres::conn::Target::parse(s).map_err(|e| format!("--db {scheme}://…: {e}"))?;
-                Ok(Location::Postgres(s.to_owned()))
-            }
             Some((scheme, _)) => {
+                // Only a scheme is repeated: text before `://` that is not one may be a password.
+                let named = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+                let scheme = if named { scheme } else { "…" };
                 Err(format!("--db {scheme}://… is not supported: give a SQLite file path or a postgres:// URL"))
             }
         }
@@ -327,6 +343,36 @@ pub trait Store: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anything_that_starts_like_a_postgres_url_is_one_or_is_refused() {
+        let pw = "hunter2pw";
+        let refused = [
+            format!("postgres:/user:{pw}@host/db"),
+            format!("postgres:user:{pw}@host/db"),
+            format!("POSTGRESQL:/user:{pw}@host/db"),
+            format!("postgresql:user:{pw}@host/db"),
+            format!("PostgreS://user:{pw}@host:notaport/db"),
+            format!("postgres:///user:{pw}@host/db"),
+            format!(" Postgres:/user:{pw}@host/db"),
+            "postgres:".to_owned(),
+            format!("user:{pw}@host://db"),
+        ];
+        for text in &refused {
+            let e = Location::parse(text).expect_err(text);
+            assert!(!e.contains(pw) && e.starts_with("--db "), "{text}: {e}");
+        }
+        let e = Location::parse(&refused[2]).unwrap_err();
+        assert!(e.starts_with("--db POSTGRESQL:…: ") && e.contains("`//`"), "{e}");
+
+        let url = format!("PostgreSQL://aop:{pw}@db.example/aop");
+        assert_eq!(Location::parse(&format!(" {url}\n")), Ok(Location::Postgres(url.clone())));
+        assert_eq!(Location::parse(&url).unwrap().to_string(), "PostgreSQL://aop:***@db.example/aop");
+        // Paths stay paths, even with a colon or a scheme's name in them.
+        for path in ["events.db", "./postgres:/x", "postgres", "data/postgres:x", "/tmp/a:b"] {
+            assert_eq!(Location::parse(path), Ok(Location::File(path.into())), "{path}");
+        }
+    }
 
     #[test]
     fn a_session_cursor_round_trips_and_junk_is_refused() {

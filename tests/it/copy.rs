@@ -526,6 +526,50 @@ async fn a_crafted_database_is_refused_at_once_naming_what_aop_did_not_make() {
         }
     }
     assert!(!Path::new(&fresh).exists(), "a refused source created the destination");
+
+/// Regression: `postgres:/user:pw@host/db` (one slash, or none) was taken for a SQLite path: a
+/// copy to it created folders named after the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_postgres_url_is_refused_on_either_side_without_its_password() {
+    let sandbox = Sandbox::new();
+    let secret = "pw-N0tShown";
+    std::fs::write(sandbox.path().join("a.db"), "").unwrap();
+    let files = || {
+        let mut names: Vec<String> = walkdir(sandbox.path());
+        names.sort();
+        names
+    };
+    let before = files();
+    for url in [
+        format!("postgres:/user:{secret}@host/db"),
+        format!("postgres:user:{secret}@host/db"),
+        format!("POSTGRESQL:/user:{secret}@host/db"),
+        format!("PostgreS://user:{secret}@host:notaport/db"),
+    ] {
+        let scheme = url.split(':').next().unwrap();
+        for (flag, args) in [("--from", ["--from", &url, "--to", "b.db"]), ("--to", ["--from", "a.db", "--to", &url])] {
+            let mut argv = vec!["copy"];
+            argv.extend_from_slice(&args);
+            let run = sandbox.run(&argv).await;
+            run.assert_code(2);
+            assert!(run.stderr.contains(&format!("{flag} {scheme}:")), "{}", run.output());
+            assert!(!run.stderr.contains(secret) && !run.stdout.contains(secret), "{}", run.output());
+            assert_eq!(files(), before, "nothing created\n{}", run.output());
+        }
+    }
+}
+
+/// Every path under `dir`, relative to it.
+fn walkdir(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        out.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
+        if path.is_dir() {
+            out.extend(walkdir(&path).into_iter().map(|p| format!("{}/{p}", entry.file_name().to_string_lossy())));
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! exports, compared offline (files), through the collector (ids) and mixed, as JSON and as text,
 //! with its exit codes.
 
-use crate::support::{event, Launch, Sandbox, TestServer};
+use crate::support::{control_characters, event, Launch, Sandbox, TestServer, HOSTILE_TEXT};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -342,4 +342,100 @@ async fn help_documents_the_markers_and_exit_codes() {
     {
         assert!(help.stdout.contains(words), "{words:?} missing from\n{}", help.stdout);
     }
+}
+
+/// Regression: tool names and errors holding escape sequences reached the terminal raw through
+/// `aop diff`'s JSON and its notes on stderr (the text's steps were already cleaned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_escape_sequences_never_reach_the_terminal() {
+    let server = Launch::new().start().await;
+    let tool = format!("fetch{HOSTILE_TEXT}");
+    let error = format!("HTTP 503{HOSTILE_TEXT}");
+    let run = |id: &str, ok: bool| {
+        let end = if ok {
+            json!({"tool": tool, "success": true, "output_summary": "fine"})
+        } else {
+            json!({"tool": tool, "success": false, "error": error})
+        };
+        let outcome =
+            if ok { json!({"outcome": "completed"}) } else { json!({"outcome": "failed", "error_message": error}) };
+        vec![
+            run_event(id, 1, "session.started", json!({"goal": format!("goal{HOSTILE_TEXT}")})),
+            run_event(id, 2, "operation.tool_start", json!({"tool": tool, "input": {"q": HOSTILE_TEXT}})),
+            run_event(id, 3, "operation.tool_end", end),
+            run_event(id, 4, "session.ended", outcome),
+        ]
+    };
+    server.ingest(&run("calm", true)).await;
+    server.ingest(&run("hostile", false)).await;
+    // A file name is shown in notes on stderr, and one line of this file is not an event.
+    let (a, b) = (server.sandbox().path().join("calm\u{1b}]0;t\u{7}.jsonl"), server.sandbox().path().join("b.jsonl"));
+    for (id, path) in [("calm", &a), ("hostile", &b)] {
+        let export = server.get(&format!("/sessions/{id}/export")).await.text().await.expect("export body");
+        let export = if id == "calm" { format!("not an event {HOSTILE_TEXT}\n{export}") } else { export };
+        std::fs::write(path, export).expect("write export");
+    }
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let base = server.base();
+
+    let clean = |ran: &Ran| {
+        for (what, text) in [("stdout", &ran.stdout), ("stderr", &ran.stderr)] {
+            assert_eq!(control_characters(text), Vec::<char>::new(), "{what}\n{}", ran.said());
+        }
+    };
+    for args in [vec![a, b], vec!["calm", "hostile", "--url", &base], vec![a, "hostile", "--url", &base]] {
+        let text =
+            diff(server.sandbox(), &[&args[..], &["--color", "never"]].concat(), &[("COLUMNS", "300")], None).await;
+        text.assert_code(1);
+        clean(&text);
+        assert!(
+            text.stdout.contains("failed: HTTP 503\\x1b[31mred\\x1b]0;owned\\x07\\x1b[2J\\x9b1m"),
+            "{}",
+            text.said()
+        );
+
+        let json = diff(server.sandbox(), &[&args[..], &["--json"]].concat(), &[], None).await;
+        json.assert_code(1);
+        clean(&json);
+        // Escaped, yet the same strings once parsed.
+        assert!(json.stdout.contains("\\u009b1m"), "{}", json.said());
+        let doc = json.json();
+        assert_eq!(doc["b"]["error_message"], json!(error), "{doc:#}");
+        assert_eq!(doc["a"]["goal"], json!(format!("goal{HOSTILE_TEXT}")), "{doc:#}");
+    }
+    let noted = diff(server.sandbox(), &[a, b], &[], None).await;
+    assert!(noted.stderr.contains("calm\\x1b]0;t\\x07.jsonl: line 1: "), "{}", noted.said());
+}
+
+/// Regression: a 300 MiB line was read whole (900 MB). It is reported by its number and read
+/// past without being held, and the rest of the file is compared as if it were not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_longer_than_any_event_is_read_past_in_bounded_memory() {
+    let sandbox = Sandbox::new();
+    let huge = 300 << 20;
+    let [plain, big, other] = ["plain.jsonl", "big.jsonl", "other.jsonl"].map(|f| sandbox.path().join(f));
+    let events = good_run("run-good");
+    std::fs::write(&plain, crate::support::ndjson(&events)).unwrap();
+    std::fs::write(&other, crate::support::ndjson(&failed_run("run-failed"))).unwrap();
+    crate::support::export_with_a_huge_line(&big, &events, 3, huge);
+
+    let want = diff(&sandbox, &[plain.to_str().unwrap(), other.to_str().unwrap(), "--json"], &[], None).await;
+    let argv: Vec<String> = ["diff", big.to_str().unwrap(), other.to_str().unwrap(), "--json"].map(String::from).into();
+    let cmd = sandbox.command(&argv, &[]);
+    let (out, peak) =
+        tokio::task::spawn_blocking(move || crate::support::resources::output_and_peak_rss(cmd)).await.expect("join");
+    let got = Ran {
+        code: out.status.code().expect("an exit code"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    println!("aop diff over a {} MiB line: peak resident memory {:.1} MiB", huge >> 20, peak as f64 / 1048576.0);
+    got.assert_code(1);
+    assert_eq!(got.json(), want.assert_code(1).json(), "the other lines are compared as without it");
+    assert!(
+        got.stderr.contains(&format!("big.jsonl: line 4: a line of {huge} bytes, longer than any event")),
+        "{}",
+        got.said()
+    );
+    assert!(peak > 0 && peak < 64 << 20, "peak resident memory {peak} bytes");
 }

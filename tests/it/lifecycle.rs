@@ -514,3 +514,71 @@ async fn a_database_url_is_refused_not_taken_for_a_path() {
         .collect();
     assert!(!entries.iter().any(|e| e.contains(':')), "a URL was taken for a path: {entries:?}");
 }
+
+// ------------------------------------------------------- what looks like a PostgreSQL URL is one
+
+/// The password of every URL below: it must appear in no output.
+const URL_SECRET: &str = "pw-N0tShown";
+
+/// Text that starts as a PostgreSQL URL does, in any case, but is not a well-formed one.
+fn malformed_postgres_urls() -> Vec<String> {
+    [
+        "postgres:/user:{pw}@host/db",
+        "postgres:user:{pw}@host/db",
+        "POSTGRESQL:/user:{pw}@host/db",
+        "postgresql:user:{pw}@db.example:5432/aop",
+        "PostgreS://user:{pw}@host:notaport/db",
+        "Postgres:///user:{pw}@host/db",
+    ]
+    .iter()
+    .map(|u| u.replace("{pw}", URL_SECRET))
+    .collect()
+}
+
+/// Every file and folder under `dir`, relative to it, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            out.push(path.strip_prefix(root).unwrap_or(&path).display().to_string());
+            if path.is_dir() {
+                walk(&path, root, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Regression: `--db postgres:/user:pw@host/db` (one slash, or none) was a SQLite path, so the
+/// collector started on a local file, showed the password in its banner and `/health`, and
+/// created folders named after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_postgres_url_is_refused_from_every_source_without_its_password() {
+    let sandbox = Arc::new(Sandbox::new());
+    let file = sandbox.path().join("db.toml");
+    for url in malformed_postgres_urls() {
+        std::fs::write(&file, format!("db = {url:?}\n")).unwrap();
+        let expected = tree(sandbox.path());
+        let launches = [
+            ("--db", Launch::in_sandbox(sandbox.clone()).db(&url)),
+            ("AOP_DB", Launch::in_sandbox(sandbox.clone()).default_db().env("AOP_DB", &url)),
+            (
+                "the config file",
+                Launch::in_sandbox(sandbox.clone()).default_db().args(["--config", file.to_str().unwrap()]),
+            ),
+        ];
+        for (source, launch) in launches {
+            let done = launch.env("AOP_LOG", "debug").run().await;
+            let context = format!("{url} from {source}\n{}", done.output());
+            done.assert_code(2);
+            let scheme = url.split(':').next().unwrap();
+            assert!(done.stderr.contains(&format!("--db {scheme}:")), "{context}");
+            assert!(!done.stderr.contains(URL_SECRET) && !done.stdout.contains(URL_SECRET), "{context}");
+            // The working directory is the sandbox, and HOME is in it.
+            assert_eq!(tree(sandbox.path()), expected, "something was created: {context}");
+        }
+    }
+}

@@ -30,6 +30,8 @@
 //!   100k events), and pages of another origin trying to write or to get the token.
 //! - [`copy`]: `aop copy` between SQLite files and PostgreSQL — the same sessions, exports and
 //!   alerts at the destination, nothing copied twice, resumed after a kill, refusals.
+//! - [`detect`]: `aop detect FILE` — the detectors over an export offline, what it prints of
+//!   agents' text, lines longer than any event.
 //! - [`diff`]: `aop diff A B` — two runs compared from exported files, through the collector and
 //!   mixed (the same document each way), its text and colours, its exit codes.
 //! - [`packaging`]: the wheel and npm packages of `scripts/package.sh` installed and run, what
@@ -43,6 +45,7 @@ mod alerts;
 mod browser;
 mod compare;
 mod copy;
+mod detect;
 mod diff;
 mod fleet;
 mod haproxy;

@@ -58,6 +58,8 @@ pub struct Target {
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     shown: String,
+    /// What [`Target::scrub`] masks.
+    secrets: Arc<[String]>,
 }
 
 impl Target {
@@ -66,7 +68,18 @@ impl Target {
     pub fn parse(url: &str) -> Result<Target, String> {
         let plan = Plan::new(url).map_err(|e| scrub(e, url))?;
         let tls = plan.tls().map_err(|e| scrub(e, url))?;
-        Ok(Target { config: plan.config, tls: MakeRustlsConnect::new(tls), shown: redact(url) })
+        Ok(Target {
+            config: plan.config,
+            tls: MakeRustlsConnect::new(tls),
+            shown: redact(url),
+            secrets: secrets(url).into(),
+        })
+    }
+
+    /// `message` with the URL's passwords masked: for the driver's errors, which are not written
+    /// here and may one day quote the connection's settings.
+    pub fn scrub(&self, message: String) -> String {
+        mask(message, &self.secrets)
     }
 
     /// The URL with its password masked.
@@ -559,7 +572,16 @@ fn quoted_keyword(value: &str) -> String {
 /// Masks any password the URL holds in `message`, raw or decoded: tokio-postgres's messages are
 /// not written here, and may one day quote what they refuse.
 fn scrub(message: String, url: &str) -> String {
-    let Some(parts) = Parts::split(url) else { return message };
+    mask(message, &secrets(url))
+}
+
+fn mask(message: String, secrets: &[String]) -> String {
+    secrets.iter().fold(message, |message, secret| message.replace(secret.as_str(), "***"))
+}
+
+/// The passwords a URL holds, raw and decoded, longest first (so that none is half masked).
+fn secrets(url: &str) -> Vec<String> {
+    let Some(parts) = Parts::split(url) else { return Vec::new() };
     let mut secrets: Vec<String> = Vec::new();
     if let Some((_, password)) = parts.userinfo.and_then(|u| u.split_once(':')) {
         secrets.push(password.to_owned());
@@ -575,7 +597,7 @@ fn scrub(message: String, url: &str) -> String {
     secrets.extend(decoded);
     secrets.retain(|s| !s.is_empty());
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    secrets.iter().fold(message, |message, secret| message.replace(secret.as_str(), "***"))
+    secrets
 }
 
 /// The URL with any password replaced by `***` (in the authority and in a `password=` parameter).
@@ -789,6 +811,13 @@ mod tests {
             let e = refused(&url);
             assert!(!e.contains(pw) && !e.contains("hunter2"), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn the_drivers_messages_are_scrubbed_of_every_form_of_the_password() {
+        let target = Target::parse("postgres://aop:p%40ss-word1@db.example/aop?password=other-secret").unwrap();
+        let said = "FATAL: p@ss-word1 / p%40ss-word1 / other-secret for user aop";
+        assert_eq!(target.scrub(said.to_owned()), "FATAL: *** / *** / *** for user aop");
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl PgStore {
     pub async fn open(url: &str, opts: OpenOptions, hub: Arc<Hub>) -> Result<PgStore, StoreError> {
         let target = conn::Target::parse(url).map_err(|reason| StoreError::Open { path: "--db".into(), reason })?;
         let shown = target.shown().to_owned();
-        let open_err = |reason: String| StoreError::Open { path: shown.clone(), reason };
+        let open_err = |reason: String| StoreError::Open { path: shown.clone(), reason: target.scrub(reason) };
         let (mut client, connection) = tokio::time::timeout(conn::CONNECT_TIMEOUT, target.connect())
             .await
             .map_err(|_| open_err("no answer within the connect timeout".into()))?

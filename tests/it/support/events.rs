@@ -80,3 +80,24 @@ pub(crate) fn nested(levels: usize) -> Value {
     }
     v
 }
+
+/// `path` holding `events` as JSONL, with a line of `huge` bytes (not an event) after the first
+/// `before` of them, written a MiB at a time.
+pub(crate) fn export_with_a_huge_line(path: &std::path::Path, events: &[Value], before: usize, huge: usize) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create the export"));
+    let mut write = |bytes: &[u8]| out.write_all(bytes).expect("write the export");
+    for e in &events[..before] {
+        write(format!("{e}\n").as_bytes());
+    }
+    let mib = vec![b'x'; 1 << 20];
+    for _ in 0..huge / mib.len() {
+        write(&mib);
+    }
+    write(&mib[..huge % mib.len()]);
+    write(b"\n");
+    for e in &events[before..] {
+        write(format!("{e}\n").as_bytes());
+    }
+    out.flush().expect("write the export");
+}

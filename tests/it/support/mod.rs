@@ -18,7 +18,7 @@ pub(crate) mod resources;
 pub(crate) mod server;
 pub(crate) mod sse;
 
-pub(crate) use events::{at, event, ndjson, EventExt};
+pub(crate) use events::{at, event, export_with_a_huge_line, ndjson, EventExt};
 pub(crate) use server::{Finished, Launch, Sandbox, TestServer};
 pub(crate) use sse::Frame;
 
@@ -69,3 +69,13 @@ impl Metrics {
         *self.0.get(series).unwrap_or_else(|| panic!("no series {series:?} in {:#?}", self.0))
     }
 }
+
+/// Control characters in `text` other than the newlines that end its lines: what a terminal
+/// would obey (C0, DEL, C1).
+pub(crate) fn control_characters(text: &str) -> Vec<char> {
+    text.chars().filter(|&c| c.is_control() && c != '\n').collect()
+}
+
+/// Text holding what an agent could send to take over a terminal: colours, an OSC window title
+/// ended by BEL and by ST, a screen clear, and U+009B (CSI in one 8-bit character).
+pub(crate) const HOSTILE_TEXT: &str = "\u{1b}[31mred\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}1m\u{1b}]2;t\u{1b}\\";

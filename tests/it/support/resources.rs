@@ -52,3 +52,37 @@ impl TestServer {
         peak_rss_bytes(self.pid())
     }
 }
+
+/// Runs `cmd` to its end and reads its peak resident memory (`VmHWM`, the kernel's high-water
+/// mark) from `/proc` while it runs: the last reading before it exits. Blocking.
+pub(crate) fn output_and_peak_rss(mut cmd: std::process::Command) -> (std::process::Output, u64) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let child = cmd.spawn().expect("the command runs");
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(Ordering::Relaxed) {
+                // Gone, or a zombie without memory: the last reading stands.
+                let hwm = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|status| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                });
+                peak = peak.max(hwm.unwrap_or(0) * 1024);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let out = child.wait_with_output().expect("the command ends");
+    done.store(true, Ordering::Relaxed);
+    (out, watcher.join().expect("the watcher"))
+}
