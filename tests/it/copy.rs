@@ -526,6 +526,7 @@ async fn a_crafted_database_is_refused_at_once_naming_what_aop_did_not_make() {
         }
     }
     assert!(!Path::new(&fresh).exists(), "a refused source created the destination");
+}
 
 /// Regression: `postgres:/user:pw@host/db` (one slash, or none) was taken for a SQLite path: a
 /// copy to it created folders named after the password.
