@@ -106,31 +106,75 @@ pub(crate) async fn read(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::BodyTooLarge);
     }
-    // The buffer grows by doubling up to the declared length (or the limit), so an honest
-    // length costs one allocation's worth of copies, and a body is held with little slack.
-    let ceiling = declared.map_or(limit, |n| n as usize);
     let read = async {
         let mut body = body;
-        let mut buf: Vec<u8> = Vec::new();
+        let mut parts = Parts::new(declared.map(|n| n as usize));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
             let Ok(data) = frame.into_data() else { continue };
-            let needed = buf.len() + data.len();
-            if needed > limit {
+            if parts.len + data.len() > limit {
                 return Err(ApiError::BodyTooLarge);
             }
-            if needed > buf.capacity() {
-                let target = (buf.capacity() * 2).max(64 * 1024).min(ceiling.max(needed)).max(needed);
-                if !charge.hold(target) {
-                    return Err(saturated());
-                }
-                buf.reserve_exact(target - buf.len());
+            if !charge.hold(parts.len + data.len()) {
+                return Err(saturated());
             }
-            buf.extend_from_slice(&data);
+            parts.push(data);
         }
-        Ok(Bytes::from(buf))
+        parts.finish(charge)
     };
     tokio::time::timeout(BODY_TIMEOUT, read).await.map_err(|_| ApiError::BodyTimeout)?
+}
+
+/// A body as it arrives. With a declared length, into one buffer of that length (grown to it
+/// once a first MiB has come, so that a length declared and not sent is never allocated);
+/// without one, as the frames came, joined once at the end (a buffer grown by doubling would
+/// copy, and briefly hold, half as much again).
+struct Parts {
+    declared: Option<usize>,
+    buf: Vec<u8>,
+    frames: Vec<Bytes>,
+    len: usize,
+}
+
+impl Parts {
+    const FIRST: usize = 1 << 20;
+
+    fn new(declared: Option<usize>) -> Parts {
+        let buf = Vec::with_capacity(declared.map_or(0, |n| n.min(Self::FIRST)));
+        Parts { declared, buf, frames: Vec::new(), len: 0 }
+    }
+
+    fn push(&mut self, data: Bytes) {
+        self.len += data.len();
+        match self.declared {
+            Some(declared) => {
+                if self.len > self.buf.capacity() {
+                    // A body longer than it said is refused by hyper; until then, grow to fit.
+                    self.buf.reserve_exact(declared.max(self.len) - self.buf.len());
+                }
+                self.buf.extend_from_slice(&data);
+            }
+            None => self.frames.push(data),
+        }
+    }
+
+    fn finish(mut self, charge: &mut Charge) -> Result<Bytes, ApiError> {
+        if self.declared.is_some() {
+            return Ok(Bytes::from(self.buf));
+        }
+        if self.frames.len() <= 1 {
+            return Ok(self.frames.pop().unwrap_or_default());
+        }
+        // Joining holds the frames and their copy at once.
+        if !charge.hold(2 * self.len) {
+            return Err(saturated());
+        }
+        let mut joined = Vec::with_capacity(self.len);
+        for f in &self.frames {
+            joined.extend_from_slice(f);
+        }
+        Ok(Bytes::from(joined))
+    }
 }
 
 #[cfg(test)]
