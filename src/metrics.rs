@@ -20,6 +20,8 @@ pub struct Metrics {
     pub stream_overflows: AtomicU64,
     pub otlp_spans_accepted: AtomicU64,
     pub otlp_spans_rejected: AtomicU64,
+    pub otlp_records_accepted: AtomicU64,
+    pub otlp_records_rejected: AtomicU64,
     /// Connections turned away at the cap (answered `503`, or closed when too many arrive at once).
     pub connections_refused: AtomicU64,
     /// Connections being served now, and the most that may be (the cap in force).
@@ -91,6 +93,18 @@ impl Metrics {
                 "counter",
                 "OTLP spans refused (counted in partial_success).",
                 load(&self.otlp_spans_rejected),
+            ),
+            (
+                "aop_otlp_log_records_accepted_total",
+                "counter",
+                "OTLP log records received and stored (or already stored).",
+                load(&self.otlp_records_accepted),
+            ),
+            (
+                "aop_otlp_log_records_rejected_total",
+                "counter",
+                "OTLP log records refused (counted in partial_success).",
+                load(&self.otlp_records_rejected),
             ),
             ("aop_store_commits_total", "counter", "Write transactions committed.", g.commits),
             ("aop_alerts_total", "counter", "Alerts raised.", g.alerts),

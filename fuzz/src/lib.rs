@@ -98,7 +98,7 @@ pub fn check_otlp(bytes: &[u8]) {
         assert!(batch.items.len() + batch.rejected.count() <= batch.total);
         let mapped = aop::otlp::map_request(batch, &price);
         assert_eq!(mapped.events.len(), mapped.origin.len());
-        assert!(mapped.rejected.count() <= mapped.spans);
+        assert!(mapped.rejected.count() <= mapped.items);
         for ev in &mapped.events {
             check_event(ev.raw()).expect("a derived event is valid");
             assert!(ev.session_id.starts_with("otel-"), "{}", ev.session_id);
@@ -106,4 +106,37 @@ pub fn check_otlp(bytes: &[u8]) {
         let again = aop::otlp::map_request(decode().expect("decodes twice"), &price);
         assert!(again.events == mapped.events, "the mapping is not a function of the request");
     }
+}
+
+/// An OTLP logs export request as `/v1/logs` reads it, in both encodings (and gzip): decoding is
+/// total, every event derived from a record is a valid AOP event of the record's trace or
+/// conversation, and the mapping gives the same events twice.
+pub fn check_otlp_logs(bytes: &[u8]) {
+    use aop::otlp::Encoding;
+    let price = |_: &str, _: i64, _: i64| None;
+    let mut bodies = vec![(bytes.to_vec(), Encoding::Protobuf), (bytes.to_vec(), Encoding::Json)];
+    if let Ok(inflated) = aop::otlp::gunzip(bytes, 1 << 20, &mut |_| true) {
+        bodies.push((inflated, Encoding::Protobuf));
+    }
+    for (body, encoding) in bodies {
+        let decode = || aop::otlp::records(&body, encoding, &mut |_| true);
+        let batch = match decode() {
+            Ok(batch) => batch,
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                continue;
+            }
+        };
+        assert!(batch.items.len() + batch.rejected.count() <= batch.total);
+        let mapped = aop::otlp::map_logs(batch, &price);
+        assert_eq!(mapped.events.len(), mapped.origin.len());
+        assert!(mapped.rejected.count() <= mapped.items);
+        for ev in &mapped.events {
+            check_event(ev.raw()).expect("a derived event is valid");
+        }
+        let again = aop::otlp::map_logs(decode().expect("decodes twice"), &price);
+        assert!(again.events == mapped.events, "the mapping is not a function of the request");
+    }
+    let _ = aop::otlp::data_points(bytes, Encoding::Protobuf);
+    let _ = aop::otlp::data_points(bytes, Encoding::Json);
 }

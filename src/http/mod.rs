@@ -47,13 +47,29 @@ fn endpoints() -> Vec<Endpoint> {
         ),
         e(
             "/v1/traces",
-            post(otlp::http_export),
+            post(otlp::http_traces),
             &[("POST", "OTLP/HTTP traces (application/x-protobuf or application/json, gzip or not)")],
         ),
         e(
-            otlp::GRPC_EXPORT_PATH,
-            post(otlp::grpc_export),
+            "/v1/logs",
+            post(otlp::http_logs),
+            &[("POST", "OTLP/HTTP logs and events (application/x-protobuf or application/json, gzip or not)")],
+        ),
+        e("/v1/metrics", post(otlp::http_metrics), &[("POST", "OTLP/HTTP metrics: answered, counted as not kept")]),
+        e(
+            otlp::Signal::Traces.grpc_path(),
+            post(otlp::grpc_traces),
             &[("POST", "OTLP/gRPC traces (HTTP/2 cleartext on this port)")],
+        ),
+        e(
+            otlp::Signal::Logs.grpc_path(),
+            post(otlp::grpc_logs),
+            &[("POST", "OTLP/gRPC logs (HTTP/2 cleartext on this port)")],
+        ),
+        e(
+            otlp::Signal::Metrics.grpc_path(),
+            post(otlp::grpc_metrics),
+            &[("POST", "OTLP/gRPC metrics: answered, counted as not kept")],
         ),
         e(
             "/sessions",

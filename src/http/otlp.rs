@@ -1,8 +1,10 @@
-//! OTLP trace ingest over HTTP (`POST /v1/traces`, protobuf or JSON) and gRPC
-//! (`TraceService/Export`, on the same port over HTTP/2), per `OTLP.md`.
+//! OTLP ingest over HTTP (`POST /v1/traces`, `/v1/logs`, `/v1/metrics`; protobuf or JSON) and
+//! gRPC (`TraceService`, `LogsService`, `MetricsService` `Export`, on the same port over HTTP/2),
+//! per `OTLP.md`. The three signals share everything but what a request becomes: spans and log
+//! records are mapped to events and stored; metrics are counted and answered as not kept.
 //!
-//! gRPC is served here rather than by a gRPC framework: the one method is unary, its framing is
-//! five bytes, and serving it as an ordinary route keeps the Host, Origin and token checks, the
+//! gRPC is served here rather than by a gRPC framework: the methods are unary, their framing is
+//! five bytes, and serving them as ordinary routes keeps the Host, Origin and token checks, the
 //! limits and the back-pressure of every other route.
 
 use super::body::Charge;
@@ -18,12 +20,70 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::StreamBody;
 use hyper::body::Frame;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub(crate) const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// What an export carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Signal {
+    Traces,
+    Logs,
+    Metrics,
+}
+
+impl Signal {
+    pub(crate) fn http_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Logs => "/v1/logs",
+            Signal::Metrics => "/v1/metrics",
+        }
+    }
+
+    pub(crate) fn grpc_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        }
+    }
+
+    /// What `partial_success` counts.
+    fn noun(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Logs => "log records",
+            Signal::Metrics => "data points",
+        }
+    }
+
+    /// The count's name in OTLP/JSON's `partialSuccess`.
+    fn json_count(self) -> &'static str {
+        match self {
+            Signal::Traces => "rejectedSpans",
+            Signal::Logs => "rejectedLogRecords",
+            Signal::Metrics => "rejectedDataPoints",
+        }
+    }
+}
+
+macro_rules! handlers {
+    ($($http:ident, $grpc:ident => $signal:expr;)*) => {$(
+        pub(crate) async fn $http(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+            http_export($signal, app, headers, body).await
+        }
+        pub(crate) async fn $grpc(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+            grpc_export($signal, app, headers, body).await
+        }
+    )*};
+}
+
+handlers! {
+    http_traces, grpc_traces => Signal::Traces;
+    http_logs, grpc_logs => Signal::Logs;
+    http_metrics, grpc_metrics => Signal::Metrics;
+}
 
 /// Why an export failed, before it is put in the request's encoding.
 enum Failure {
@@ -50,7 +110,7 @@ impl From<DecodeError> for Failure {
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         if is_overload(&e) {
-            Failure::Overloaded(format!("the collector cannot store spans now ({e}); retry shortly"))
+            Failure::Overloaded(format!("the collector cannot store this export now ({e}); retry shortly"))
         } else {
             tracing::error!(error = %e, "OTLP export failed");
             Failure::Internal("internal error; see the collector's log".into())
@@ -58,8 +118,8 @@ impl From<StoreError> for Failure {
     }
 }
 
-/// `POST /v1/traces`.
-pub(crate) async fn http_export(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+/// `POST /v1/traces`, `/v1/logs`, `/v1/metrics`.
+async fn http_export(signal: Signal, app: AppState, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let essence = headers
         .get(header::CONTENT_TYPE)
@@ -70,8 +130,9 @@ pub(crate) async fn http_export(State(app): State<AppState>, headers: HeaderMap,
         Some("application/json") => Encoding::Json,
         other => {
             return ApiError::UnsupportedMediaType(format!(
-                "content type {:?} is not accepted on /v1/traces: send application/x-protobuf or application/json (OTLP/HTTP)",
-                other.unwrap_or("")
+                "content type {:?} is not accepted on {}: send application/x-protobuf or application/json (OTLP/HTTP)",
+                other.unwrap_or(""),
+                signal.http_path()
             ))
             .into_response()
         }
@@ -87,8 +148,7 @@ pub(crate) async fn http_export(State(app): State<AppState>, headers: HeaderMap,
         };
         let mut charge = app.ingest.charge();
         let raw = read_body(&headers, body, &mut charge).await?;
-        let mapped = decode(&app, raw, gzip, encoding, charge).await?;
-        export(&app, mapped).await
+        handle(&app, signal, raw, gzip, encoding, charge).await
     }
     .await;
     app.metrics.observe_ingest_latency(started.elapsed().as_secs_f64());
@@ -96,7 +156,7 @@ pub(crate) async fn http_export(State(app): State<AppState>, headers: HeaderMap,
         Ok(partial) => {
             let body = match encoding {
                 Encoding::Protobuf => prost::Message::encode_to_vec(&response(partial)),
-                Encoding::Json => json_response(partial).into_bytes(),
+                Encoding::Json => json_response(signal, partial).into_bytes(),
             };
             encoded(StatusCode::OK, encoding, body)
         }
@@ -132,9 +192,8 @@ pub(crate) async fn http_export(State(app): State<AppState>, headers: HeaderMap,
     }
 }
 
-/// `TraceService/Export` over gRPC: one length-prefixed message in, one out, the status in the
-/// trailers.
-pub(crate) async fn grpc_export(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+/// `Export` over gRPC: one length-prefixed message in, one out, the status in the trailers.
+async fn grpc_export(signal: Signal, app: AppState, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let grpc = headers
         .get(header::CONTENT_TYPE)
@@ -148,8 +207,7 @@ pub(crate) async fn grpc_export(State(app): State<AppState>, headers: HeaderMap,
         let mut charge = app.ingest.charge();
         let raw = read_body(&headers, body, &mut charge).await?;
         let gzip = unframe(&raw, headers.get("grpc-encoding").and_then(|v| v.to_str().ok()))?;
-        let mapped = decode(&app, raw.slice(5..), gzip, Encoding::Protobuf, charge).await?;
-        export(&app, mapped).await
+        handle(&app, signal, raw.slice(5..), gzip, Encoding::Protobuf, charge).await
     }
     .await;
     app.metrics.observe_ingest_latency(started.elapsed().as_secs_f64());
@@ -234,34 +292,22 @@ async fn read_body(headers: &HeaderMap, body: Body, charge: &mut Charge) -> Resu
     })
 }
 
-/// Inflates, decodes and maps a request on the blocking pool (a 16 MiB request is a few hundred
-/// milliseconds of work), holding each step's memory against the request's charge; the charge
-/// goes with the events until they are stored.
-async fn decode(
+/// What a request becomes, and the answer to it.
+async fn handle(
     app: &AppState,
+    signal: Signal,
     raw: Bytes,
     gzip: bool,
     encoding: Encoding,
-    mut charge: Charge,
-) -> Result<Derived, Failure> {
-    let prices = Arc::clone(&app.prices);
-    tokio::task::spawn_blocking(move || {
-        let compressed = if gzip { raw.len() } else { 0 };
-        let body =
-            if gzip { otlp::gunzip(&raw, MAX_OTLP_BYTES, &mut |n| charge.hold(compressed + n))? } else { raw.to_vec() };
-        let batch = otlp::spans(&body, encoding, &mut |n| charge.hold(compressed + n))?;
-        drop(body);
-        let price = |model: &str, input: i64, output: i64| prices.lookup(model).map(|p| p.cost(input, output));
-        let mapped = otlp::map_request(batch, &price);
-        let derived: usize =
-            mapped.events.iter().map(|e| e.raw().len() + std::mem::size_of::<crate::model::Event>()).sum();
-        if !charge.add(derived) {
-            return Err(DecodeError::NoRoom.into());
-        }
-        Ok(Derived { mapped, _charge: charge })
-    })
-    .await
-    .map_err(|e| Failure::Internal(format!("decoding task failed: {e}")))?
+    charge: Charge,
+) -> Result<Partial, Failure> {
+    match decode(app, signal, raw, gzip, encoding, charge).await? {
+        Decoded::Events(derived) => export(app, signal, derived).await,
+        Decoded::Points(points) => Ok(Partial {
+            rejected: points.points as i64,
+            message: if points.points > 0 || points.unread > 0 { points.message() } else { String::new() },
+        }),
+    }
 }
 
 /// A request's events, and the memory they hold until they are stored.
@@ -270,10 +316,54 @@ struct Derived {
     _charge: Charge,
 }
 
+enum Decoded {
+    Events(Derived),
+    /// A metrics request: counted, not kept.
+    Points(otlp::Points),
+}
+
+/// Inflates, decodes and maps a request on the blocking pool (a 16 MiB request is a few hundred
+/// milliseconds of work), holding each step's memory against the request's charge; the charge
+/// goes with the events until they are stored.
+async fn decode(
+    app: &AppState,
+    signal: Signal,
+    raw: Bytes,
+    gzip: bool,
+    encoding: Encoding,
+    mut charge: Charge,
+) -> Result<Decoded, Failure> {
+    let prices = Arc::clone(&app.prices);
+    tokio::task::spawn_blocking(move || {
+        let compressed = if gzip { raw.len() } else { 0 };
+        let body = if gzip {
+            Bytes::from(otlp::gunzip(&raw, MAX_OTLP_BYTES, &mut |n| charge.hold(compressed + n))?)
+        } else {
+            raw
+        };
+        let price = |model: &str, input: i64, output: i64| prices.lookup(model).map(|p| p.cost(input, output));
+        let reserve = &mut |n| charge.hold(compressed + n);
+        let mapped = match signal {
+            Signal::Traces => otlp::map_request(otlp::spans(&body, encoding, reserve)?, &price),
+            Signal::Logs => otlp::map_logs(otlp::records(&body, encoding, reserve)?, &price),
+            Signal::Metrics => return Ok(Decoded::Points(otlp::data_points(&body, encoding)?)),
+        };
+        drop(body);
+        let derived: usize =
+            mapped.events.iter().map(|e| e.raw().len() + std::mem::size_of::<crate::model::Event>()).sum();
+        if !charge.add(derived) {
+            return Err(DecodeError::NoRoom.into());
+        }
+        Ok(Decoded::Events(Derived { mapped, _charge: charge }))
+    })
+    .await
+    .map_err(|e| Failure::Internal(format!("decoding task failed: {e}")))?
+}
+
 /// Derives and stores the request's events; answers with the spans that could not be used.
 /// Acknowledged only once they are committed, like `POST /events`.
-async fn export(app: &AppState, derived: Derived) -> Result<Partial, Failure> {
-    let Derived { mapped: Mapped { events, origin, spans, mut rejected }, _charge } = derived;
+async fn export(app: &AppState, signal: Signal, derived: Derived) -> Result<Partial, Failure> {
+    let Derived { mapped: Mapped { events, origin, items, mut rejected }, _charge } = derived;
     let outcomes = if events.is_empty() { Vec::new() } else { app.store.ingest(events).await? };
     let (mut stored, mut duplicates) = (0u64, 0u64);
     for (outcome, span) in outcomes.iter().zip(&origin) {
@@ -282,7 +372,8 @@ async fn export(app: &AppState, derived: Derived) -> Result<Partial, Failure> {
             Outcome::Duplicate => duplicates += 1,
             Outcome::Conflict => {
                 if let Some(i) = *span {
-                    rejected.reject(i, || format!("span {i}: its events could not be placed in the session"));
+                    let noun = if signal == Signal::Logs { "log record" } else { "span" };
+                    rejected.reject(i, || format!("{noun} {i}: its events could not be placed in the session"));
                 }
             }
         }
@@ -290,15 +381,19 @@ async fn export(app: &AppState, derived: Derived) -> Result<Partial, Failure> {
     let m = &app.metrics;
     m.events_accepted.fetch_add(stored, Ordering::Relaxed);
     m.events_duplicate.fetch_add(duplicates, Ordering::Relaxed);
-    m.otlp_spans_accepted.fetch_add((spans - rejected.count()) as u64, Ordering::Relaxed);
-    m.otlp_spans_rejected.fetch_add(rejected.count() as u64, Ordering::Relaxed);
-    if spans > 0 && rejected.count() == spans {
+    let (accepted, refused) = match signal {
+        Signal::Logs => (&m.otlp_records_accepted, &m.otlp_records_rejected),
+        _ => (&m.otlp_spans_accepted, &m.otlp_spans_rejected),
+    };
+    accepted.fetch_add((items - rejected.count()) as u64, Ordering::Relaxed);
+    refused.fetch_add(rejected.count() as u64, Ordering::Relaxed);
+    if items > 0 && rejected.count() == items {
         // Nothing was usable: a client error the exporter should not retry.
-        return Err(Failure::Invalid(rejected.summary(spans, "spans")));
+        return Err(Failure::Invalid(rejected.summary(items, signal.noun())));
     }
     Ok(Partial {
         rejected: rejected.count() as i64,
-        message: if rejected.is_empty() { String::new() } else { rejected.summary(spans, "spans") },
+        message: if rejected.is_empty() { String::new() } else { rejected.summary(items, signal.noun()) },
     })
 }
 
@@ -307,20 +402,36 @@ struct Partial {
     message: String,
 }
 
-fn response(p: Partial) -> ExportTraceServiceResponse {
-    ExportTraceServiceResponse {
-        partial_success: (p.rejected > 0)
-            .then_some(ExportTracePartialSuccess { rejected_spans: p.rejected, error_message: p.message }),
+/// `Export*ServiceResponse`: the three signals' responses are one message on the wire (a
+/// `partial_success` of a count and a message), whatever their field names.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExportResponse {
+    #[prost(message, optional, tag = "1")]
+    partial_success: Option<PartialSuccess>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PartialSuccess {
+    #[prost(int64, tag = "1")]
+    rejected: i64,
+    #[prost(string, tag = "2")]
+    error_message: String,
+}
+
+fn response(p: Partial) -> ExportResponse {
+    ExportResponse {
+        partial_success: (p.rejected > 0 || !p.message.is_empty())
+            .then_some(PartialSuccess { rejected: p.rejected, error_message: p.message }),
     }
 }
 
-/// OTLP/JSON: `{}` on full success (the generated type would write `"partialSuccess":null`);
+/// OTLP/JSON: `{}` on full success (the generated types would write `"partialSuccess":null`);
 /// int64 as a string, as the protobuf JSON mapping has it.
-fn json_response(p: Partial) -> String {
-    if p.rejected == 0 {
+fn json_response(signal: Signal, p: Partial) -> String {
+    if p.rejected == 0 && p.message.is_empty() {
         return "{}".into();
     }
-    serde_json::json!({ "partialSuccess": { "rejectedSpans": p.rejected.to_string(), "errorMessage": p.message } })
+    serde_json::json!({ "partialSuccess": { signal.json_count(): p.rejected.to_string(), "errorMessage": p.message } })
         .to_string()
 }
 

@@ -29,6 +29,7 @@ pub(crate) async fn list(State(app): State<AppState>, p: Params) -> Result<Respo
         status: p.get("status"),
         agent_id: p.get("agent_id"),
         parent_session_id: p.get("parent_session_id"),
+        conversation: p.get("conversation"),
         q: p.get("q"),
     };
     Ok(Json(app.store.list_sessions(q).await?).into_response())

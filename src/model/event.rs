@@ -69,8 +69,8 @@ pub struct Event {
     span_ref: Option<SpanRef>,
 }
 
-/// What identifies an event derived from a span, whatever its content: the span's id and the
-/// event's role in it. An exporter that retries resends the span, maybe in another batch, so
+/// What identifies an event derived from a span (or a log record), whatever its content: the
+/// span's id and the event's role in it (or the record's id). An exporter that retries resends the span, maybe in another batch, so
 /// what was derived from it (an agent's name found in the batch, a price) may differ while it is
 /// still the same event: the store recognises retries by this, not by content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,8 @@ pub enum SpanRole {
     End,
     /// The span's own event (tool end, LLM call, agent spawn, `otel.span`).
     Main,
+    /// The event of one log record; its `span_id` is then the record's id.
+    Record,
 }
 
 impl SpanRole {
@@ -121,9 +123,14 @@ impl SpanRef {
         struct StoredOtel {
             #[serde(default)]
             span_id: Option<String>,
+            #[serde(default)]
+            record_id: Option<String>,
         }
         let s: Stored = serde_json::from_str(body).ok()?;
         let otel = s.payload.otel?;
+        if let Some(record_id) = otel.record_id {
+            return Some(SpanRef { span_id: record_id, role: SpanRole::Record });
+        }
         Some(SpanRef { span_id: otel.span_id.unwrap_or_default(), role: SpanRole::of_kind(&s.kind) })
     }
 

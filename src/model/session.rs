@@ -88,13 +88,18 @@ pub struct SessionState {
 
 /// Whether the payload may hold fields derivation reads; others are not looked at.
 fn needs_payload(kind: &str) -> bool {
-    kind.starts_with("session.") || kind.starts_with("operation.") || kind == "otel.span"
+    kind.starts_with("session.") || kind.starts_with("operation.") || kind == "otel.span" || kind == "otel.log"
 }
 
 /// The span attributes that name a run's conversation, in the OTel dialects (`OTLP.md`): the OTLP
 /// mapping reads them from spans, derivation from the attributes a derived event keeps.
-pub const CONVERSATION_ATTRIBUTES: &[&str] =
-    &["session.id", "gen_ai.conversation.id", "langfuse.session.id", "traceloop.association.properties.session_id"];
+pub const CONVERSATION_ATTRIBUTES: &[&str] = &[
+    "session.id",
+    "gen_ai.conversation.id",
+    "conversation.id",
+    "langfuse.session.id",
+    "traceloop.association.properties.session_id",
+];
 
 /// The conversation an event names: `metadata.conversation_id`, or, in a span-derived event,
 /// one of the conversation attributes OTel dialects use.

@@ -12,6 +12,7 @@ use super::reject::Rejections;
 use super::split::{self, Names, Split};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, Span};
 use std::io::Read;
@@ -150,6 +151,11 @@ pub(crate) trait Item: prost::Message + Default + serde::de::DeserializeOwned {
 
 /// The spans of an `ExportTraceServiceRequest`.
 pub fn spans(body: &[u8], encoding: Encoding, reserve: Reserve<'_>) -> Result<Batch<Span>, DecodeError> {
+    decode(body, encoding, reserve)
+}
+
+/// The log records of an `ExportLogsServiceRequest`.
+pub fn records(body: &[u8], encoding: Encoding, reserve: Reserve<'_>) -> Result<Batch<LogRecord>, DecodeError> {
     decode(body, encoding, reserve)
 }
 
@@ -430,6 +436,38 @@ impl Item for Span {
     }
 }
 
+impl Item for LogRecord {
+    const NOUN: &'static str = "log record";
+    const REQUEST: &'static str = "ExportLogsServiceRequest";
+    const NAMES: &'static Names = &split::LOGS;
+
+    fn numbers_for_names(record: &mut serde_json::Value) -> Result<(), String> {
+        if let Some(n) = record.get_mut("severityNumber") {
+            rename(n, "severityNumber", &SEVERITY_NUMBERS)?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check_attributes(&self.attributes)?;
+        let depth = self.body.as_ref().map_or(0, depth);
+        if depth > MAX_VALUE_DEPTH {
+            return Err(format!("its body nests values {depth} levels deep, more than {MAX_VALUE_DEPTH}"));
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> usize {
+        size_of::<LogRecord>()
+            + self.severity_text.capacity()
+            + self.body.as_ref().map_or(0, value_heap)
+            + attributes_size(&self.attributes)
+            + self.trace_id.capacity()
+            + self.span_id.capacity()
+            + self.event_name.capacity()
+    }
+}
+
 impl Batch<Span> {
     /// A request already decoded (tests, the benchmark's requests): every span kept, no limit.
     pub fn from_request(req: ExportTraceServiceRequest) -> Batch<Span> {
@@ -460,6 +498,33 @@ const SPAN_KINDS: [&str; 6] = [
     "SPAN_KIND_CONSUMER",
 ];
 const STATUS_CODES: [&str; 3] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
+const SEVERITY_NUMBERS: [&str; 25] = [
+    "SEVERITY_NUMBER_UNSPECIFIED",
+    "SEVERITY_NUMBER_TRACE",
+    "SEVERITY_NUMBER_TRACE2",
+    "SEVERITY_NUMBER_TRACE3",
+    "SEVERITY_NUMBER_TRACE4",
+    "SEVERITY_NUMBER_DEBUG",
+    "SEVERITY_NUMBER_DEBUG2",
+    "SEVERITY_NUMBER_DEBUG3",
+    "SEVERITY_NUMBER_DEBUG4",
+    "SEVERITY_NUMBER_INFO",
+    "SEVERITY_NUMBER_INFO2",
+    "SEVERITY_NUMBER_INFO3",
+    "SEVERITY_NUMBER_INFO4",
+    "SEVERITY_NUMBER_WARN",
+    "SEVERITY_NUMBER_WARN2",
+    "SEVERITY_NUMBER_WARN3",
+    "SEVERITY_NUMBER_WARN4",
+    "SEVERITY_NUMBER_ERROR",
+    "SEVERITY_NUMBER_ERROR2",
+    "SEVERITY_NUMBER_ERROR3",
+    "SEVERITY_NUMBER_ERROR4",
+    "SEVERITY_NUMBER_FATAL",
+    "SEVERITY_NUMBER_FATAL2",
+    "SEVERITY_NUMBER_FATAL3",
+    "SEVERITY_NUMBER_FATAL4",
+];
 
 fn rename(v: &mut serde_json::Value, field: &str, names: &[&str]) -> Result<(), String> {
     if let Some(name) = v.as_str() {

@@ -30,8 +30,8 @@ pub struct Mapped {
     /// For each event, the index (in request order) of the span it came from; `None` for a
     /// trace's `session.started`.
     pub origin: Vec<Option<usize>>,
-    /// Spans in the request.
-    pub spans: usize,
+    /// Items (spans, log records) in the request.
+    pub items: usize,
     /// Unusable spans, those the decoder refused included.
     pub rejected: Rejections,
 }
@@ -58,7 +58,7 @@ const MAX_DEPTH: usize = 256;
 
 /// What a trace counts against the request's budget besides its events: the session it may
 /// create (a session's row, indexes and alerts take about this much on disk).
-const TRACE_COST: usize = 8192;
+pub(super) const TRACE_COST: usize = 8192;
 
 /// Times past this (2200-01-01T00:00:00Z) are not clock readings; refused, they also keep
 /// sequences (microseconds) below 2^53, where JavaScript's numbers stop being exact.
@@ -73,7 +73,7 @@ pub fn derive_budget(bytes: usize) -> usize {
 
 pub fn map_request(batch: Batch<Span>, price: Pricing<'_>) -> Mapped {
     let Batch { resources, scopes, items: entries, total, rejected, size } = batch;
-    let mut out = Mapped { spans: total, rejected, ..Mapped::default() };
+    let mut out = Mapped { items: total, rejected, ..Mapped::default() };
     let mut items = Vec::with_capacity(entries.len());
     for entry in &entries {
         let scoped = &scopes[entry.scope];
@@ -233,7 +233,7 @@ fn agent_name(it: &Item<'_>) -> String {
 }
 
 /// A name usable as an `agent_id`: no control characters, 1 to 128 characters.
-fn label(s: &str) -> String {
+pub(super) fn label(s: &str) -> String {
     let l: String = s.chars().filter(|c| !c.is_control()).take(128).collect();
     if l.trim().is_empty() {
         "otel".into()
@@ -320,8 +320,8 @@ fn span_events(
 }
 
 /// `&dyn Serialize` is not object-safe: payloads go through this instead.
-mod erased {
-    pub(super) trait Payload {
+pub(super) mod erased {
+    pub(in crate::otlp) trait Payload {
         fn json(&self) -> Result<String, serde_json::Error>;
     }
 
@@ -462,7 +462,7 @@ fn rfc3339(ns: u64) -> String {
         .unwrap_or_default()
 }
 
-fn envelope(
+pub(super) fn envelope(
     session: &str,
     agent: &str,
     seq: i64,

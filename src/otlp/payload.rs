@@ -149,7 +149,7 @@ impl Serialize for Attributes<'_> {
 }
 
 /// One attribute value. Non-finite doubles, which JSON cannot hold, are strings; bytes are hex.
-struct Any<'a>(Option<&'a Value>);
+pub(crate) struct Any<'a>(pub(crate) Option<&'a Value>);
 
 impl Serialize for Any<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -50,6 +50,16 @@ pub(crate) const SPANS: Names = Names {
     scopes: ["scopeSpans", "scope_spans"],
     items: ["spans", "spans"],
 };
+pub(crate) const LOGS: Names = Names {
+    resources: ["resourceLogs", "resource_logs"],
+    scopes: ["scopeLogs", "scope_logs"],
+    items: ["logRecords", "log_records"],
+};
+pub(crate) const METRICS: Names = Names {
+    resources: ["resourceMetrics", "resource_metrics"],
+    scopes: ["scopeMetrics", "scope_metrics"],
+    items: ["metrics", "metrics"],
+};
 
 /// Only the first `max` items are kept; a resource or scope is kept only if one of its items is.
 struct Builder<'a> {
@@ -165,6 +175,22 @@ impl<'a> Wire<'a> {
         }
         Ok(found)
     }
+}
+
+/// How many fields `inner` the message's length-delimited fields `outer` hold in all; malformed
+/// parts count nothing.
+pub(crate) fn count_nested(message: &[u8], outer: &[u64], inner: u64) -> usize {
+    let mut count = 0;
+    let mut fields = Wire { buf: message };
+    while let Ok(Some((n, Some(nested)))) = fields.next() {
+        if outer.contains(&n) {
+            let mut w = Wire { buf: nested };
+            while let Ok(Some((m, _))) = w.next() {
+                count += usize::from(m == inner);
+            }
+        }
+    }
+    count
 }
 
 fn length_delimited(number: u64, bytes: Option<&[u8]>) -> Result<&[u8], String> {

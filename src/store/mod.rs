@@ -183,6 +183,8 @@ pub struct SessionQuery {
     pub status: Option<String>,
     pub agent_id: Option<String>,
     pub parent_session_id: Option<String>,
+    /// Sessions of one conversation (a conversation id as an agent or its telemetry names it).
+    pub conversation: Option<String>,
     pub q: Option<String>,
 }
 

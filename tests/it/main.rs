@@ -17,6 +17,8 @@
 //! - [`reliability`]: SIGKILL at random moments, SIGTERM under load, overload, stalled
 //!   subscribers, a full disk, retention, damaged databases.
 //! - [`otlp`]: OTLP/HTTP trace ingest — protobuf, JSON, gzip, retries, bad bodies, partial success.
+//! - [`otlp_logs`]: OTLP logs and metrics — records in their trace's or conversation's session,
+//!   stored once, partial success, metrics answered as not kept, bad and amplifying bodies.
 //! - [`otlp_clients`]: OTLP trace ingest driven by real OpenTelemetry clients (the Python SDK's
 //!   exporters and two `openai` instrumentors, run from `tests/otel/` in a pinned environment).
 //! - [`fleet`]: several instances on one real PostgreSQL — one stream order, resumption on any
@@ -55,6 +57,7 @@ mod lifecycle;
 mod ops;
 mod otlp;
 mod otlp_clients;
+mod otlp_logs;
 mod packaging;
 mod pg_harness;
 mod pg_tls;

@@ -1,6 +1,6 @@
-//! OTLP trace ingest driven by real OpenTelemetry clients: the Python SDK's own exporters
+//! OTLP ingest driven by real OpenTelemetry clients: the Python SDK's own span exporters
 //! (HTTP/protobuf and gRPC, gzip or not, configured by options or only by `OTEL_EXPORTER_OTLP_*`)
-//! and two instrumentation libraries for the `openai` client (OpenInference and OpenLLMetry)
+//! and log exporters (HTTP/protobuf, HTTP/JSON, gRPC), and two instrumentation libraries for the `openai` client (OpenInference and OpenLLMetry)
 //! calling a fake OpenAI server. The clients are the scripts of `tests/otel/`, run in a virtual
 //! environment with pinned packages (see [`crate::support::pyenv`]); what they sent is then read
 //! back through aop's own API, as a user would see it.
@@ -457,4 +457,53 @@ async fn openai_calls_instrumented_by_openinference_become_external_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_calls_instrumented_by_openllmetry_become_external_calls() {
     check_instrumented_openai("openllmetry").await;
+}
+
+/// The SDK's own log exporters (HTTP/protobuf, HTTP/JSON, gRPC, gzip or not) behind its batch
+/// processor: the conversation's records in its session, the GenAI event in its span's trace's
+/// session with its structured body kept as JSON, and a re-export stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_exports_log_records_over_every_protocol_and_a_re_export_is_stored_once() {
+    let server = TestServer::start().await;
+    for (protocol, compression) in
+        [("http/protobuf", "none"), ("http/json", "gzip"), ("grpc", "gzip"), ("grpc", "none")]
+    {
+        let mut args = reach(&server, None);
+        args.extend(["--protocol", protocol, "--compression", compression, "--resend"].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ran = run_script("logs_export.py", &args, &[]).await;
+        assert!(ran.exported(), "{protocol}: the exporter reported a failure\n{}", ran.output);
+        let conversation = ran.summary["conversation"].as_str().unwrap().to_owned();
+        let trace = ran.summary["trace_id"].as_str().unwrap().to_owned();
+
+        let events = server.events(&conversation).await;
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["session.started", "otel.log", "otel.log"], "{protocol}: stored once despite the re-export");
+        let (prompt, tool) = (&events[1]["payload"], &events[2]["payload"]);
+        assert_eq!(
+            (&prompt["name"], &prompt["body"]),
+            (&json!("user_prompt"), &json!("Where is my order?")),
+            "{protocol}"
+        );
+        assert_eq!(prompt["attributes"]["event.sequence"], 1, "{protocol}");
+        assert_eq!(tool["attributes"]["tool_name"], "lookup_order", "{protocol}");
+        assert_eq!(server.session(&conversation).await["agent_id"], "support-bot", "{protocol}");
+
+        let traced = server.events(&format!("otel-{trace}")).await;
+        assert_eq!(traced.len(), 1, "{protocol}: {traced:?}");
+        let details = &traced[0]["payload"];
+        assert_eq!(details["name"], "gen_ai.client.inference.operation.details", "{protocol}");
+        assert_eq!(details["otel"]["span_id"], ran.summary["span_id"], "{protocol}");
+        assert_eq!(
+            details["body"]["gen_ai.input.messages"][0]["parts"][0]["content"], "Where is my order?",
+            "{protocol}"
+        );
+        assert_eq!(details["attributes"]["gen_ai.response.finish_reasons"], json!(["stop"]), "{protocol}");
+
+        let mut ids = server.session_ids(&format!("conversation={conversation}")).await;
+        ids.sort();
+        let mut want = vec![conversation.clone(), format!("otel-{trace}")];
+        want.sort();
+        assert_eq!(ids, want, "{protocol}: the conversation's sessions");
+    }
 }

@@ -48,8 +48,12 @@ pub(super) async fn list_sessions(
         params.push(Box::new(us));
         params.push(Box::new(id));
     }
-    for (column, value) in [("s.status", &q.status), ("s.agent_id", &q.agent_id), ("s.parent_id", &q.parent_session_id)]
-    {
+    for (column, value) in [
+        ("s.status", &q.status),
+        ("s.agent_id", &q.agent_id),
+        ("s.parent_id", &q.parent_session_id),
+        ("s.conversation", &q.conversation),
+    ] {
         if let Some(v) = value {
             params.push(Box::new(v.clone()));
             sql.push_str(&format!(" AND {column} = ${}", params.len()));

@@ -107,8 +107,12 @@ pub(super) fn list_sessions(
         sql.push_str(" AND (s.last_seen_us, s.id) < (?, ?)");
         args.extend([Value::Integer(us), Value::Text(id)]);
     }
-    for (column, value) in [("s.status", &q.status), ("s.agent_id", &q.agent_id), ("s.parent_id", &q.parent_session_id)]
-    {
+    for (column, value) in [
+        ("s.status", &q.status),
+        ("s.agent_id", &q.agent_id),
+        ("s.parent_id", &q.parent_session_id),
+        ("s.conversation", &q.conversation),
+    ] {
         if let Some(v) = value {
             sql.push_str(&format!(" AND {column} = ?"));
             args.push(Value::Text(v.clone()));
