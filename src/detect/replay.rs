@@ -38,6 +38,8 @@ struct Replayed {
     latest_us: Option<i64>,
     parent: Option<String>,
     ended: bool,
+    /// An agent waiting for its user between turns: silence is no stall without an open call.
+    interactive: bool,
     /// Sequence → (line, digest of the event text): duplicates are skipped, conflicts reported.
     seen: HashMap<i64, (usize, u64)>,
 }
@@ -113,10 +115,15 @@ pub fn replay<E: Display>(lines: impl Iterator<Item = Result<String, E>>, cfg: &
         s.seen.insert(ev.sequence, (line_no, text_digest));
         report.events += 1;
 
+        if ev.kind == "session.started"
+            && ev.payload().get("metadata").and_then(|m| m.get("interactive")) == Some(&serde_json::Value::Bool(true))
+        {
+            s.interactive = true;
+        }
         if let Some(prev) = s.latest_us.filter(|_| !s.ended) {
             let silent = ev.ts_us.saturating_sub(prev) as f64 / 1e6;
             let tool_open = s.detector.has_open_tool_call();
-            if let Some(a) = stall_check(silent, true, tool_open, false, cfg) {
+            if let Some(a) = stall_check(silent, !s.interactive || tool_open, tool_open, false, cfg) {
                 report.alerts.push((id.clone(), a));
             }
         }

@@ -88,10 +88,8 @@ pub enum SpanRole {
     Start,
     /// `session.ended`, from the root span.
     End,
-    /// The span's own event (tool end, LLM call, agent spawn, `otel.span`).
+    /// The span's own event (tool end, LLM call, agent spawn, `otel.span`), or a log record's.
     Main,
-    /// The event of one log record; its `span_id` is then the record's id.
-    Record,
 }
 
 impl SpanRole {
@@ -128,10 +126,10 @@ impl SpanRef {
         }
         let s: Stored = serde_json::from_str(body).ok()?;
         let otel = s.payload.otel?;
-        if let Some(record_id) = otel.record_id {
-            return Some(SpanRef { span_id: record_id, role: SpanRole::Record });
-        }
-        Some(SpanRef { span_id: otel.span_id.unwrap_or_default(), role: SpanRole::of_kind(&s.kind) })
+        // An event derived from a log record is known by the record's id, which never looks like
+        // a span's (it starts with `r`), even where the record names the span it was logged in.
+        let id = otel.record_id.or(otel.span_id).unwrap_or_default();
+        Some(SpanRef { span_id: id, role: SpanRole::of_kind(&s.kind) })
     }
 
     /// Whether `body` (a stored event) is this span's event: a cheap substring test first, since

@@ -84,6 +84,10 @@ pub struct SessionState {
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     unpriced: BTreeSet<String>,
     event_count: i64,
+    /// An agent that waits for its user between turns (`metadata.interactive` of
+    /// `session.started`): its silence is no stall unless a tool call is open.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    interactive: bool,
 }
 
 /// Whether the payload may hold fields derivation reads; others are not looked at.
@@ -143,6 +147,11 @@ impl SessionState {
         }
         if let Some(c) = conversation(facts) {
             pick(&mut self.conversation, rank, c);
+        }
+        if is_started
+            && facts.get("metadata").and_then(|m| m.get("interactive")) == Some(&serde_json::Value::Bool(true))
+        {
+            self.interactive = true;
         }
         let stamp = Stamp { us: ev.ts_us, text: ev.timestamp.clone() };
         if self.first.as_ref().is_none_or(|f| stamp < *f) {
@@ -229,6 +238,12 @@ impl SessionState {
     }
     pub fn is_running(&self) -> bool {
         self.ended.is_none()
+    }
+
+    /// Whether silence may be a stall: the session runs, and it is not an interactive agent
+    /// waiting for its user (a tool call open means a turn is in progress).
+    pub fn may_stall(&self, tool_open: bool) -> bool {
+        self.is_running() && (!self.interactive || tool_open)
     }
     /// The latest event time, in microseconds since the epoch: the sessions list's order.
     pub fn last_seen_us(&self) -> i64 {

@@ -9,6 +9,7 @@
 //! event name, and its sequence attribute or else its body), by which the store knows a record
 //! exported again.
 
+use super::agents::{self, Agent};
 use super::attrs::{hex, Attrs};
 use super::decode::{Batch, Entry};
 use super::map::{envelope, label, Mapped, Pricing, MAX_TIME_NS, TRACE_COST};
@@ -42,6 +43,11 @@ struct OtelLog<'a> {
 #[derive(Serialize)]
 struct Identity<'a> {
     record_id: String,
+    /// On a step made from a record: the record's event name and attributes, kept whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<Attributes<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,6 +67,8 @@ struct Target {
     agent: String,
     /// The earliest record time seen for it in this request.
     first_ns: u64,
+    /// A known agent's first prompt in this request: the session's goal.
+    goal: Option<String>,
 }
 
 pub fn map_logs(batch: Batch<LogRecord>, _price: Pricing<'_>) -> Mapped {
@@ -84,7 +92,10 @@ pub fn map_logs(batch: Batch<LogRecord>, _price: Pricing<'_>) -> Mapped {
         let resource = &resources[scoped.resource];
         let service = Attrs(&resource.attributes).str(&["service.name"]);
         let attrs = Attrs(&record.attributes);
-        let session = match session_of(record, attrs) {
+        let scope_name = scoped.scope.name.as_str();
+        let name = event_name(record, attrs);
+        let agent = Agent::of(service, scope_name, name.or_else(|| body_text(record)));
+        let session = match session_of(record, attrs, agent) {
             Ok(s) => s,
             Err(why) => {
                 out.rejected.reject(index, || format!("log record {index}: {why}"));
@@ -105,19 +116,43 @@ pub fn map_logs(batch: Batch<LogRecord>, _price: Pricing<'_>) -> Mapped {
             }
             left -= TRACE_COST;
             order.push(session.id.clone());
-            let agent = service.map(label).unwrap_or_else(|| "otel".into());
-            targets.insert(session.id.clone(), Target { conversation: session.conversation, agent, first_ns: at_ns });
+            let agent_id = match agent {
+                Some(a) => a.id().to_owned(),
+                None => service.map(label).unwrap_or_else(|| "otel".into()),
+            };
+            let target = Target { conversation: session.conversation, agent: agent_id, first_ns: at_ns, goal: None };
+            targets.insert(session.id.clone(), target);
         }
         let target = targets.get_mut(&session.id).expect("inserted above");
         target.first_ns = target.first_ns.min(at_ns);
-        let scope = Some(scoped.scope.name.as_str()).filter(|s| !s.is_empty());
-        match record_event(&session.id, &target.agent, record, attrs, at_ns, scope, service) {
-            Ok(ev) if ev.raw().len() > left => {
-                out.rejected.reject(index, || over(index));
-            }
-            Ok(ev) => {
-                left -= ev.raw().len();
-                derived.push((ev, index));
+        let scope = Some(scope_name).filter(|s| !s.is_empty());
+        let context = Context { session: &session.id, agent: &target.agent, at_ns, scope, service };
+        let steps = match (agent, name) {
+            (Some(a), Some(n)) => agents::steps(a, n, record),
+            _ => Vec::new(),
+        };
+        if target.goal.is_none() {
+            target.goal = steps
+                .iter()
+                .find(|s| s.kind == "cognition.thought")
+                .and_then(|s| s.payload.get("content"))
+                .and_then(|c| c.as_str())
+                .map(|c| c.chars().take(1000).collect());
+        }
+        let made = if steps.is_empty() {
+            record_event(&context, record, attrs, name).map(|ev| vec![ev])
+        } else {
+            step_events(&context, record, attrs, name, steps)
+        };
+        match made {
+            Ok(evs) => {
+                let cost: usize = evs.iter().map(|e| e.raw().len()).sum();
+                if cost > left {
+                    out.rejected.reject(index, || over(index));
+                    continue;
+                }
+                left -= cost;
+                derived.extend(evs.into_iter().map(|ev| (ev, index)));
             }
             Err(e) => {
                 out.rejected.reject(index, || format!("log record {index}: {e}"));
@@ -132,10 +167,14 @@ pub fn map_logs(batch: Batch<LogRecord>, _price: Pricing<'_>) -> Mapped {
             continue;
         }
         // `otel` marks it as derived, so that a re-export finds it instead of adding another.
-        let payload = json!({
-            "metadata": { "source": "otlp", "conversation_id": conversation },
+        // A conversation waits for its user between turns: its silence is no stall.
+        let mut payload = json!({
+            "metadata": { "source": "otlp", "conversation_id": conversation, "interactive": true },
             "otel": { "conversation_id": conversation },
         });
+        if let Some(goal) = &t.goal {
+            payload["goal"] = json!(goal);
+        }
         match envelope(id, &t.agent, 0, t.first_ns, "session.started", &payload) {
             Ok(ev) => {
                 out.events.push(ev.from_span(SpanRef { span_id: String::new(), role: SpanRole::Trace }));
@@ -156,7 +195,13 @@ struct Session {
     conversation: Option<String>,
 }
 
-fn session_of(record: &LogRecord, attrs: Attrs<'_>) -> Result<Session, String> {
+/// A known agent's records go to its own session (it starts a trace per prompt, which would
+/// scatter one run into a session per prompt); others to their trace's, else their
+/// conversation's.
+fn session_of(record: &LogRecord, attrs: Attrs<'_>, agent: Option<Agent>) -> Result<Session, String> {
+    if let Some(own) = agent.and_then(|a| attrs.str(&[a.session_attribute()])) {
+        return Ok(Session { id: conversation_session(own), conversation: Some(own.to_owned()) });
+    }
     let valid = |b: &[u8], n| b.len() == n && b.iter().any(|&x| x != 0);
     if valid(&record.trace_id, 16) {
         return Ok(Session { id: format!("otel-{}", hex(&record.trace_id)), conversation: None });
@@ -198,43 +243,95 @@ fn event_name<'a>(record: &'a LogRecord, attrs: Attrs<'a>) -> Option<&'a str> {
     attrs.str(&["event.name"]).or(Some(record.event_name.as_str()).filter(|n| !n.is_empty()))
 }
 
-fn record_event(
-    session: &str,
-    agent: &str,
-    record: &LogRecord,
-    attrs: Attrs<'_>,
+/// Where a record's events go, and what every one of them carries.
+struct Context<'a> {
+    session: &'a str,
+    agent: &'a str,
     at_ns: u64,
-    scope: Option<&str>,
-    service: Option<&str>,
-) -> Result<Event, EventError> {
-    let name = event_name(record, attrs);
+    scope: Option<&'a str>,
+    service: Option<&'a str>,
+}
+
+/// A known agent's body repeats the event's name (`claude_code.tool_result`).
+fn body_text(record: &LogRecord) -> Option<&str> {
+    match record.body.as_ref()?.value.as_ref()? {
+        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// What identifies a record, whatever batch it comes in: its session, time, event name, and its
+/// sequence attribute where it has one, else its body. It starts with `r`, so that it can never
+/// be taken for a span's id.
+fn record_id(session: &str, at_ns: u64, name: Option<&str>, record: &LogRecord, attrs: Attrs<'_>) -> String {
     let body = record.body.as_ref().and_then(|b| b.value.as_ref());
     let identity_text = match attrs.get(SEQUENCE[0]) {
         Some(seq) => serde_json::to_string(&Any(Some(seq))).unwrap_or_default(),
         None => serde_json::to_string(&Any(body)).unwrap_or_default(),
     };
-    let record_id = format!(
-        "{:016x}",
-        fnv(&[session.as_bytes(), &at_ns.to_be_bytes(), name.unwrap_or("").as_bytes(), identity_text.as_bytes()])
-    );
+    let digest =
+        fnv(&[session.as_bytes(), &at_ns.to_be_bytes(), name.unwrap_or("").as_bytes(), identity_text.as_bytes()]);
+    format!("r{digest:016x}")
+}
+
+fn identity<'a>(c: &Context<'a>, record: &'a LogRecord, name: Option<&'a str>, record_id: String) -> Identity<'a> {
     let valid = |b: &[u8], n| b.len() == n && b.iter().any(|&x| x != 0);
+    Identity {
+        record_id,
+        trace_id: valid(&record.trace_id, 16).then(|| hex(&record.trace_id)),
+        span_id: valid(&record.span_id, 8).then(|| hex(&record.span_id)),
+        event_name: Some(record.event_name.as_str()).filter(|n| !n.is_empty() && Some(*n) != name),
+        scope: c.scope,
+        service: c.service,
+        name: None,
+        attributes: None,
+    }
+}
+
+fn record_event(
+    c: &Context<'_>,
+    record: &LogRecord,
+    attrs: Attrs<'_>,
+    name: Option<&str>,
+) -> Result<Event, EventError> {
+    let body = record.body.as_ref().and_then(|b| b.value.as_ref());
+    let record_id = record_id(c.session, c.at_ns, name, record, attrs);
     let payload = OtelLog {
         name,
         body: body.map(|b| Any(Some(b))),
         severity: Some(record.severity_text.as_str()).filter(|s| !s.is_empty()),
         severity_number: Some(record.severity_number).filter(|n| *n > 0),
         attributes: Attributes(&record.attributes),
-        otel: Identity {
-            record_id: record_id.clone(),
-            trace_id: valid(&record.trace_id, 16).then(|| hex(&record.trace_id)),
-            span_id: valid(&record.span_id, 8).then(|| hex(&record.span_id)),
-            event_name: Some(record.event_name.as_str()).filter(|n| !n.is_empty() && Some(*n) != name),
-            scope,
-            service,
-        },
+        otel: identity(c, record, name, record_id.clone()),
     };
-    let ev = envelope(session, agent, (at_ns / 1000) as i64, at_ns, "otel.log", &payload)?;
-    Ok(ev.from_span(SpanRef { span_id: record_id, role: SpanRole::Record }))
+    let ev = envelope(c.session, c.agent, (c.at_ns / 1000) as i64, c.at_ns, "otel.log", &payload)?;
+    Ok(ev.from_span(SpanRef { span_id: record_id, role: SpanRole::Main }))
+}
+
+/// The events of a known agent's record: its steps, each carrying the record whole under `otel`
+/// (its name and attributes besides the identity).
+fn step_events(
+    c: &Context<'_>,
+    record: &LogRecord,
+    attrs: Attrs<'_>,
+    name: Option<&str>,
+    steps: Vec<agents::Step>,
+) -> Result<Vec<Event>, EventError> {
+    let record_id = record_id(c.session, c.at_ns, name, record, attrs);
+    let mut otel = identity(c, record, name, record_id.clone());
+    otel.name = name;
+    otel.attributes = Some(Attributes(&record.attributes));
+    let otel = serde_json::to_value(&otel).map_err(|e| EventError::NotJson(e.to_string()))?;
+    steps
+        .into_iter()
+        .map(|step| {
+            let mut payload = step.payload;
+            payload.insert("otel".into(), otel.clone());
+            let at = c.at_ns.saturating_sub(step.before_ns);
+            let ev = envelope(c.session, c.agent, (at / 1000) as i64, at, step.kind, &payload)?;
+            Ok(ev.from_span(SpanRef { span_id: record_id.clone(), role: SpanRole::of_kind(step.kind) }))
+        })
+        .collect()
 }
 
 /// FNV-1a, 64 bits, over the parts with a separator between them: a stable digest (the same on
@@ -276,9 +373,9 @@ mod tests {
         LogRecord { time_unix_nano: T0 + ms * 1_000_000, attributes: attrs, ..Default::default() }
     }
 
-    fn batch(records: Vec<LogRecord>) -> Batch<LogRecord> {
+    fn batch(service: &str, records: Vec<LogRecord>) -> Batch<LogRecord> {
         let mut b = Batch::default();
-        b.resources.push(Resource { attributes: vec![kv("service.name", s("claude-code"))], ..Default::default() });
+        b.resources.push(Resource { attributes: vec![kv("service.name", s(service))], ..Default::default() });
         b.scopes.push(Scoped { resource: 0, ..Default::default() });
         for (index, item) in records.into_iter().enumerate() {
             b.items.push(Entry { index, scope: 0, item });
@@ -289,7 +386,11 @@ mod tests {
     }
 
     fn map(records: Vec<LogRecord>) -> Mapped {
-        map_logs(batch(records), &|_, _, _| None)
+        map_logs(batch("support-bot", records), &|_, _, _| None)
+    }
+
+    fn map_as(service: &str, records: Vec<LogRecord>) -> Mapped {
+        map_logs(batch(service, records), &|_, _, _| None)
     }
 
     fn payload(ev: &Event) -> Json {
@@ -316,7 +417,7 @@ mod tests {
         assert_eq!(m.events[0].sequence, 0);
         let p = payload(&m.events[1]);
         assert_eq!((&p["name"], &p["otel"]["span_id"]), (&json!("api_request"), &json!("cdcdcdcdcdcdcdcd")));
-        assert!(m.events.iter().all(|e| e.agent_id == "claude-code"));
+        assert!(m.events.iter().all(|e| e.agent_id == "support-bot"));
         assert_eq!(m.events[2].sequence, ((T0 + 2_000_000) / 1000) as i64);
         assert_eq!(m.origin, [None, Some(0), Some(1)]);
     }
@@ -342,7 +443,7 @@ mod tests {
             1,
             vec![
                 kv("session.id", s("c2")),
-                kv("event.name", s("codex.tool_result")),
+                kv("event.name", s("my.tool_result")),
                 kv(
                     "list",
                     Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(Value::IntValue(3)) }] }),
@@ -351,14 +452,14 @@ mod tests {
             ],
         );
         r.event_name = "event otel/src/events/session_telemetry.rs:803".into();
-        r.body = Some(AnyValue { value: Some(s("claude_code.tool_result")) });
+        r.body = Some(AnyValue { value: Some(s("my.tool_result")) });
         let m = map(vec![r]);
         let p = payload(&m.events[1]);
-        assert_eq!(p["name"], "codex.tool_result");
+        assert_eq!(p["name"], "my.tool_result");
         assert_eq!(p["otel"]["event_name"], "event otel/src/events/session_telemetry.rs:803");
         assert_eq!(p["attributes"]["list"], json!([3]));
         assert_eq!(p["attributes"]["map"], json!({"k": true}));
-        assert_eq!(p["body"], "claude_code.tool_result");
+        assert_eq!(p["body"], "my.tool_result");
     }
 
     #[test]
@@ -373,7 +474,74 @@ mod tests {
         assert_eq!(id(&first), id(&map(vec![r(1, "a")])));
         assert_eq!(id(&first), id(&map(vec![r(1, "changed body, same sequence")])));
         assert_ne!(id(&first), id(&map(vec![r(2, "a")])));
-        assert_eq!(first.events[1].span_ref().unwrap().role, SpanRole::Record);
+        assert!(id(&first).starts_with('r'), "a record's id is never a span's");
+    }
+
+    #[test]
+    fn a_claude_code_run_is_one_session_of_steps_whatever_its_traces() {
+        let cc = |ms: u64, name: &str, seq: i64, trace: u8, more: Vec<KeyValue>| {
+            let mut attrs = vec![
+                kv("session.id", s("085f8b35")),
+                kv("event.name", s(name)),
+                kv("event.sequence", Value::IntValue(seq)),
+            ];
+            attrs.extend(more);
+            let mut r = record(ms, attrs);
+            r.body = Some(AnyValue { value: Some(s(&format!("claude_code.{name}"))) });
+            r.trace_id = vec![trace; 16];
+            r
+        };
+        let m = map_as(
+            "claude-code",
+            vec![
+                cc(1, "user_prompt", 1, 1, vec![kv("prompt", s("List the files"))]),
+                cc(
+                    2,
+                    "api_request",
+                    2,
+                    1,
+                    vec![kv("model", s("claude-sonnet-4-5")), kv("input_tokens", s("12")), kv("cost_usd", s("0.002"))],
+                ),
+                cc(3, "tool_decision", 3, 1, vec![kv("decision", s("accept")), kv("tool_name", s("Bash"))]),
+                cc(
+                    40,
+                    "tool_result",
+                    4,
+                    1,
+                    vec![kv("tool_name", s("Bash")), kv("success", s("false")), kv("duration_ms", s("30"))],
+                ),
+                cc(50, "hook_execution_start", 5, 2, vec![]),
+                cc(60, "user_prompt", 6, 2, vec![kv("prompt", s("And now?"))]),
+            ],
+        );
+        let kinds: Vec<&str> = m.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "session.started",
+                "cognition.thought",
+                "operation.external_call",
+                "custom.tool_decision",
+                "operation.tool_start",
+                "operation.tool_end",
+                "otel.log",
+                "cognition.thought"
+            ]
+        );
+        assert!(
+            m.events.iter().all(|e| e.session_id == "085f8b35" && e.agent_id == "claude-code"),
+            "one session, both traces"
+        );
+        assert_eq!(payload(&m.events[0])["goal"], "List the files");
+        let start = &m.events[4];
+        assert_eq!(start.sequence, ((T0 + 10_000_000) / 1000) as i64, "started its duration before its result");
+        assert_eq!(payload(&m.events[5])["success"], false);
+        let call = payload(&m.events[2]);
+        assert_eq!((&call["cost_usd"], &call["otel"]["name"]), (&json!(0.002), &json!("api_request")));
+        assert_eq!(call["otel"]["attributes"]["input_tokens"], "12", "the record kept whole");
+        let (a, b) = (m.events[4].span_ref().unwrap(), m.events[5].span_ref().unwrap());
+        assert_eq!(a.span_id, b.span_id, "one record");
+        assert_ne!(a.role, b.role, "two events of it");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! into AOP events (metrics are counted, not kept). No I/O: `http::otlp` receives the bytes and
 //! stores what this module derives.
 
+mod agents;
 mod attrs;
 mod classify;
 mod decode;

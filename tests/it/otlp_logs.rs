@@ -35,15 +35,16 @@ fn record(ms: u64, attributes: Vec<KeyValue>) -> LogRecord {
 fn request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
-            resource: Some(Resource { attributes: vec![attr("service.name", s("claude-code"))], ..Default::default() }),
+            resource: Some(Resource { attributes: vec![attr("service.name", s("support-bot"))], ..Default::default() }),
             scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
             ..Default::default()
         }],
     }
 }
 
-/// A short coding-agent turn as records: a prompt, a model request, a tool result, one linked to
-/// a trace, all of one conversation.
+/// A short turn of an agent aop does not know, as records: a prompt, a model request, a tool
+/// result, one linked to a trace, all of one conversation. (Claude Code's and Codex's own records
+/// are read as the steps they report: see `coding_agents`, with the real CLIs.)
 fn turn(conversation: &str, trace: Option<u8>) -> Vec<LogRecord> {
     let common = |name: &str, seq: i64| {
         vec![
@@ -54,7 +55,7 @@ fn turn(conversation: &str, trace: Option<u8>) -> Vec<LogRecord> {
     };
     let mut prompt = record(1, common("user_prompt", 1));
     prompt.attributes.push(attr("prompt", s("List the files")));
-    prompt.body = Some(AnyValue { value: Some(s("claude_code.user_prompt")) });
+    prompt.body = Some(AnyValue { value: Some(s("support_bot.user_prompt")) });
     let mut api = record(2, common("api_request", 2));
     api.attributes.extend([
         attr("model", s("claude-sonnet-4-5")),
@@ -126,10 +127,10 @@ async fn records_join_their_trace_or_their_conversation_and_are_stored_once() {
     assert_eq!(events[0]["payload"]["metadata"]["conversation_id"], conversation);
     let prompt = &events[1]["payload"];
     assert_eq!((&prompt["name"], &prompt["attributes"]["prompt"]), (&json!("user_prompt"), &json!("List the files")));
-    assert_eq!(prompt["body"], "claude_code.user_prompt");
+    assert_eq!(prompt["body"], "support_bot.user_prompt");
     assert_eq!(events[2]["payload"]["attributes"]["cost_usd"], "0.0021", "kept as sent");
     let row = server.session(conversation).await;
-    assert_eq!((&row["agent_id"], &row["status"]), (&json!("claude-code"), &json!("running")));
+    assert_eq!((&row["agent_id"], &row["status"]), (&json!("support-bot"), &json!("running")));
 
     // The record with a trace id joins the trace's session; its map stays a map.
     let traced = format!("otel-{}", "42".repeat(16));
@@ -166,13 +167,13 @@ async fn records_join_their_trace_or_their_conversation_and_are_stored_once() {
 async fn otlp_json_logs_with_enum_names_are_read_and_the_event_name_attribute_wins() {
     let server = TestServer::start().await;
     let body = json!({"resourceLogs": [{
-    "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "codex_exec"}}]},
+    "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "my-agent"}}]},
     "scopeLogs": [{"scope": {"name": "codex"}, "logRecords": [
         {"timeUnixNano": "1764756000001000000", "severityNumber": "SEVERITY_NUMBER_INFO", "severityText": "INFO",
          "eventName": "event otel/src/events/session_telemetry.rs:803",
          "attributes": [
             {"key": "conversation.id", "value": {"stringValue": "thread-9"}},
-            {"key": "event.name", "value": {"stringValue": "codex.tool_result"}},
+            {"key": "event.name", "value": {"stringValue": "my.tool_result"}},
             {"key": "success", "value": {"stringValue": "true"}},
             {"key": "items", "value": {"arrayValue": {"values": [{"intValue": "1"}, {"boolValue": true}]}}}]},
         {"observedTimeUnixNano": "1764756000002000000", "body": {"stringValue": "no conversation, no trace"}}
@@ -185,11 +186,11 @@ async fn otlp_json_logs_with_enum_names_are_read_and_the_event_name_attribute_wi
     assert!(why.contains("log record 1") && why.contains("no trace id and no conversation id"), "{why}");
     let events = server.events("thread-9").await;
     let p = &events[1]["payload"];
-    assert_eq!(p["name"], "codex.tool_result");
+    assert_eq!(p["name"], "my.tool_result");
     assert_eq!(p["severity_number"], 9);
     assert_eq!(p["attributes"]["items"], json!([1, true]));
     assert_eq!(p["otel"]["event_name"], "event otel/src/events/session_telemetry.rs:803");
-    assert_eq!(server.session("thread-9").await["agent_id"], "codex_exec");
+    assert_eq!(server.session("thread-9").await["agent_id"], "my-agent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,4 +306,24 @@ async fn bad_log_bodies_get_a_reason_and_change_nothing() {
     assert!(grown < 256 << 20, "{} MiB", grown >> 20);
     post_logs(&server, &request(turn("after", None))).await;
     assert_eq!(server.events("after").await.len(), 4, "the records and their session's start");
+}
+
+/// A conversation made from records waits for its user between turns: its silence raises no
+/// stall, where an AOP session's silence does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_waiting_for_its_user_is_not_stalled() {
+    let server = Launch::new().args(["--stall-after", "1"]).start().await;
+    post_logs(&server, &request(turn("waiting", None))).await;
+    server.ingest(&[event("aop-run", 1, "session.started", json!({"goal": "g"}))]).await;
+    eventually("the AOP session's stall", || async {
+        let alerts = server.get_ok("/alerts?type=stall").await;
+        (alerts["alerts"].as_array().unwrap().len() == 1).then_some(())
+    })
+    .await;
+    // Checked on the same timer, after it: the conversation was not.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let alerts = server.get_ok("/alerts?type=stall").await;
+    let stalled: Vec<&str> =
+        alerts["alerts"].as_array().unwrap().iter().map(|a| a["session_id"].as_str().unwrap()).collect();
+    assert_eq!(stalled, ["aop-run"]);
 }

@@ -715,7 +715,9 @@ async fn stalls(tx: &Transaction<'_>, cfg: DetectConfig) -> Result<usize, Failur
         }
         let silent_secs = (now - heard_ms) as f64 / 1000.0;
         let tool_open = t.detector.has_open_tool_call();
-        if let Some(alert) = crate::detect::stall_check(silent_secs, t.state.is_running(), tool_open, false, &cfg) {
+        if let Some(alert) =
+            crate::detect::stall_check(silent_secs, t.state.may_stall(tool_open), tool_open, false, &cfg)
+        {
             raised.push((sid, id, t.state.agent_id().to_owned(), alert));
         }
     }

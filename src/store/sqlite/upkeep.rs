@@ -33,7 +33,8 @@ impl Writer {
             }
             let silent_secs = (now - heard_ms) as f64 / 1000.0;
             let tool_open = t.detector.has_open_tool_call();
-            let Some(alert) = detect::stall_check(silent_secs, t.state.is_running(), tool_open, false, &cfg) else {
+            let Some(alert) = detect::stall_check(silent_secs, t.state.may_stall(tool_open), tool_open, false, &cfg)
+            else {
                 continue;
             };
             let agent = t.state.agent_id().to_owned();
