@@ -21,6 +21,7 @@ pub struct Metrics {
     pub otlp_spans_accepted: AtomicU64,
     pub otlp_spans_rejected: AtomicU64,
     pub otlp_records_accepted: AtomicU64,
+    pub otlp_spans_not_kept: AtomicU64,
     pub otlp_records_rejected: AtomicU64,
     /// Connections turned away at the cap (answered `503`, or closed when too many arrive at once).
     pub connections_refused: AtomicU64,
@@ -93,6 +94,12 @@ impl Metrics {
                 "counter",
                 "OTLP spans refused (counted in partial_success).",
                 load(&self.otlp_spans_rejected),
+            ),
+            (
+                "aop_otlp_spans_not_kept_total",
+                "counter",
+                "OTLP spans acknowledged and not kept: a coding agent's internal spans outside any conversation.",
+                load(&self.otlp_spans_not_kept),
             ),
             (
                 "aop_otlp_log_records_accepted_total",

@@ -363,7 +363,7 @@ async fn decode(
 /// Derives and stores the request's events; answers with the spans that could not be used.
 /// Acknowledged only once they are committed, like `POST /events`.
 async fn export(app: &AppState, signal: Signal, derived: Derived) -> Result<Partial, Failure> {
-    let Derived { mapped: Mapped { events, origin, items, mut rejected }, _charge } = derived;
+    let Derived { mapped: Mapped { events, origin, items, mut rejected, not_kept }, _charge } = derived;
     let outcomes = if events.is_empty() { Vec::new() } else { app.store.ingest(events).await? };
     let (mut stored, mut duplicates) = (0u64, 0u64);
     for (outcome, span) in outcomes.iter().zip(&origin) {
@@ -386,6 +386,7 @@ async fn export(app: &AppState, signal: Signal, derived: Derived) -> Result<Part
         _ => (&m.otlp_spans_accepted, &m.otlp_spans_rejected),
     };
     accepted.fetch_add((items - rejected.count()) as u64, Ordering::Relaxed);
+    m.otlp_spans_not_kept.fetch_add(not_kept as u64, Ordering::Relaxed);
     refused.fetch_add(rejected.count() as u64, Ordering::Relaxed);
     if items > 0 && rejected.count() == items {
         // Nothing was usable: a client error the exporter should not retry.

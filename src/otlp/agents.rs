@@ -96,12 +96,17 @@ pub(crate) fn steps(agent: Agent, name: &str, record: &LogRecord) -> Vec<Step> {
             insert_count(&mut p, "prompt_length", a.count(&["prompt_length"]));
             vec![step("cognition.thought", p)]
         }
-        (Agent::ClaudeCode, "api_request") => vec![step("operation.external_call", model_call(agent, a, true, None))],
+        // Logged when the response is complete, after the tools it asked for have started: placed
+        // at its start, it comes before what it decided.
+        (Agent::ClaudeCode, "api_request") => vec![model_step(agent, a, true, None)],
         (Agent::ClaudeCode, "api_error") => {
             let error = a.str(&["error", "error.message"]).unwrap_or("the model request failed").to_owned();
-            vec![step("operation.external_call", model_call(agent, a, false, Some(error)))]
+            vec![model_step(agent, a, false, Some(error))]
         }
-        (Agent::Codex, "sse_event") if a.str(&["event.kind"]) == Some("response.completed") => {
+        // Codex logs `response.completed` twice per request; the one with the tokens is the call.
+        (Agent::Codex, "sse_event")
+            if a.str(&["event.kind"]) == Some("response.completed") && a.has("input_token_count") =>
+        {
             vec![step("operation.external_call", model_call(agent, a, true, None))]
         }
         (Agent::Codex, "api_request") => match a.count(&["http.response.status_code"]) {
@@ -131,6 +136,11 @@ pub(crate) fn steps(agent: Agent, name: &str, record: &LogRecord) -> Vec<Step> {
     }
 }
 
+fn model_step(agent: Agent, a: Attrs<'_>, success: bool, error: Option<String>) -> Step {
+    let before_ns = number(a, "duration_ms").filter(|d| d.is_finite() && *d > 0.0).map_or(0, |d| (d * 1e6) as u64);
+    Step { kind: "operation.external_call", payload: model_call(agent, a, success, error), before_ns }
+}
+
 fn insert_count(p: &mut Map<String, Json>, key: &str, n: Option<i64>) {
     if let Some(n) = n {
         p.insert(key.into(), n.into());
@@ -149,7 +159,7 @@ fn model_call(agent: Agent, a: Attrs<'_>, success: bool, error: Option<String>) 
     let input = a.count(&["input_tokens", "input_token_count"]);
     let output = a.count(&["output_tokens", "output_token_count"]);
     let cache_read = a.count(&["cache_read_tokens", "cached_token_count"]);
-    let cache_write = a.count(&["cache_creation_tokens"]);
+    let cache_write = a.count(&["cache_creation_tokens", "cache_write_token_count"]);
     insert_count(&mut p, "input_tokens", input);
     insert_count(&mut p, "output_tokens", output);
     insert_count(&mut p, "cache_read_tokens", cache_read);
@@ -191,7 +201,7 @@ fn tool_call(a: Attrs<'_>) -> Vec<Step> {
     end.insert("tool".into(), tool.into());
     end.insert("success".into(), success.into());
     if let Some(o) = output {
-        end.insert("output_summary".into(), cut(o, 4096).into());
+        end.insert("output_summary".into(), cut(command_output(o), 4096).into());
     }
     if !success {
         let error = match (a.str(&["error_type"]), a.str(&["error"])) {
@@ -254,6 +264,18 @@ fn exit_code(output: &str) -> Option<i64> {
         }
     }
     None
+}
+
+/// What a command printed, without the header Codex puts before it (`Chunk ID`, `Wall time`,
+/// the exit code, a token count), which differs from run to run: two identical commands with
+/// the same result then read the same, as a loop must.
+fn command_output(output: &str) -> &str {
+    const HEADER: [&str; 4] = ["Chunk ID:", "Wall time:", "Process exited with code", "Original token count:"];
+    let mut rest = output;
+    while let Some(line) = rest.split_inclusive('\n').next().filter(|l| HEADER.iter().any(|h| l.starts_with(h))) {
+        rest = &rest[line.len()..];
+    }
+    rest.strip_prefix("Output:\n").unwrap_or(rest)
 }
 
 /// At most `max` bytes of `text`, cut on a character boundary, with an ellipsis when cut.
@@ -342,6 +364,15 @@ mod tests {
         assert_eq!(s[0].payload["input"]["cmd"], "cat /nope");
         let ok = rec(&[("tool_name", "exec_command"), ("success", "true"), ("output", "Exit code: 0\nREADME.md")]);
         assert_eq!(steps(Agent::Codex, "tool_result", &ok)[1].payload["success"], true);
+        let headed = |chunk: &str| {
+            let output = format!(
+                "Chunk ID: {chunk}\nWall time: 0.0000 seconds\nProcess exited with code 0\nOriginal token count: 7\nOutput:\nREADME.md\nmain.py\n"
+            );
+            let r = rec(&[("tool_name", "exec_command"), ("success", "true"), ("output", &output)]);
+            steps(Agent::Codex, "tool_result", &r)[1].payload["output_summary"].clone()
+        };
+        assert_eq!(headed("b601d7"), "README.md\nmain.py\n");
+        assert_eq!(headed("b601d7"), headed("5b73c3"), "the same result reads the same");
     }
 
     #[test]
@@ -355,7 +386,9 @@ mod tests {
             ("cost_usd", "0.0021"),
             ("duration_ms", "850"),
         ]);
-        let p = &steps(Agent::ClaudeCode, "api_request", &r)[0].payload;
+        let call = &steps(Agent::ClaudeCode, "api_request", &r)[0];
+        assert_eq!(call.before_ns, 850_000_000, "placed at its start");
+        let p = &call.payload;
         assert_eq!(p["model"], "claude-sonnet-4-5");
         assert_eq!(
             (&p["input_tokens"], &p["output_tokens"], &p["token_spend_delta"]),

@@ -11,6 +11,7 @@
 //! children before their parents (they end first), so a memory across requests would rarely
 //! know more.
 
+use super::agents::Agent;
 use super::attrs::{hex, Attrs};
 use super::classify::{self as c, classify, Class};
 use super::decode::Batch;
@@ -34,6 +35,9 @@ pub struct Mapped {
     pub items: usize,
     /// Unusable spans, those the decoder refused included.
     pub rejected: Rejections,
+    /// Usable items deliberately not kept (a coding agent's internal spans outside any
+    /// conversation): acknowledged, and counted in `/metrics`.
+    pub not_kept: usize,
 }
 
 /// The price of a call: `(model, input tokens, output tokens) -> USD`, `None` for an unknown model.
@@ -75,6 +79,9 @@ pub fn map_request(batch: Batch<Span>, price: Pricing<'_>) -> Mapped {
     let Batch { resources, scopes, items: entries, total, rejected, size } = batch;
     let mut out = Mapped { items: total, rejected, ..Mapped::default() };
     let mut items = Vec::with_capacity(entries.len());
+    // Spans of coding agents aop knows: their steps come from their log records, so a span is
+    // kept as an `otel.span` in the agent's own session, or not kept at all.
+    let mut agents: Vec<(Item<'_>, Agent)> = Vec::new();
     for entry in &entries {
         let scoped = &scopes[entry.scope];
         let service = Attrs(&resources[scoped.resource].attributes).str(&["service.name"]);
@@ -84,7 +91,11 @@ pub fn map_request(batch: Batch<Span>, price: Pricing<'_>) -> Mapped {
                 let attrs = Attrs(&span.attributes);
                 let class = classify(attrs);
                 let scope = scoped.scope.name.as_str();
-                items.push(Item { span, index, attrs, class, service, scope, trace, id, parent });
+                let item = Item { span, index, attrs, class, service, scope, trace, id, parent };
+                match Agent::of(service, scope, Some(&span.name)) {
+                    Some(agent) => agents.push((item, agent)),
+                    None => items.push(item),
+                }
             }
             Err(why) => {
                 out.rejected.reject(index, || format!("span {index} ({:?}): {why}", span.name));
@@ -130,6 +141,32 @@ pub fn map_request(batch: Batch<Span>, price: Pricing<'_>) -> Mapped {
             limit >> 10
         )
     };
+    for (it, agent) in &agents {
+        // Claude Code's spans all name its session; of Codex's hundreds of internal spans, only
+        // those of a conversation (its turns and commands) are worth keeping.
+        let Some(own) = it.attrs.str(&[agent.session_attribute()]) else {
+            out.not_kept += 1;
+            continue;
+        };
+        let session = super::logs::conversation_session(own);
+        let latency_ms = (it.span.end_time_unix_nano - it.span.start_time_unix_nano) as f64 / 1e6;
+        let at = it.span.start_time_unix_nano;
+        let made = envelope(&session, agent.id(), (at / 1000) as i64, at, "otel.span", &other(it, latency_ms))
+            .map(|ev| ev.from_span(SpanRef { span_id: it.id.clone(), role: SpanRole::Main }));
+        match made {
+            Ok(ev) if ev.raw().len() > left => {
+                out.rejected.reject(it.index, || over(it.index));
+            }
+            Ok(ev) => {
+                left -= ev.raw().len();
+                out.events.push(ev);
+                out.origin.push(Some(it.index));
+            }
+            Err(why) => {
+                out.rejected.reject(it.index, || format!("span {} ({:?}): {why}", it.index, it.span.name));
+            }
+        }
+    }
     for trace in traces {
         let members = &of_trace[trace];
         if left < TRACE_COST {
