@@ -94,9 +94,11 @@ fn npm_install(package: &str, version: &str, usable: impl Fn(&Path) -> Result<Pa
     usable(&prefix).unwrap_or(bin)
 }
 
-/// `program --version`, which must name `version`.
+/// `program --version`, which must name `version`; run without a network, as every run is.
 fn answers_version(program: &Path, version: &str) -> Result<PathBuf, String> {
-    let out = Command::new(program)
+    let out = Command::new("unshare")
+        .arg("-n")
+        .arg(program)
         .arg("--version")
         .env("DISABLE_AUTOUPDATER", "1")
         .stdin(Stdio::null())
