@@ -21,6 +21,8 @@
 //!   stored once, partial success, metrics answered as not kept, bad and amplifying bodies.
 //! - [`otlp_clients`]: OTLP trace ingest driven by real OpenTelemetry clients (the Python SDK's
 //!   exporters and two `openai` instrumentors, run from `tests/otel/` in a pinned environment).
+//! - [`coding_agents`]: the real Claude Code and Codex CLIs, offline in a loopback-only network
+//!   namespace against a scripted model, their OTLP logs, metrics and spans sent to aop.
 //! - [`fleet`]: several instances on one real PostgreSQL — one stream order, resumption on any
 //!   instance, alerts once, instances and the database killed under load.
 //! - [`haproxy`]: the fleet behind HAProxy with the committed `deploy/haproxy.cfg` — requests
@@ -45,6 +47,7 @@ mod support;
 
 mod alerts;
 mod browser;
+mod coding_agents;
 mod compare;
 mod copy;
 mod detect;

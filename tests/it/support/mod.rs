@@ -2,12 +2,14 @@
 //! ([`events`]), files aop must refuse as databases and a file's look from outside ([`files`]),
 //! a Server-Sent Events reader ([`sse`]), a few raw-socket helpers ([`raw`]), HTTP/2 frames by
 //! hand ([`h2c`]), readings of what a process holds ([`resources`]), the Python OpenTelemetry
-//! clients of `tests/otel/` in their pinned environment ([`pyenv`]) and real PostgreSQL servers of
-//! the tests' own, from the machine's packages ([`pg`]).
+//! clients of `tests/otel/` in their pinned environment ([`pyenv`]), real PostgreSQL servers of
+//! the tests' own, from the machine's packages ([`pg`]), and the real coding-agent CLIs run
+//! offline against a scripted model ([`agents`]).
 //!
 //! Tests never read the machine's `~/.aop`: every process gets a fresh temporary `HOME` and a
 //! scrubbed environment (no `AOP_*`, no `RUST_LOG`).
 
+pub(crate) mod agents;
 pub(crate) mod events;
 pub(crate) mod files;
 pub(crate) mod h2c;

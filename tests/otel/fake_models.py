@@ -1,0 +1,360 @@
+"""A scripted model server on loopback for real coding-agent CLIs (Claude Code, Codex), streaming.
+
+Speaks two wire protocols on one port:
+
+    POST /v1/messages     the Anthropic Messages API (Claude Code), as Server-Sent Events:
+                          message_start, content_block_start/delta/stop (text and tool_use),
+                          message_delta (stop_reason, usage), message_stop
+    POST /v1/responses    the OpenAI Responses API (Codex), as Server-Sent Events:
+                          response.created, output items (function calls, messages),
+                          response.completed (usage)
+
+It plays a scenario (--scenario) and decides each reply from how many tool results the
+conversation already holds, so a request sent again gets the same step again:
+
+    basic   list the files, read README.md, run a command that fails, then a final answer
+    loop    the same shell command five times, then a final answer
+
+Every request it gets, whatever its path, is appended to --record as one JSON line: the method,
+path, headers, parsed body, the step it answered and what it answered (so a test can check what
+reached the model, e.g. that the failing command's result came back as an error). Token counts
+are computed from the request's and the reply's sizes, about four characters a token.
+
+Binds 127.0.0.1 on --port (0: a free one) and writes the port to --port-file once it listens
+(written whole: a reader never sees a partial number). Serves until killed.
+"""
+
+import argparse
+import json
+import os
+import re
+import secrets
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# The command that fails: a file that does not exist, read by a command every shell has.
+FAILING_COMMAND = "cat /nonexistent-fake-models-file"
+LOOP_COMMAND = "ls -1"
+FINAL_BASIC = "Done: I listed the files, read README.md, and the last command failed because the file does not exist."
+FINAL_LOOP = "Done: I ran the same command five times."
+
+
+# --------------------------------------------------------------------------- scenarios
+#
+# A step is one of ("list",), ("read", file), ("run", command) or ("answer", text): what the
+# model asks for next. Each wire protocol turns it into the tool the client offered.
+
+
+def basic(done: int):
+    steps = [("list",), ("read", "README.md"), ("run", FAILING_COMMAND)]
+    return steps[done] if done < len(steps) else ("answer", FINAL_BASIC)
+
+
+def loop(done: int):
+    return ("run", LOOP_COMMAND) if done < 5 else ("answer", FINAL_LOOP)
+
+
+SCENARIOS = {"basic": basic, "loop": loop}
+
+
+def tokens(value) -> int:
+    """About four characters a token, at least one: the size of what was sent or answered."""
+    return max(1, len(json.dumps(value, ensure_ascii=False)) // 4)
+
+
+def sse(events) -> bytes:
+    return b"".join(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode() for data in events)
+
+
+def event(kind: str, **fields) -> dict:
+    """One streamed event: its `type` is also the SSE event's name."""
+    return {"type": kind, **fields}
+
+
+# --------------------------------------------------------------------------- Anthropic
+
+
+def anthropic_tool_results(request: dict) -> list:
+    results = []
+    for message in request.get("messages", []):
+        content = message.get("content")
+        if message.get("role") == "user" and isinstance(content, list):
+            results.extend(block for block in content if block.get("type") == "tool_result")
+    return results
+
+
+def strings(value):
+    """Every string inside a JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from strings(v)
+
+
+def working_directory(request: dict, given: str) -> str:
+    """Where Claude Code runs (its Read tool wants absolute paths): as given, else as it names it
+    in its first user message."""
+    if given:
+        return given
+    for text in strings(request.get("messages", [])):
+        match = re.search(r"Primary working directory: (\S+)", text)
+        if match:
+            return match.group(1)
+    return ""
+
+
+def anthropic_reply(request: dict, step, cwd: str):
+    """The step as Anthropic content blocks and a stop reason."""
+    kind = step[0]
+    if kind == "answer":
+        return [{"type": "text", "text": step[1]}], "end_turn"
+    if kind == "list":
+        tool, args = "Bash", {"command": "ls -la", "description": "List the files in the working directory"}
+    elif kind == "read":
+        path = os.path.join(cwd, step[1]) if cwd else step[1]
+        tool, args = "Read", {"file_path": path}
+    else:
+        tool, args = "Bash", {"command": step[1], "description": "Run a command"}
+    preface = {"type": "text", "text": f"Next I will use {tool}."}
+    call = {"type": "tool_use", "id": f"toolu_{secrets.token_hex(12)}", "name": tool, "input": args}
+    return [preface, call], "tool_use"
+
+
+def anthropic_stream(request: dict, blocks: list, stop_reason: str) -> bytes:
+    usage = {
+        "input_tokens": tokens(request.get("messages", [])) + tokens(request.get("system", "")),
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+    message = {
+        "id": f"msg_{secrets.token_hex(12)}",
+        "type": "message",
+        "role": "assistant",
+        "model": request.get("model", "claude-sonnet-4-5"),
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    events = [event("message_start", message=message), event("ping")]
+    for index, block in enumerate(blocks):
+        if block["type"] == "text":
+            events.append(event("content_block_start", index=index, content_block={"type": "text", "text": ""}))
+            delta = {"type": "text_delta", "text": block["text"]}
+            events.append(event("content_block_delta", index=index, delta=delta))
+        else:
+            start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            events.append(event("content_block_start", index=index, content_block=start))
+            args = json.dumps(block["input"])
+            # Two fragments, as a real stream splits a tool's input.
+            for part in (args[: len(args) // 2], args[len(args) // 2 :]):
+                delta = {"type": "input_json_delta", "partial_json": part}
+                events.append(event("content_block_delta", index=index, delta=delta))
+        events.append(event("content_block_stop", index=index))
+    delta = {"stop_reason": stop_reason, "stop_sequence": None}
+    events.append(event("message_delta", delta=delta, usage={"output_tokens": tokens(blocks)}))
+    events.append(event("message_stop"))
+    return sse(events)
+
+
+# --------------------------------------------------------------------------- OpenAI Responses
+
+# Codex's shell tools, in the order they are preferred, and how each takes its command.
+SHELL_TOOLS = {
+    "shell_command": lambda command: {"command": command},
+    "exec_command": lambda command: {"cmd": command},
+    "shell": lambda command: {"command": ["bash", "-lc", command]},
+}
+
+
+def openai_tool_results(request: dict) -> list:
+    items = request.get("input", [])
+    kinds = ("function_call_output", "custom_tool_call_output")
+    return [item for item in items if isinstance(item, dict) and item.get("type") in kinds]
+
+
+def offered_shell(request: dict) -> str:
+    names = {tool.get("name") for tool in request.get("tools", []) if isinstance(tool, dict)}
+    for name in SHELL_TOOLS:
+        if name in names:
+            return name
+    raise LookupError(f"no shell tool among those offered: {sorted(n for n in names if n)}")
+
+
+def openai_reply(request: dict, step) -> list:
+    """The step as Responses API output items."""
+    kind = step[0]
+    if kind == "answer":
+        return [
+            {
+                "type": "message",
+                "id": f"msg_{secrets.token_hex(12)}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": step[1], "annotations": []}],
+            }
+        ]
+    command = {"list": "ls -la", "read": f"cat {step[-1]}", "run": step[-1]}[kind]
+    tool = offered_shell(request)
+    return [
+        {
+            "type": "function_call",
+            "id": f"fc_{secrets.token_hex(12)}",
+            "call_id": f"call_{secrets.token_hex(12)}",
+            "name": tool,
+            "arguments": json.dumps(SHELL_TOOLS[tool](command)),
+            "status": "completed",
+        }
+    ]
+
+
+def openai_stream(request: dict, items: list) -> bytes:
+    base = {
+        "id": f"resp_{secrets.token_hex(12)}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": request.get("model", "fake-model"),
+        "output": [],
+        "parallel_tool_calls": False,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+    events = [
+        event("response.created", response={**base, "status": "in_progress"}),
+        event("response.in_progress", response={**base, "status": "in_progress"}),
+    ]
+    for index, item in enumerate(items):
+        at = {"item_id": item["id"], "output_index": index}
+        if item["type"] == "function_call":
+            added = {**item, "arguments": "", "status": "in_progress"}
+            events.append(event("response.output_item.added", output_index=index, item=added))
+            events.append(event("response.function_call_arguments.delta", **at, delta=item["arguments"]))
+            events.append(event("response.function_call_arguments.done", **at, arguments=item["arguments"]))
+        else:
+            text = item["content"][0]["text"]
+            added = {**item, "status": "in_progress", "content": []}
+            events.append(event("response.output_item.added", output_index=index, item=added))
+            part = {"type": "output_text", "text": "", "annotations": []}
+            events.append(event("response.content_part.added", **at, content_index=0, part=part))
+            events.append(event("response.output_text.delta", **at, content_index=0, delta=text))
+            events.append(event("response.output_text.done", **at, content_index=0, text=text))
+            events.append(event("response.content_part.done", **at, content_index=0, part={**part, "text": text}))
+        events.append(event("response.output_item.done", output_index=index, item=item))
+    input_tokens = tokens(request.get("input", [])) + tokens(request.get("instructions", ""))
+    output_tokens = tokens(items)
+    usage = {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens,
+    }
+    done = {**base, "status": "completed", "output": items, "usage": usage}
+    events.append(event("response.completed", response=done))
+    return sse([{**data, "sequence_number": n} for n, data in enumerate(events)])
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "FakeModels"
+
+    def do_POST(self):
+        self.handle_request()
+
+    def do_GET(self):
+        self.handle_request()
+
+    def handle_request(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        path = self.path.split("?")[0]
+        entry = {"time": time.time(), "method": self.command, "path": self.path, "headers": dict(self.headers.items())}
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        entry["body"] = body
+        status, content_type, data = 404, "application/json", None
+        try:
+            if self.command == "POST" and path == "/v1/messages" and isinstance(body, dict):
+                done = len(anthropic_tool_results(body))
+                step = self.server.scenario(done)
+                blocks, stop = anthropic_reply(body, step, working_directory(body, self.server.workdir))
+                entry["answer"] = {"step": done, "content": blocks, "stop_reason": stop}
+                status, content_type, data = 200, "text/event-stream", anthropic_stream(body, blocks, stop)
+            elif self.command == "POST" and path == "/v1/responses" and isinstance(body, dict):
+                done = len(openai_tool_results(body))
+                items = openai_reply(body, self.server.scenario(done))
+                entry["answer"] = {"step": done, "output": items}
+                status, content_type, data = 200, "text/event-stream", openai_stream(body, items)
+        except LookupError as e:
+            status, data = 400, json.dumps({"error": {"type": "invalid_request_error", "message": str(e)}}).encode()
+        if data is None:
+            error = {"type": "not_found_error", "message": f"no route {self.command} {path}"}
+            data = json.dumps({"error": error}).encode()
+        entry["status"] = status
+        self.server.record(entry)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("request-id", f"req_{secrets.token_hex(12)}")
+        self.send_header("x-request-id", f"req_{secrets.token_hex(12)}")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        sys.stderr.write("fake_models: " + format % args + "\n")
+
+
+class FakeModels(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, scenario: str, record_path: str, workdir: str = ""):
+        super().__init__(("127.0.0.1", port), Handler)
+        self.scenario = SCENARIOS[scenario]
+        self.workdir = workdir
+        self.record_path = record_path
+        self.lock = threading.Lock()
+
+    def record(self, entry: dict) -> None:
+        if not self.record_path:
+            return
+        with self.lock, open(self.record_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+def write_whole(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file", help="where to write the port once listening")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="basic")
+    parser.add_argument("--record", default="", help="append every request here as a JSON line")
+    parser.add_argument("--workdir", default="", help="the agent's working directory (else read from the request)")
+    args = parser.parse_args()
+    server = FakeModels(args.port, args.scenario, args.record, args.workdir)
+    if args.port_file:
+        write_whole(args.port_file, str(server.server_address[1]))
+    port = server.server_address[1]
+    print(f"fake_models: listening on 127.0.0.1:{port} ({args.scenario})", file=sys.stderr, flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
