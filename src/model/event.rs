@@ -293,6 +293,7 @@ impl Event {
     /// together), without parsing the envelope back.
     pub fn derived(
         session_id: &str,
+        parent_session_id: Option<&str>,
         agent_id: &str,
         sequence: i64,
         ts_ns: u64,
@@ -310,12 +311,14 @@ impl Event {
             return Err(EventError::invalid("payload", "must be a JSON object"));
         }
         debug_assert!(check_session_id("session_id", session_id).is_ok() && check_label("agent_id", agent_id).is_ok());
+        debug_assert!(parent_session_id.is_none_or(|p| check_session_id("parent_session_id", p).is_ok()));
         let timestamp = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ns))
             .ok()
             .and_then(|t| t.format(&Rfc3339).ok())
             .ok_or_else(|| EventError::invalid("timestamp", "is out of range"))?;
         let agent = serde_json::to_string(agent_id).map_err(|e| EventError::NotJson(e.to_string()))?;
-        let head = format!(r#"{{"spec":"aop/1.0","session_id":"{session_id}","agent_id":{agent},"sequence":"#);
+        let parent = parent_session_id.map(|p| format!(r#""parent_session_id":"{p}","#)).unwrap_or_default();
+        let head = format!(r#"{{"spec":"aop/1.0","session_id":"{session_id}",{parent}"agent_id":{agent},"sequence":"#);
         let seq_text = sequence.to_string();
         let mid = format!(r#","timestamp":"{timestamp}","type":"{kind}","payload":"#);
         let mut raw = String::with_capacity(head.len() + seq_text.len() + mid.len() + payload.len() + 1);
@@ -331,7 +334,7 @@ impl Event {
         }
         Ok(Event {
             session_id: session_id.to_owned(),
-            parent_session_id: None,
+            parent_session_id: parent_session_id.map(str::to_owned),
             agent_id: agent_id.to_owned(),
             agent_version: None,
             sequence,

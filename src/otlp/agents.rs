@@ -54,6 +54,15 @@ impl Agent {
         }
     }
 
+    /// The subagent a record comes from, where the agent runs subagents in its own session
+    /// (Claude Code: `agent_id` on the subagent's records and spans).
+    pub(crate) fn subagent(self, a: Attrs<'_>) -> Option<&str> {
+        match self {
+            Agent::ClaudeCode => a.str(&["agent_id"]),
+            Agent::Codex => None,
+        }
+    }
+
     fn service(self) -> &'static str {
         match self {
             Agent::ClaudeCode => "anthropic",
@@ -80,12 +89,15 @@ pub(crate) struct Step {
     pub(crate) kind: &'static str,
     pub(crate) payload: Map<String, Json>,
     pub(crate) before_ns: u64,
+    /// A subagent's record reporting a step of its parent (its spawn): the event goes to the
+    /// parent's session.
+    pub(crate) in_parent: bool,
 }
 
 /// The steps of a known agent's record, or none when it is kept as an `otel.log`.
 pub(crate) fn steps(agent: Agent, name: &str, record: &LogRecord) -> Vec<Step> {
     let a = Attrs(&record.attributes);
-    let step = |kind, payload| Step { kind, payload, before_ns: 0 };
+    let step = |kind, payload| Step { kind, payload, before_ns: 0, in_parent: false };
     match (agent, short(name)) {
         (_, "user_prompt") => {
             let mut p = Map::new();
@@ -119,6 +131,7 @@ pub(crate) fn steps(agent: Agent, name: &str, record: &LogRecord) -> Vec<Step> {
             _ => Vec::new(),
         },
         (_, "tool_result") => tool_call(a),
+        (Agent::ClaudeCode, "subagent_completed") => subagent_completed(a),
         (_, "tool_decision") => {
             let mut p = Map::new();
             for key in ["decision", "source", "tool_name"] {
@@ -136,9 +149,38 @@ pub(crate) fn steps(agent: Agent, name: &str, record: &LogRecord) -> Vec<Step> {
     }
 }
 
+/// A subagent's end: its spawn in the parent (timed at its start, `child_session_id` filled in
+/// by the caller, which knows the session) and its session's end.
+fn subagent_completed(a: Attrs<'_>) -> Vec<Step> {
+    let kind = a.str(&["agent_type", "agent.name"]).unwrap_or("subagent");
+    let before_ns = number(a, "duration_ms").filter(|d| d.is_finite() && *d > 0.0).map_or(0, |d| (d * 1e6) as u64);
+    let mut spawn = Map::new();
+    spawn.insert("child_agent_id".into(), Agent::ClaudeCode.id().into());
+    spawn.insert("reason".into(), format!("{kind} subagent").into());
+    let mut ended = Map::new();
+    ended.insert("outcome".into(), "completed".into());
+    // What it reports of itself is kept as metadata: the session's own totals are its steps'.
+    let mut reported = Map::new();
+    let mut summary = format!("{kind} subagent");
+    if let Some(n) = a.count(&["total_tool_uses"]) {
+        summary.push_str(&format!(", {n} tool use{}", if n == 1 { "" } else { "s" }));
+        reported.insert("total_tool_uses".into(), n.into());
+    }
+    if let Some(n) = a.count(&["total_tokens"]) {
+        summary.push_str(&format!(", {n} tokens"));
+        reported.insert("total_tokens".into(), n.into());
+    }
+    ended.insert("outcome_summary".into(), summary.into());
+    ended.insert("metadata".into(), reported.into());
+    vec![
+        Step { kind: "operation.agent_spawn", payload: spawn, before_ns, in_parent: true },
+        Step { kind: "session.ended", payload: ended, before_ns: 0, in_parent: false },
+    ]
+}
+
 fn model_step(agent: Agent, a: Attrs<'_>, success: bool, error: Option<String>) -> Step {
     let before_ns = number(a, "duration_ms").filter(|d| d.is_finite() && *d > 0.0).map_or(0, |d| (d * 1e6) as u64);
-    Step { kind: "operation.external_call", payload: model_call(agent, a, success, error), before_ns }
+    Step { kind: "operation.external_call", payload: model_call(agent, a, success, error), before_ns, in_parent: false }
 }
 
 fn insert_count(p: &mut Map<String, Json>, key: &str, n: Option<i64>) {
@@ -223,8 +265,8 @@ fn tool_call(a: Attrs<'_>) -> Vec<Step> {
     }
     let before_ns = duration.filter(|d| d.is_finite() && *d > 0.0).map_or(0, |d| (d * 1e6) as u64);
     vec![
-        Step { kind: "operation.tool_start", payload: start, before_ns },
-        Step { kind: "operation.tool_end", payload: end, before_ns: 0 },
+        Step { kind: "operation.tool_start", payload: start, before_ns, in_parent: false },
+        Step { kind: "operation.tool_end", payload: end, before_ns: 0, in_parent: false },
     ]
 }
 
@@ -290,7 +332,7 @@ fn cut(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-fn json_of(v: &Value) -> Json {
+pub(crate) fn json_of(v: &Value) -> Json {
     #[derive(Serialize)]
     struct Wrap<'a>(#[serde(serialize_with = "any")] &'a Value);
     fn any<S: serde::Serializer>(v: &&Value, s: S) -> Result<S::Ok, S::Error> {

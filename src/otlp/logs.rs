@@ -3,7 +3,9 @@
 //! Which session a record joins: its trace's (`otel-<trace id>`) when it has a trace id; else
 //! the session of its conversation (`session.id`, `gen_ai.conversation.id`, Codex's
 //! `conversation.id`), whose id is the conversation's own where it is a valid session id; a
-//! record with neither is rejected. Each record becomes one `otel.log` event kept whole — its
+//! record with neither is rejected. A known agent's record becomes the steps it reports
+//! ([`agents`]), as does a GenAI inference or exception record outside any span ([`genai`]);
+//! every other record becomes one `otel.log` event kept whole — its
 //! event name, body, severity and attributes (maps and arrays as JSON) — at the sequence of its
 //! clock in microseconds, carrying a record id made of what identifies it (its session, time,
 //! event name, and its sequence attribute or else its body), by which the store knows a record
@@ -12,7 +14,8 @@
 use super::agents::{self, Agent};
 use super::attrs::{hex, Attrs};
 use super::decode::{Batch, Entry};
-use super::map::{envelope, label, Mapped, Pricing, MAX_TIME_NS, TRACE_COST};
+use super::genai;
+use super::map::{child_envelope, label, Mapped, Pricing, MAX_TIME_NS, TRACE_COST};
 use super::payload::{Any, Attributes};
 use crate::model::{Event, EventError, SpanRef, SpanRole};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -64,6 +67,9 @@ struct Identity<'a> {
 struct Target {
     /// The conversation's own id, for a session made from records without a trace.
     conversation: Option<String>,
+    /// A subagent's session: its parent's, and the subagent's kind where a record names it.
+    parent: Option<String>,
+    subagent_kind: Option<String>,
     agent: String,
     /// The earliest record time seen for it in this request.
     first_ns: u64,
@@ -71,7 +77,7 @@ struct Target {
     goal: Option<String>,
 }
 
-pub fn map_logs(batch: Batch<LogRecord>, _price: Pricing<'_>) -> Mapped {
+pub fn map_logs(batch: Batch<LogRecord>, price: Pricing<'_>) -> Mapped {
     let Batch { resources, scopes, items, total, rejected, size } = batch;
     let mut out = Mapped { items: total, rejected, ..Mapped::default() };
     let limit = super::map::derive_budget(size);
@@ -120,16 +126,36 @@ pub fn map_logs(batch: Batch<LogRecord>, _price: Pricing<'_>) -> Mapped {
                 Some(a) => a.id().to_owned(),
                 None => service.map(label).unwrap_or_else(|| "otel".into()),
             };
-            let target = Target { conversation: session.conversation, agent: agent_id, first_ns: at_ns, goal: None };
+            let target = Target {
+                conversation: session.conversation,
+                parent: session.parent,
+                subagent_kind: None,
+                agent: agent_id,
+                first_ns: at_ns,
+                goal: None,
+            };
             targets.insert(session.id.clone(), target);
         }
         let target = targets.get_mut(&session.id).expect("inserted above");
         target.first_ns = target.first_ns.min(at_ns);
+        if target.parent.is_some() && target.subagent_kind.is_none() {
+            target.subagent_kind = attrs.str(&["agent.name", "agent_type"]).map(str::to_owned);
+        }
         let scope = Some(scope_name).filter(|s| !s.is_empty());
-        let context = Context { session: &session.id, agent: &target.agent, at_ns, scope, service };
+        let context = Context {
+            session: &session.id,
+            parent: target.parent.as_deref(),
+            agent: &target.agent,
+            at_ns,
+            scope,
+            service,
+        };
+        let in_span = record.span_id.len() == 8 && record.span_id.iter().any(|&b| b != 0);
         let steps = match (agent, name) {
             (Some(a), Some(n)) => agents::steps(a, n, record),
-            _ => Vec::new(),
+            (Some(_), None) => Vec::new(),
+            (None, _) if in_span => Vec::new(),
+            (None, _) => genai::steps(name, attrs, price),
         };
         if target.goal.is_none() {
             target.goal = steps
@@ -162,20 +188,26 @@ pub fn map_logs(batch: Batch<LogRecord>, _price: Pricing<'_>) -> Mapped {
     // A conversation's session is started where it is first seen, as a trace's is.
     for id in &order {
         let t = &targets[id];
-        let Some(conversation) = &t.conversation else { continue };
         if !derived.iter().any(|(ev, _)| &ev.session_id == id) {
             continue;
         }
         // `otel` marks it as derived, so that a re-export finds it instead of adding another.
-        // A conversation waits for its user between turns: its silence is no stall.
-        let mut payload = json!({
-            "metadata": { "source": "otlp", "conversation_id": conversation, "interactive": true },
-            "otel": { "conversation_id": conversation },
-        });
+        let mut payload = match (&t.conversation, &t.parent) {
+            // A conversation waits for its user between turns: its silence is no stall.
+            (Some(conversation), _) => json!({
+                "metadata": { "source": "otlp", "conversation_id": conversation, "interactive": true },
+                "otel": { "conversation_id": conversation },
+            }),
+            (None, Some(parent)) => json!({
+                "metadata": { "source": "otlp", "subagent": t.subagent_kind },
+                "otel": { "parent_session_id": parent },
+            }),
+            (None, None) => continue,
+        };
         if let Some(goal) = &t.goal {
             payload["goal"] = json!(goal);
         }
-        match envelope(id, &t.agent, 0, t.first_ns, "session.started", &payload) {
+        match child_envelope(id, t.parent.as_deref(), &t.agent, 0, t.first_ns, "session.started", &payload) {
             Ok(ev) => {
                 out.events.push(ev.from_span(SpanRef { span_id: String::new(), role: SpanRole::Trace }));
                 out.origin.push(None);
@@ -193,23 +225,42 @@ pub fn map_logs(batch: Batch<LogRecord>, _price: Pricing<'_>) -> Mapped {
 struct Session {
     id: String,
     conversation: Option<String>,
+    parent: Option<String>,
 }
 
 /// A known agent's records go to its own session (it starts a trace per prompt, which would
 /// scatter one run into a session per prompt); others to their trace's, else their
 /// conversation's.
 fn session_of(record: &LogRecord, attrs: Attrs<'_>, agent: Option<Agent>) -> Result<Session, String> {
-    if let Some(own) = agent.and_then(|a| attrs.str(&[a.session_attribute()])) {
-        return Ok(Session { id: conversation_session(own), conversation: Some(own.to_owned()) });
+    if let Some(agent) = agent {
+        if let Some(own) = attrs.str(&[agent.session_attribute()]) {
+            return Ok(agent_session(agent, own, attrs));
+        }
     }
     let valid = |b: &[u8], n| b.len() == n && b.iter().any(|&x| x != 0);
     if valid(&record.trace_id, 16) {
-        return Ok(Session { id: format!("otel-{}", hex(&record.trace_id)), conversation: None });
+        return Ok(Session { id: format!("otel-{}", hex(&record.trace_id)), conversation: None, parent: None });
     }
     let Some(conversation) = attrs.str(CONVERSATION) else {
         return Err(format!("it has no trace id and no conversation id ({})", CONVERSATION.join(", ")));
     };
-    Ok(Session { id: conversation_session(conversation), conversation: Some(conversation.to_owned()) })
+    Ok(Session { id: conversation_session(conversation), conversation: Some(conversation.to_owned()), parent: None })
+}
+
+/// A known agent's session, or its subagent's: a child of it named by both ids.
+fn agent_session(agent: Agent, own: &str, attrs: Attrs<'_>) -> Session {
+    let id = conversation_session(own);
+    match agent.subagent(attrs) {
+        Some(sub) => Session { id: conversation_session(&format!("{id}.{sub}")), conversation: None, parent: Some(id) },
+        None => Session { id, conversation: Some(own.to_owned()), parent: None },
+    }
+}
+
+/// The session a known agent's span belongs to (its own, or its subagent's) and its parent.
+pub(crate) fn agent_span_session(agent: Agent, attrs: Attrs<'_>) -> Option<(String, Option<String>)> {
+    let own = attrs.str(&[agent.session_attribute()])?;
+    let s = agent_session(agent, own, attrs);
+    Some((s.id, s.parent))
 }
 
 /// The session of a conversation: its own id where that is a valid session id (a Claude Code
@@ -246,6 +297,7 @@ fn event_name<'a>(record: &'a LogRecord, attrs: Attrs<'a>) -> Option<&'a str> {
 /// Where a record's events go, and what every one of them carries.
 struct Context<'a> {
     session: &'a str,
+    parent: Option<&'a str>,
     agent: &'a str,
     at_ns: u64,
     scope: Option<&'a str>,
@@ -304,7 +356,7 @@ fn record_event(
         attributes: Attributes(&record.attributes),
         otel: identity(c, record, name, record_id.clone()),
     };
-    let ev = envelope(c.session, c.agent, (c.at_ns / 1000) as i64, c.at_ns, "otel.log", &payload)?;
+    let ev = child_envelope(c.session, c.parent, c.agent, (c.at_ns / 1000) as i64, c.at_ns, "otel.log", &payload)?;
     Ok(ev.from_span(SpanRef { span_id: record_id, role: SpanRole::Main }))
 }
 
@@ -328,7 +380,14 @@ fn step_events(
             let mut payload = step.payload;
             payload.insert("otel".into(), otel.clone());
             let at = c.at_ns.saturating_sub(step.before_ns);
-            let ev = envelope(c.session, c.agent, (at / 1000) as i64, at, step.kind, &payload)?;
+            let (session, parent) = match (step.in_parent, c.parent) {
+                (true, Some(parent)) => {
+                    payload.insert("child_session_id".into(), c.session.into());
+                    (parent, None)
+                }
+                _ => (c.session, c.parent),
+            };
+            let ev = child_envelope(session, parent, c.agent, (at / 1000) as i64, at, step.kind, &payload)?;
             Ok(ev.from_span(SpanRef { span_id: record_id.clone(), role: SpanRole::of_kind(step.kind) }))
         })
         .collect()
@@ -542,6 +601,94 @@ mod tests {
         let (a, b) = (m.events[4].span_ref().unwrap(), m.events[5].span_ref().unwrap());
         assert_eq!(a.span_id, b.span_id, "one record");
         assert_ne!(a.role, b.role, "two events of it");
+    }
+
+    #[test]
+    fn a_claude_code_subagent_is_a_child_session_spawned_by_its_parent() {
+        let cc = |ms: u64, name: &str, seq: i64, more: Vec<KeyValue>| {
+            let mut attrs = vec![
+                kv("session.id", s("085f8b35")),
+                kv("event.name", s(name)),
+                kv("event.sequence", Value::IntValue(seq)),
+            ];
+            attrs.extend(more);
+            record(ms, attrs)
+        };
+        let sub = || kv("agent_id", s("a7a0a768ec0834d14"));
+        let m = map_as(
+            "claude-code",
+            vec![
+                cc(1, "user_prompt", 1, vec![kv("prompt", s("Have a subagent list the files"))]),
+                cc(
+                    50,
+                    "api_request",
+                    2,
+                    vec![
+                        sub(),
+                        kv("agent.name", s("general-purpose")),
+                        kv("input_tokens", s("10")),
+                        kv("duration_ms", s("5")),
+                    ],
+                ),
+                cc(60, "tool_result", 3, vec![sub(), kv("tool_name", s("Bash")), kv("success", s("true"))]),
+                cc(
+                    80,
+                    "subagent_completed",
+                    4,
+                    vec![sub(), kv("agent_type", s("general-purpose")), kv("duration_ms", Value::IntValue(40))],
+                ),
+            ],
+        );
+        let child = "085f8b35.a7a0a768ec0834d14";
+        let placed: Vec<(&str, &str, Option<&str>)> =
+            m.events.iter().map(|e| (e.session_id.as_str(), e.kind.as_str(), e.parent_session_id.as_deref())).collect();
+        assert_eq!(
+            placed,
+            [
+                ("085f8b35", "session.started", None),
+                (child, "session.started", Some("085f8b35")),
+                ("085f8b35", "cognition.thought", None),
+                (child, "operation.external_call", Some("085f8b35")),
+                (child, "operation.tool_start", Some("085f8b35")),
+                (child, "operation.tool_end", Some("085f8b35")),
+                ("085f8b35", "operation.agent_spawn", None),
+                (child, "session.ended", Some("085f8b35")),
+            ]
+        );
+        assert_eq!(payload(&m.events[1])["metadata"]["subagent"], "general-purpose");
+        assert!(m.events[1].raw().contains(r#""parent_session_id":"085f8b35""#), "{}", m.events[1].raw());
+        let spawn = &m.events[6];
+        assert_eq!(payload(spawn)["child_session_id"], child);
+        assert_eq!(spawn.sequence, ((T0 + 40_000_000) / 1000) as i64, "spawned when the subagent began");
+        assert_eq!(payload(&m.events[7])["outcome"], "completed");
+    }
+
+    #[test]
+    fn generic_records_report_steps_only_outside_a_span() {
+        let details = |span: bool| {
+            let mut r = record(
+                5,
+                vec![
+                    kv("event.name", s("gen_ai.client.inference.operation.details")),
+                    kv("gen_ai.conversation.id", s("conv-1")),
+                    kv("gen_ai.request.model", s("gpt-4o")),
+                    kv("gen_ai.usage.input_tokens", Value::IntValue(3)),
+                ],
+            );
+            if span {
+                r.trace_id = vec![7; 16];
+                r.span_id = vec![8; 8];
+            }
+            r
+        };
+        let alone = map(vec![details(false)]);
+        let kinds: Vec<&str> = alone.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["session.started", "operation.external_call"]);
+        assert_eq!(alone.events[1].session_id, "conv-1");
+        let in_span = map(vec![details(true)]);
+        let kinds: Vec<&str> = in_span.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["otel.log"], "the span reports the call");
+        assert_eq!(payload(&in_span.events[0])["otel"]["span_id"], "0808080808080808");
     }
 
     #[test]

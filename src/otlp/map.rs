@@ -144,15 +144,16 @@ pub fn map_request(batch: Batch<Span>, price: Pricing<'_>) -> Mapped {
     for (it, agent) in &agents {
         // Claude Code's spans all name its session; of Codex's hundreds of internal spans, only
         // those of a conversation (its turns and commands) are worth keeping.
-        let Some(own) = it.attrs.str(&[agent.session_attribute()]) else {
+        let Some((session, parent)) = super::logs::agent_span_session(*agent, it.attrs) else {
             out.not_kept += 1;
             continue;
         };
-        let session = super::logs::conversation_session(own);
         let latency_ms = (it.span.end_time_unix_nano - it.span.start_time_unix_nano) as f64 / 1e6;
         let at = it.span.start_time_unix_nano;
-        let made = envelope(&session, agent.id(), (at / 1000) as i64, at, "otel.span", &other(it, latency_ms))
-            .map(|ev| ev.from_span(SpanRef { span_id: it.id.clone(), role: SpanRole::Main }));
+        let payload = other(it, latency_ms);
+        let made =
+            child_envelope(&session, parent.as_deref(), agent.id(), (at / 1000) as i64, at, "otel.span", &payload)
+                .map(|ev| ev.from_span(SpanRef { span_id: it.id.clone(), role: SpanRole::Main }));
         match made {
             Ok(ev) if ev.raw().len() > left => {
                 out.rejected.reject(it.index, || over(it.index));
@@ -507,8 +508,21 @@ pub(super) fn envelope(
     kind: &str,
     payload: &dyn erased::Payload,
 ) -> Result<Event, EventError> {
+    child_envelope(session, None, agent, seq, at_ns, kind, payload)
+}
+
+/// [`envelope`] for a session that may be a child of another.
+pub(super) fn child_envelope(
+    session: &str,
+    parent: Option<&str>,
+    agent: &str,
+    seq: i64,
+    at_ns: u64,
+    kind: &str,
+    payload: &dyn erased::Payload,
+) -> Result<Event, EventError> {
     let payload = payload.json().map_err(|e| EventError::NotJson(e.to_string()))?;
-    Event::derived(session, agent, seq, at_ns, kind, &payload)
+    Event::derived(session, parent, agent, seq, at_ns, kind, &payload)
 }
 
 #[cfg(test)]

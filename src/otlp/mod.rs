@@ -6,6 +6,7 @@ mod agents;
 mod attrs;
 mod classify;
 mod decode;
+mod genai;
 mod logs;
 mod map;
 mod metrics;

@@ -132,7 +132,7 @@ fn claude_basic_ran(ran: &Ran, traces: bool) -> String {
     assert_eq!(sum("output_tokens"), usage["output_tokens"].as_u64().expect("usage"), "{usage}");
     let cache = usage["cache_read_input_tokens"].as_u64().unwrap_or(0)
         + usage["cache_creation_input_tokens"].as_u64().unwrap_or(0);
-    assert_eq!(sum("cache_read_tokens") + sum("cache_write_tokens"), cache, "{usage}");
+    assert_eq!(sum("cache_read_tokens") + sum("cache_creation_tokens"), cache, "{usage}");
     let total = usage["input_tokens"].as_u64().unwrap_or(0) + usage["output_tokens"].as_u64().unwrap_or(0) + cache;
     assert_eq!(row["total_tokens"], total, "{row}");
     let cost = result["total_cost_usd"].as_f64().expect("the CLI's cost");
