@@ -12,13 +12,23 @@ Speaks two wire protocols on one port:
 It plays a scenario (--scenario) and decides each reply from how many tool results the
 conversation already holds, so a request sent again gets the same step again:
 
-    basic   list the files, read README.md, run a command that fails, then a final answer
-    loop    the same shell command five times, then a final answer
+    basic     list the files, read README.md, run a command that fails, then a final answer
+    loop      the same shell command five times, then a final answer
+    subagent  (Claude Code) call the Agent tool for a general-purpose subagent, then a final answer;
+              the subagent runs one shell command, then answers
+
+Claude Code marks its subagents' requests with the header `x-claude-code-agent-id` (the subagent's
+id, as in its telemetry's `agent_id`; the main thread's requests have none) and with
+`cc_is_subagent=true;` in the billing line that opens the system prompt, which is then the
+subagent's own (and its tools differ a little: no ScheduleWakeup, no Workflow, Agent kept). The
+metadata and `X-Claude-Code-Session-Id` are the parent's. The header is what tells a subagent's
+request here.
 
 Every request it gets, whatever its path, is appended to --record as one JSON line: the method,
-path, headers, parsed body, the step it answered and what it answered (so a test can check what
-reached the model, e.g. that the failing command's result came back as an error). Token counts
-are computed from the request's and the reply's sizes, about four characters a token.
+path, headers, parsed body, the step it answered, whether a subagent asked, and what it answered
+(so a test can check what reached the model, e.g. that the failing command's result came back as
+an error). Token counts are computed from the request's and the reply's sizes, about four
+characters a token.
 
 Binds 127.0.0.1 on --port (0: a free one) and writes the port to --port-file once it listens
 (written whole: a reader never sees a partial number). Serves until killed.
@@ -39,24 +49,34 @@ FAILING_COMMAND = "cat /nonexistent-fake-models-file"
 LOOP_COMMAND = "ls -1"
 FINAL_BASIC = "Done: I listed the files, read README.md, and the last command failed because the file does not exist."
 FINAL_LOOP = "Done: I ran the same command five times."
+SUBAGENT_TASK = "Run `ls -1` in the working directory and report what it prints."
+SUBAGENT_ANSWER = "The working directory holds README.md, main.py and notes.txt."
+FINAL_SUBAGENT = "Done: the subagent listed the files: README.md, main.py and notes.txt."
 
 
 # --------------------------------------------------------------------------- scenarios
 #
-# A step is one of ("list",), ("read", file), ("run", command) or ("answer", text): what the
-# model asks for next. Each wire protocol turns it into the tool the client offered.
+# A step is one of ("list",), ("read", file), ("run", command), ("agent", task) or ("answer", text):
+# what the model asks for next. Each wire protocol turns it into the tool the client offered. A
+# scenario is given how many tool results the conversation holds and whether a subagent asks.
 
 
-def basic(done: int):
+def basic(done: int, sub: bool = False):
     steps = [("list",), ("read", "README.md"), ("run", FAILING_COMMAND)]
     return steps[done] if done < len(steps) else ("answer", FINAL_BASIC)
 
 
-def loop(done: int):
+def loop(done: int, sub: bool = False):
     return ("run", LOOP_COMMAND) if done < 5 else ("answer", FINAL_LOOP)
 
 
-SCENARIOS = {"basic": basic, "loop": loop}
+def subagent(done: int, sub: bool = False):
+    if sub:
+        return ("run", LOOP_COMMAND) if done < 1 else ("answer", SUBAGENT_ANSWER)
+    return ("agent", SUBAGENT_TASK) if done < 1 else ("answer", FINAL_SUBAGENT)
+
+
+SCENARIOS = {"basic": basic, "loop": loop, "subagent": subagent}
 
 
 def tokens(value) -> int:
@@ -116,6 +136,14 @@ def anthropic_reply(request: dict, step, cwd: str):
         return [{"type": "text", "text": step[1]}], "end_turn"
     if kind == "list":
         tool, args = "Bash", {"command": "ls -la", "description": "List the files in the working directory"}
+    elif kind == "agent":
+        # In the foreground, so the parent's turn waits for it (older versions call the tool Task).
+        tool, args = "Agent", {
+            "description": "List the files",
+            "prompt": step[1],
+            "subagent_type": "general-purpose",
+            "run_in_background": False,
+        }
     elif kind == "read":
         path = os.path.join(cwd, step[1]) if cwd else step[1]
         tool, args = "Read", {"file_path": path}
@@ -288,9 +316,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if self.command == "POST" and path == "/v1/messages" and isinstance(body, dict):
                 done = len(anthropic_tool_results(body))
-                step = self.server.scenario(done)
+                sub = bool(self.headers.get("x-claude-code-agent-id"))
+                step = self.server.scenario(done, sub)
                 blocks, stop = anthropic_reply(body, step, working_directory(body, self.server.workdir))
-                entry["answer"] = {"step": done, "content": blocks, "stop_reason": stop}
+                entry["answer"] = {"step": done, "subagent": sub, "content": blocks, "stop_reason": stop}
                 status, content_type, data = 200, "text/event-stream", anthropic_stream(body, blocks, stop)
             elif self.command == "POST" and path == "/v1/responses" and isinstance(body, dict):
                 done = len(openai_tool_results(body))

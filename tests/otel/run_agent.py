@@ -52,6 +52,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PROMPTS = {
     "basic": "List the files, read README.md, then try a command that fails.",
     "loop": "Run `ls -1` five times.",
+    "subagent": "Have a general-purpose subagent list the files.",
 }
 
 CLAUDE_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
