@@ -222,6 +222,57 @@ async fn claude_code_running_one_command_five_times_raises_one_loop_alert() {
     one_loop_alert(&ran, &session);
 }
 
+/// A subagent runs inside Claude Code's session (same `session.id`, no trace of its own); its
+/// records carry its `agent_id`, which makes it a child session the parent spawned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claude_code_subagent_is_a_child_session_of_the_run() {
+    for (protocol, traces) in [("http/protobuf", false), ("grpc", true)] {
+        let Some(ran) = AgentRun::claude("subagent", protocol).traces(traces).run().await else { return };
+        eprintln!("{}", ran.describe());
+        assert_eq!(ran.exit_code(), 0, "{}", ran.output());
+        let session = text(&ran.stdout()["session_id"]);
+        let child = ran
+            .sessions()
+            .iter()
+            .find(|s| s["parent_session_id"] == session.as_str())
+            .unwrap_or_else(|| panic!("no child session: {}", ran.describe()));
+        let child_id = text(&child["id"]);
+        assert_eq!(ran.sessions().len(), 2, "the run and its subagent: {:?}", ran.sessions());
+        assert_eq!((&child["agent_id"], &child["status"]), (&json!("claude-code"), &json!("completed")), "{child}");
+        let parent = ran.sessions().iter().find(|s| s["id"] == session.as_str()).expect("the run's session");
+        assert_eq!(parent["child_count"], 1, "{parent}");
+
+        // The subagent's steps are in its session, the Agent call and its spawn in the parent's.
+        let sub = steps(ran.events(&child_id));
+        assert_eq!(outline(&sub), ["call", "start Bash", "end Bash ok", "call"], "{}", ran.describe());
+        assert_eq!(sub[1].1["input"]["command"], LOOP_COMMAND);
+        let events = ran.events(&session);
+        let spawns: Vec<&Value> = events.iter().filter(|e| e["type"] == "operation.agent_spawn").collect();
+        assert_eq!(spawns.len(), 1, "{}", ran.describe());
+        assert_eq!(spawns[0]["payload"]["child_session_id"], child_id.as_str());
+        let main = outline(&steps(events));
+        assert_eq!(main, ["prompt", "call", "start Agent", "end Agent ok", "call"], "{}", ran.describe());
+        let spans = events.iter().chain(ran.events(&child_id)).filter(|e| e["type"] == "otel.span").count();
+        assert_eq!(spans as f64, ran.metric("aop_otlp_spans_accepted_total"), "every span in one of the two");
+
+        // Tokens: the CLI's usage counts its main thread's; the cost it reports, both.
+        let usage = &ran.stdout()["usage"];
+        let input = |id: &str| -> u64 {
+            steps(ran.events(id))
+                .iter()
+                .filter(|(k, _)| *k == "operation.external_call")
+                .map(|(_, p)| p["input_tokens"].as_u64().unwrap_or(0))
+                .sum()
+        };
+        assert_eq!(input(&session), usage["input_tokens"].as_u64().expect("usage"), "{usage}");
+        assert!(input(&child_id) > 0);
+        let cost = |row: &Value| row["total_cost_usd"].as_f64().unwrap_or(0.0);
+        let reported = ran.stdout()["total_cost_usd"].as_f64().expect("the CLI's cost");
+        eprintln!("cost: run {} + subagent {} vs the CLI's {reported}", cost(parent), cost(child));
+        assert!((cost(parent) + cost(child) - reported).abs() < 1e-6, "{parent} {child}");
+    }
+}
+
 /// The run raised exactly one alert, a loop, on its session.
 fn one_loop_alert(ran: &Ran, session: &str) {
     let alerts: Vec<(String, String)> =
