@@ -40,6 +40,8 @@ struct Replayed {
     ended: bool,
     /// An agent waiting for its user between turns: silence is no stall without an open call.
     interactive: bool,
+    /// Its turn in progress (`model::session::turn_step`).
+    turn_open: bool,
     /// Sequence → (line, digest of the event text): duplicates are skipped, conflicts reported.
     seen: HashMap<i64, (usize, u64)>,
 }
@@ -123,8 +125,13 @@ pub fn replay<E: Display>(lines: impl Iterator<Item = Result<String, E>>, cfg: &
         if let Some(prev) = s.latest_us.filter(|_| !s.ended) {
             let silent = ev.ts_us.saturating_sub(prev) as f64 / 1e6;
             let tool_open = s.detector.has_open_tool_call();
-            if let Some(a) = stall_check(silent, !s.interactive || tool_open, tool_open, false, cfg) {
+            if let Some(a) = stall_check(silent, !s.interactive || tool_open || s.turn_open, tool_open, false, cfg) {
                 report.alerts.push((id.clone(), a));
+            }
+        }
+        if s.interactive {
+            if let Some(open) = crate::model::turn_step(&ev) {
+                s.turn_open = open;
             }
         }
         s.latest_us = Some(s.latest_us.map_or(ev.ts_us, |l| l.max(ev.ts_us)));

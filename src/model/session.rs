@@ -88,6 +88,23 @@ pub struct SessionState {
     /// `session.started`): its silence is no stall unless a tool call is open.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     interactive: bool,
+    /// In an interactive session, a turn in progress: the agent owes its next step (see
+    /// [`turn_step`]), so its silence may be a stall.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    turn_open: bool,
+}
+
+/// How an event moves an interactive agent's turn: `Some(true)` when the agent owes its next
+/// step (after its user's prompt, a permission granted, a tool call begun or ended: a model
+/// request comes next), `Some(false)` when it has just heard from its model (it may be done, or
+/// waiting for its user to grant a tool), `None` for events that say nothing of it.
+pub fn turn_step(ev: &Event) -> Option<bool> {
+    match ev.kind.as_str() {
+        "operation.external_call" => Some(false),
+        "operation.tool_start" | "operation.tool_end" | "custom.tool_decision" => Some(true),
+        "cognition.thought" => (ev.payload().str("role") == Some("user")).then_some(true),
+        _ => None,
+    }
 }
 
 /// Whether the payload may hold fields derivation reads; others are not looked at.
@@ -152,6 +169,11 @@ impl SessionState {
             && facts.get("metadata").and_then(|m| m.get("interactive")) == Some(&serde_json::Value::Bool(true))
         {
             self.interactive = true;
+        }
+        if self.interactive {
+            if let Some(open) = turn_step(ev) {
+                self.turn_open = open;
+            }
         }
         let stamp = Stamp { us: ev.ts_us, text: ev.timestamp.clone() };
         if self.first.as_ref().is_none_or(|f| stamp < *f) {
@@ -241,9 +263,9 @@ impl SessionState {
     }
 
     /// Whether silence may be a stall: the session runs, and it is not an interactive agent
-    /// waiting for its user (a tool call open means a turn is in progress).
+    /// waiting for its user (between turns, or for a permission): a turn is in progress.
     pub fn may_stall(&self, tool_open: bool) -> bool {
-        self.is_running() && (!self.interactive || tool_open)
+        self.is_running() && (!self.interactive || tool_open || self.turn_open)
     }
     /// The latest event time, in microseconds since the epoch: the sessions list's order.
     pub fn last_seen_us(&self) -> i64 {

@@ -327,3 +327,44 @@ async fn a_conversation_waiting_for_its_user_is_not_stalled() {
         alerts["alerts"].as_array().unwrap().iter().map(|a| a["session_id"].as_str().unwrap()).collect();
     assert_eq!(stalled, ["aop-run"]);
 }
+
+/// Claude Code between turns (its model has answered) is waiting for its user; in the middle of
+/// one (a tool granted, nothing since) it owes its next step, and its silence is a stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_agent_stalls_only_in_the_middle_of_a_turn() {
+    let server = Launch::new().args(["--stall-after", "1"]).start().await;
+    let claude = |session: &str, names: &[&str]| {
+        let records = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut r = record(
+                    i as u64,
+                    vec![
+                        attr("session.id", s(session)),
+                        attr("event.name", s(name)),
+                        attr("event.sequence", Any::IntValue(i as i64)),
+                    ],
+                );
+                r.body = Some(AnyValue { value: Some(s(&format!("claude_code.{name}"))) });
+                r
+            })
+            .collect();
+        let mut req = request(records);
+        req.resource_logs[0].resource =
+            Some(Resource { attributes: vec![attr("service.name", s("claude-code"))], ..Default::default() });
+        req
+    };
+    post_logs(&server, &claude("between-turns", &["user_prompt", "api_request"])).await;
+    post_logs(&server, &claude("mid-turn", &["user_prompt", "api_request", "tool_decision"])).await;
+    eventually("the stall of the turn in progress", || async {
+        let alerts = server.get_ok("/alerts?type=stall").await;
+        (!alerts["alerts"].as_array().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let alerts = server.get_ok("/alerts?type=stall").await;
+    let stalled: Vec<&str> =
+        alerts["alerts"].as_array().unwrap().iter().map(|a| a["session_id"].as_str().unwrap()).collect();
+    assert_eq!(stalled, ["mid-turn"]);
+}
