@@ -38,6 +38,7 @@ pub struct App {
     retention: Retention,
     /// The most connections served at once (see [`crate::serve`]).
     max_connections: usize,
+    idle_end: Option<Duration>,
 }
 
 impl App {
@@ -83,7 +84,18 @@ impl App {
             bind_ip: (!config.host.is_unspecified()).then_some(config.host),
         };
         let max_connections = config.max_connections;
-        Ok(App { listener, addr, state, store, security, stall_every, retention: config.retention, max_connections })
+        let idle_end = config.idle_end;
+        Ok(App {
+            listener,
+            addr,
+            state,
+            store,
+            security,
+            stall_every,
+            retention: config.retention,
+            max_connections,
+            idle_end,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -99,6 +111,9 @@ impl App {
         let mut serving =
             tokio::spawn(crate::serve::serve(self.listener, router, token.clone(), self.max_connections, metrics));
         tokio::spawn(stall_timer(self.state.store.clone(), self.stall_every, token.clone()));
+        if let Some(after) = self.idle_end {
+            tokio::spawn(idle_timer(self.state.store.clone(), after, token.clone()));
+        }
         if self.retention != Retention::default() {
             tokio::spawn(retention_timer(self.state.store.clone(), self.retention, token.clone()));
         }
@@ -134,6 +149,39 @@ async fn stall_timer(store: Arc<dyn Store>, every: Duration, stop: CancellationT
             _ = tick.tick() => {
                 if let Err(e) = store.check_stalls().await {
                     tracing::debug!(error = %e, "stall check skipped");
+                }
+            }
+        }
+    }
+}
+
+/// Ends the sessions that end when idle once they have been silent for `after`: looked for
+/// every tenth of it (at least every second, at most every minute). Their ends are ingested as
+/// any event is; each has one identity, so instances of a fleet that both end one store it once.
+async fn idle_timer(store: Arc<dyn Store>, after: Duration, stop: CancellationToken) {
+    let every = (after / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let silent_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let idle = match store.idle_sessions(silent_ms).await {
+                    Ok(idle) => idle,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "idle sessions not looked for");
+                        continue;
+                    }
+                };
+                let ends: Vec<_> = idle.iter().filter_map(|s| s.idle_end(after.as_secs_f64())).collect();
+                if ends.is_empty() {
+                    continue;
+                }
+                let n = ends.len();
+                match store.ingest(ends).await {
+                    Ok(_) => tracing::info!(sessions = n, "ended sessions silent past --idle-end"),
+                    Err(e) => tracing::warn!(error = %e, "could not end idle sessions"),
                 }
             }
         }

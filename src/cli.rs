@@ -107,6 +107,9 @@ pub struct StartArgs {
     /// How far (in bytes of messages, e.g. 32MB) a /stream subscriber may fall behind before it is cut off; at least 1MiB.
     #[arg(long, env = "AOP_STREAM_BUFFER", value_name = "SIZE", default_value_t = Size(config::DEFAULT_STREAM_BUFFER))]
     pub stream_buffer: Size,
+    /// Seconds without an event after which a session whose agent sends no end of its own (a coding agent's, made from its OTLP records) is ended as completed; 0 never ends them.
+    #[arg(long, env = "AOP_IDLE_END", value_name = "SECONDS", default_value_t = config::DEFAULT_IDLE_END.as_secs_f64())]
+    pub idle_end: f64,
     /// Delete ended, unpinned sessions whose last event arrived more than DAYS ago. [default: keep]
     #[arg(long, env = "AOP_RETAIN", value_name = "DAYS")]
     pub retain: Option<f64>,
@@ -448,6 +451,10 @@ impl StartArgs {
             anyhow::bail!("--max-connections must be between 1 and 1000000, got {}", s.max_connections);
         }
         c.max_connections = s.max_connections;
+        if !(s.idle_end.is_finite() && s.idle_end >= 0.0) {
+            anyhow::bail!("--idle-end must be a number of seconds (0 for never), got {}", s.idle_end);
+        }
+        c.idle_end = (s.idle_end > 0.0).then(|| std::time::Duration::from_secs_f64(s.idle_end));
         c.stream_buffer = usize::try_from(s.stream_buffer.0).unwrap_or(usize::MAX);
         c.detect = s.detect.resolve()?;
         c.detect.prices = Arc::new(config::prices(s.prices).with_context(|| {

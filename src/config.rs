@@ -10,6 +10,7 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const DEFAULT_PORT: u16 = 4317;
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
@@ -18,6 +19,8 @@ pub const DEFAULT_DB_POOL: usize = 8;
 /// Far above what agents, exporters and dashboards open (each keeps a few), yet a bound on memory
 /// (10,000 idle connections took 33 MiB) and on file descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// `--idle-end`: half an hour, longer than a person's usual pause between prompts.
+pub const DEFAULT_IDLE_END: Duration = Duration::from_secs(30 * 60);
 
 /// Whether `aop start` opens the dashboard in a browser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,8 @@ pub struct Config {
     pub retention: Retention,
     /// The most client connections served at once; past it, new ones are refused.
     pub max_connections: usize,
+    /// Silence after which a session that ends when idle is ended; `None`, never.
+    pub idle_end: Option<Duration>,
 }
 
 impl Config {
@@ -73,6 +78,7 @@ impl Config {
             detect: DetectConfig::default(),
             retention: Retention::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_end: Some(DEFAULT_IDLE_END),
         }
     }
 

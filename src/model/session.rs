@@ -10,7 +10,7 @@
 //! collector's [`Prices`]. A price is applied when its event arrives, so a session keeps the costs
 //! it was given if the table changes later.
 
-use super::event::Event;
+use super::event::{Event, SpanRef, SpanRole};
 use super::payload::{Cost, Payload};
 use super::price::Prices;
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,10 @@ pub struct SessionState {
     /// [`turn_step`]), so its silence may be a stall.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     turn_open: bool,
+    /// A session whose agent sends no end of its own (`metadata.ends_when_idle` of
+    /// `session.started`): the collector ends it after `--idle-end` of silence.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ends_when_idle: bool,
 }
 
 /// How an event moves an interactive agent's turn: `Some(true)` when the agent owes its next
@@ -106,6 +110,9 @@ pub fn turn_step(ev: &Event) -> Option<bool> {
         _ => None,
     }
 }
+
+/// The identity of the end the collector gives an idle session.
+const IDLE_END: &str = "idle-end";
 
 /// Whether the payload may hold fields derivation reads; others are not looked at.
 fn needs_payload(kind: &str) -> bool {
@@ -169,6 +176,11 @@ impl SessionState {
             && facts.get("metadata").and_then(|m| m.get("interactive")) == Some(&serde_json::Value::Bool(true))
         {
             self.interactive = true;
+        }
+        if is_started
+            && facts.get("metadata").and_then(|m| m.get("ends_when_idle")) == Some(&serde_json::Value::Bool(true))
+        {
+            self.ends_when_idle = true;
         }
         if self.interactive {
             if let Some(open) = turn_step(ev) {
@@ -267,6 +279,38 @@ impl SessionState {
     pub fn may_stall(&self, tool_open: bool) -> bool {
         self.is_running() && (!self.interactive || tool_open || self.turn_open)
     }
+    pub fn ends_when_idle(&self) -> bool {
+        self.ends_when_idle
+    }
+
+    /// The `session.ended` the collector adds to a session that ends when idle, silent for
+    /// `silent_secs`: `completed` (silence is how such an agent stops, not a failure), timed just
+    /// after its latest event, so that its duration is its activity. Derived, with a fixed
+    /// identity: every instance of a fleet makes the same event, stored once.
+    pub fn idle_end(&self, silent_secs: f64) -> Option<Event> {
+        if !self.ends_when_idle || !self.is_running() {
+            return None;
+        }
+        let at_us = self.last_seen_us().checked_add(1)?;
+        let minutes = (silent_secs / 60.0).round();
+        let payload = serde_json::json!({
+            "outcome": "completed",
+            "outcome_summary": format!("ended by the collector after {minutes} min without an event (--idle-end)"),
+            "otel": { "span_id": IDLE_END },
+        });
+        let ev = Event::derived(
+            &self.id,
+            self.parent_session_id(),
+            self.agent_id(),
+            at_us,
+            u64::try_from(at_us).ok()?.checked_mul(1000)?,
+            "session.ended",
+            &payload.to_string(),
+        )
+        .ok()?;
+        Some(ev.from_span(SpanRef { span_id: IDLE_END.into(), role: SpanRole::End }))
+    }
+
     /// The latest event time, in microseconds since the epoch: the sessions list's order.
     pub fn last_seen_us(&self) -> i64 {
         self.last.as_ref().map_or(i64::MIN, |s| s.us)

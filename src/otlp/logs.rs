@@ -192,14 +192,17 @@ pub fn map_logs(batch: Batch<LogRecord>, price: Pricing<'_>) -> Mapped {
             continue;
         }
         // `otel` marks it as derived, so that a re-export finds it instead of adding another.
+        // Records carry no end of their session: the collector ends it when it falls silent.
         let mut payload = match (&t.conversation, &t.parent) {
             // A conversation waits for its user between turns: its silence is no stall.
             (Some(conversation), _) => json!({
-                "metadata": { "source": "otlp", "conversation_id": conversation, "interactive": true },
+                "metadata": {
+                    "source": "otlp", "conversation_id": conversation, "interactive": true, "ends_when_idle": true
+                },
                 "otel": { "conversation_id": conversation },
             }),
             (None, Some(parent)) => json!({
-                "metadata": { "source": "otlp", "subagent": t.subagent_kind },
+                "metadata": { "source": "otlp", "subagent": t.subagent_kind, "ends_when_idle": true },
                 "otel": { "parent_session_id": parent },
             }),
             (None, None) => continue,

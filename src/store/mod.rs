@@ -16,7 +16,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::hub::Hub;
-use crate::model::{Event, SessionRow};
+use crate::model::{Event, SessionRow, SessionState};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -313,6 +313,9 @@ pub struct StoreHealth {
     pub path: String,
 }
 
+/// How many idle sessions one look ends at most; the next look takes the rest.
+pub const IDLE_BATCH: i64 = 500;
+
 pub type ExportStream = BoxStream<'static, Result<Bytes, StoreError>>;
 
 pub trait Store: Send + Sync + 'static {
@@ -337,6 +340,10 @@ pub trait Store: Send + Sync + 'static {
     fn retain(&self, policy: Retention) -> BoxFuture<'_, Result<usize, StoreError>>;
     /// Raises stall alerts for running sessions silent past the threshold (collector clock).
     fn check_stalls(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
+    /// Running sessions that end when idle (`SessionState::ends_when_idle`) and have heard
+    /// nothing for `silent_ms` (collector clock, the database's for a fleet), at most
+    /// [`IDLE_BATCH`], the longest silent first.
+    fn idle_sessions(&self, silent_ms: i64) -> BoxFuture<'_, Result<Vec<SessionState>, StoreError>>;
     fn health(&self) -> StoreHealth;
     /// Finishes queued writes and stops the writer; blocks (call from a blocking context).
     fn shutdown(&self);

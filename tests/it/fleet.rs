@@ -269,6 +269,34 @@ async fn one_sessions_events_spread_over_instances_come_out_as_on_one() {
     }
 }
 
+/// Every instance looks for idle sessions; the end they make has one identity, stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_session_is_ended_once_in_the_whole_fleet() {
+    let pg = Pg::shared();
+    let url = pg.create_db();
+    let nodes = fleet(&url, 3, &["--idle-end", "1"]).await;
+    let started = json!({"goal": "g", "metadata": {"ends_when_idle": true}});
+    nodes[0]
+        .ingest(&[
+            event("chat", 1, "session.started", started),
+            event("chat", 2, "cognition.thought", json!({"content": "hm"})),
+        ])
+        .await;
+    nodes[1].ingest(&[event("plain", 1, "session.started", json!({"goal": "g"}))]).await;
+    eventually("the idle session's end", || async {
+        (nodes[2].session("chat").await["status"] == "completed").then_some(())
+    })
+    .await;
+    // Every instance's timer has fired a few times since.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in &nodes {
+        let detail = n.get_ok("/sessions/chat").await;
+        let ends = detail["events"].as_array().unwrap().iter().filter(|e| e["type"] == "session.ended").count();
+        assert_eq!(ends, 1, "{detail}");
+        assert_eq!(n.session("plain").await["status"], "running");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stall_raises_one_alert_in_the_whole_fleet() {
     let pg = Pg::shared();

@@ -368,3 +368,26 @@ async fn an_interactive_agent_stalls_only_in_the_middle_of_a_turn() {
         alerts["alerts"].as_array().unwrap().iter().map(|a| a["session_id"].as_str().unwrap()).collect();
     assert_eq!(stalled, ["mid-turn"]);
 }
+
+/// Records carry no end of their session: `--idle-end` of silence ends it as completed, timed
+/// at its last record; a session with an end of its own is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_silent_past_the_idle_end_is_completed() {
+    let server = Launch::new().args(["--idle-end", "1"]).start().await;
+    post_logs(&server, &request(turn("quiet-chat", None))).await;
+    server.ingest(&[event("aop-run", 1, "session.started", json!({"goal": "g"}))]).await;
+    let row = eventually("the conversation's end", || async {
+        let row = server.session("quiet-chat").await;
+        (row["status"] == "completed").then_some(row)
+    })
+    .await;
+    assert_eq!(row["ended_at"], row["last_seen_at"], "ended at its last record: {row}");
+    assert!(row["outcome_summary"].as_str().unwrap().contains("--idle-end"), "{row}");
+    let events = server.get_ok("/sessions/quiet-chat").await["events"].clone();
+    let ends: Vec<&Value> = events.as_array().unwrap().iter().filter(|e| e["type"] == "session.ended").collect();
+    assert_eq!(ends.len(), 1, "{events}");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(server.session("aop-run").await["status"], "running", "an AOP session ends itself");
+    let events = server.get_ok("/sessions/quiet-chat").await["events"].clone();
+    assert_eq!(events.as_array().unwrap().iter().filter(|e| e["type"] == "session.ended").count(), 1, "ended once");
+}

@@ -211,6 +211,10 @@ impl Store for PgStore {
         Box::pin(self.submit(Job::Stalls))
     }
 
+    fn idle_sessions(&self, silent_ms: i64) -> BoxFuture<'_, Result<Vec<SessionState>, StoreError>> {
+        Box::pin(self.read(move |c| Box::pin(read::idle_sessions(c, silent_ms))))
+    }
+
     fn pin(&self, id: String, pinned: bool) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.submit(move |r| Job::Pin(id, pinned, r)))
     }

@@ -72,6 +72,25 @@ pub(super) async fn list_sessions(
     Ok(q.page(rows))
 }
 
+/// See [`crate::store::Store::idle_sessions`], on the database's clock.
+pub(super) async fn idle_sessions(c: &mut Client, silent_ms: i64) -> Result<Vec<SessionState>, Error> {
+    let rows = c
+        .query(
+            "SELECT id, state FROM aop_sessions WHERE status = 'running' AND event_count > 0 \
+               AND heard_ms <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1 \
+               AND state::jsonb -> 'ends_when_idle' = 'true'::jsonb ORDER BY heard_ms LIMIT $2",
+            &[&silent_ms, &crate::store::IDLE_BATCH],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (id, state): (&str, &str) = (r.get(0), r.get(1));
+            serde_json::from_str(state).unwrap_or_else(|_| SessionState::new(id))
+        })
+        .collect())
+}
+
 pub(super) async fn children(c: &mut Client, id: String) -> Result<Option<Vec<SessionRow>>, Error> {
     let rows: Vec<SessionRow> = c
         .query(

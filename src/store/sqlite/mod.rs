@@ -348,6 +348,11 @@ impl Store for SqliteStore {
         Box::pin(self.submit(Job::Stalls))
     }
 
+    fn idle_sessions(&self, silent_ms: i64) -> BoxFuture<'_, Result<Vec<SessionState>, StoreError>> {
+        let before = writer::now_ms() - silent_ms;
+        Box::pin(self.readers.run(move |c| read::idle_sessions(c, before)))
+    }
+
     fn pin(&self, id: String, pinned: bool) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.submit(move |r| Job::Pin(id, pinned, r)))
     }

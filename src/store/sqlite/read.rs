@@ -152,6 +152,19 @@ fn number_placeholders(sql: &str) -> String {
     out
 }
 
+/// See [`crate::store::Store::idle_sessions`]; `heard_before_ms` on the collector's clock.
+pub(super) fn idle_sessions(c: &Connection, heard_before_ms: i64) -> rusqlite::Result<Vec<SessionState>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, state FROM sessions WHERE status = 'running' AND event_count > 0 AND heard_ms <= ?1 \
+         AND json_extract(state, '$.ends_when_idle') = 1 ORDER BY heard_ms LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![heard_before_ms, crate::store::IDLE_BATCH], |r| {
+        let (id, state): (String, String) = (r.get(0)?, r.get(1)?);
+        Ok(serde_json::from_str(&state).unwrap_or_else(|_| SessionState::new(&id)))
+    })?;
+    rows.collect()
+}
+
 pub(super) fn children(c: &Connection, id: &str) -> rusqlite::Result<Option<Vec<SessionRow>>> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {ROW_COLUMNS} FROM sessions s WHERE s.parent_id = ?1 AND s.event_count > 0 ORDER BY s.last_seen_us DESC, s.id DESC LIMIT 10000"
