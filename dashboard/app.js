@@ -20,6 +20,7 @@
 //     session/inspector.js  the selected event's details
 //     session/otel.js       the details of an event derived from a span (attributes, events)
 //     session/parts.js      pieces several of those draw (tool-call and LLM-call chips, confidence)
+//   conversation.js  one conversation: its sessions (turns) in order, their figures and totals
 //   compare.js    two sessions side by side: composes compare/*.js, loads and follows the comparison
 //     compare/picker.js     "compare with…": the similar runs, or any session id
 //     compare/header.js     which two runs, swap, compare with another
@@ -38,6 +39,7 @@ import { parseHash, sessionHref } from './routes.js';
 import { Overview } from './overview.js';
 import { SessionView } from './session.js';
 import { CompareView } from './compare.js';
+import { ConversationView } from './conversation.js';
 
 const live = new Live();
 const main = document.getElementById('main');
@@ -49,18 +51,42 @@ const costEl = document.getElementById('today-cost');
 const overview = new Overview();
 let sessionView = null;
 let compareView = null;
+let conversationView = null;
 let cameFromOverview = false;
 let overviewShown = false;
 /** Whether the compare view was opened from its session a's view (then Back is history's). */
 let cameFromSession = false;
 
-/** The view that takes the keys: a session's or a comparison's (null: the overview). */
-const current = () => sessionView || compareView;
+/**
+ * Whether the session view was opened from the conversation view (then its Back is history's, and
+ * the conversation's Back leads to the overview).
+ */
+let cameFromConversation = false;
+/** The session whose "conversation" link opened the conversation view (then its Back is history's). */
+let conversationFrom = null;
+
+/** The view that takes the keys: a session's, a comparison's or a conversation's (null: the overview). */
+const current = () => sessionView || compareView || conversationView;
 
 // ---------- routing (routes.js) ----------
 
 function route() {
   const r = parseHash();
+  if (r.view === 'conversation') {
+    if (conversationView && conversationView.id === r.id) return;
+    conversationFrom = sessionView ? sessionView.id : null;
+    if (sessionView) { sessionView.destroy(); sessionView = null; }
+    if (compareView) { compareView.destroy(); compareView = null; }
+    if (conversationView) conversationView.destroy();
+    overviewShown = false;
+    overview.el.hidden = true;
+    conversationView = new ConversationView(r.id, { live, onBack: backFromConversation });
+    main.appendChild(conversationView.el);
+    conversationView.focus();
+    return;
+  }
+  const fromConversation = !!conversationView;
+  if (conversationView) { conversationView.destroy(); conversationView = null; }
   if (r.view === 'compare') {
     if (compareView && compareView.a === r.a && compareView.b === r.b) return;
     cameFromSession = !!sessionView && sessionView.id === r.a;
@@ -80,8 +106,10 @@ function route() {
       return;
     }
     if (sessionView) sessionView.destroy();
-    // Back can be history.back() only when the previous entry is this app's overview.
+    // Back can be history.back() only when the previous entry is this app's overview (or the
+    // conversation view the session was opened from).
     cameFromOverview = overviewShown;
+    cameFromConversation = fromConversation;
     overviewShown = false;
     overview.el.hidden = true;
     sessionView = new SessionView(r.id, { live, seq: r.seq, onBack: goBack });
@@ -109,9 +137,20 @@ function backFromCompare(a) {
   }
 }
 
+/** Back from a conversation: to the session it was opened from, else the overview. */
+function backFromConversation() {
+  if (conversationFrom !== null && history.length > 1) {
+    conversationFrom = null;
+    history.back();
+  } else {
+    location.hash = overview.hash();
+  }
+}
+
 function goBack(deleted = false) {
-  if (cameFromOverview && !deleted && history.length > 1) {
+  if ((cameFromOverview || cameFromConversation) && !deleted && history.length > 1) {
     cameFromOverview = false;
+    cameFromConversation = false;
     history.back();
   } else {
     location.hash = overview.hash();
@@ -168,6 +207,7 @@ document.addEventListener('keydown', (e) => {
   if (e.key === 'Escape' || e.key === 'Backspace') {
     if (sessionView) { e.preventDefault(); goBack(); }
     else if (compareView) { e.preventDefault(); backFromCompare(compareView.a); }
+    else if (conversationView) { e.preventDefault(); backFromConversation(); }
     return;
   }
   if (current()) {

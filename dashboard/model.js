@@ -28,6 +28,8 @@ export function tierOf(type) {
 
 export const view = {
   thought: (p) => first(obj(p).content, obj(p).reasoning),
+  /** Who a thought is from: `user` for a prompt as its user wrote it (a coding agent's), else null (the agent's own). */
+  role: (p) => (typeof obj(p).role === 'string' && obj(p).role ? obj(p).role : null),
   confidence: (p) => {
     const c = obj(p).confidence;
     return typeof c === 'string' ? c.toLowerCase() : (typeof c === 'number' ? c : null);
@@ -56,7 +58,10 @@ export const view = {
     const total = num(p.token_spend_delta) ?? (input !== null || output !== null ? (input || 0) + (output || 0) : null);
     const note = typeof p.cost_note === 'string' && p.cost_note ? p.cost_note : null;
     const provider = typeof p.service === 'string' && p.service ? p.service : null;
-    return { model, input, output, total, cost: num(p.cost_usd), note, provider };
+    // Prompt caching, where the agent reports it (Claude Code, Codex): tokens read from and written to the cache.
+    const cacheRead = num(p.cache_read_tokens);
+    const cacheWrite = num(first(p.cache_creation_tokens, p.cache_write_tokens));
+    return { model, input, output, total, cost: num(p.cost_usd), note, provider, cacheRead, cacheWrite };
   },
   /** The OpenTelemetry identity an event derived from a span carries (`payload.otel`), or null. */
   otel: (p) => {
@@ -71,6 +76,51 @@ export function llmTokens(f) {
   return f.total !== null ? fmtInt(f.total) : '';
 }
 
+/**
+ * What a tool call works on, from its input (`{"command": …}`, `{"file_path": …}`, …), as coding
+ * agents send it: `{kind, text, note}` with `kind` one of `command`, `path`, `pattern`, `url`,
+ * `query`, and `note` the call's own description where it has one (Claude Code's Bash); null when
+ * the input names none of these (it is then shown as JSON).
+ */
+export function toolArg(input) {
+  if (!input || typeof input !== 'object' || Array.isArray(input)) return null;
+  const text = (v) => {
+    if (typeof v === 'string') return v || null;
+    // Codex's shell tool takes an argv: `["bash", "-lc", "ls -la"]` reads as its script.
+    if (Array.isArray(v) && v.length && v.every((x) => typeof x === 'string')) {
+      return v.length === 3 && /(^|\/)(ba|z|da)?sh$/.test(v[0]) && /^-l?c$/.test(v[1]) ? v[2] : v.join(' ');
+    }
+    return null;
+  };
+  const kinds = [
+    ['command', ['command', 'cmd']],
+    ['path', ['file_path', 'filePath', 'notebook_path', 'path']],
+    ['pattern', ['pattern']],
+    ['url', ['url']],
+    ['query', ['query']],
+  ];
+  for (const [kind, keys] of kinds) {
+    for (const k of keys) {
+      const t = text(input[k]);
+      const note = typeof input.description === 'string' && input.description ? input.description : null;
+      if (t !== null) return { kind, text: t, note };
+    }
+  }
+  return null;
+}
+
+/**
+ * The coding agent or kind of source a session comes from, for its badge: `claude-code` and
+ * `codex` by their agent ids (what the collector names their sessions), `otel` for any other
+ * session received as OpenTelemetry (`meta.source`, or before that is known an id of the form the
+ * collector gives traces); null for an AOP agent's.
+ */
+export function agentKind(id, agentId, meta) {
+  if (agentId === 'claude-code' || agentId === 'codex') return agentId;
+  const otel = meta && meta.source ? meta.source === 'otlp' : isOtelId(id);
+  return otel ? 'otel' : null;
+}
+
 /** An LLM call's cost as text: the price, else the collector's note on why there is none. */
 export function llmCost(f) {
   if (f.cost !== null) return fmtCallCost(f.cost);
@@ -81,12 +131,13 @@ export function llmCost(f) {
 /**
  * Where a session comes from, as its `session.started` says (`metadata`): `source` is "otlp" for a
  * session derived from an OpenTelemetry trace, which may also name its `conversation` (the
- * instrumentation's session or conversation id) and the `service` that sent it.
+ * instrumentation's session or conversation id) and the `service` that sent it; `interactive`
+ * for an agent that waits for its user between turns (a coding agent's), whose silence is no stall.
  */
 export function startMeta(p) {
   const m = obj(obj(p).metadata);
   const s = (v) => (typeof v === 'string' && v ? v : null);
-  return { source: s(m.source), conversation: s(m.conversation_id), service: s(m.service_name) };
+  return { source: s(m.source), conversation: s(m.conversation_id), service: s(m.service_name), interactive: m.interactive === true };
 }
 
 /** Whether a session id is one the collector gives a trace received over OTLP (`otel-` + trace id). */
@@ -101,7 +152,9 @@ export function isError(ev) {
       const o = str(view.outcome(p)).toLowerCase();
       return ['failed', 'error', 'timeout', 'crashed'].includes(o) || !!p.error_message;
     }
-    case 'operation.external_call': return (num(p.status_code) !== null && p.status_code >= 400) || view.otel(p)?.status === 'error';
+    case 'operation.external_call':
+      return p.success === false || (typeof p.error === 'string' && p.error !== '') ||
+        (num(p.status_code) !== null && p.status_code >= 400) || view.otel(p)?.status === 'error';
     case 'otel.span': return p.status === 'error';
     default: return p.error !== undefined && p.error !== null && p.error !== '' && p.error !== false;
   }
@@ -131,7 +184,10 @@ export function summarize(ev) {
       return `${str(view.decision(p))}${alts.length ? `  (over ${alts.map(str).join(', ')})` : ''}`;
     }
     case 'cognition.uncertainty': return str(view.uncertainty(p)) || '(uncertain)';
-    case 'operation.tool_start': return `${str(view.tool(p)) || 'tool'}(${p.input !== undefined ? clip(str(p.input), 160) : ''})`;
+    case 'operation.tool_start': {
+      const arg = toolArg(p.input);
+      return `${str(view.tool(p)) || 'tool'}(${arg ? clip(arg.text, 160) : p.input !== undefined ? clip(str(p.input), 160) : ''})`;
+    }
     case 'operation.tool_end': {
       const name = str(view.tool(p)) || 'tool';
       if (p.success === false || p.error) return `${name} failed: ${str(p.error) || 'error'}`;
@@ -142,10 +198,21 @@ export function summarize(ev) {
     case 'operation.memory': return `memory ${str(view.memoryOp(p)) || ''} ${str(p.key)}${p.summary ? ` — ${str(p.summary)}` : ''}`.replace(/\s+/g, ' ');
     case 'operation.external_call': {
       const f = view.llm(p);
-      if (f) return [str(p.method), f.model || str(p.service), llmTokens(f) && `${llmTokens(f)} tokens`, llmCost(f)].filter(Boolean).join(' · ');
+      if (f) {
+        const failed = p.success === false || p.error ? `failed: ${str(p.error) || 'error'}` : '';
+        return [str(p.method), f.model || str(p.service), llmTokens(f) && `${llmTokens(f)} tokens`, llmCost(f), failed].filter(Boolean).join(' · ');
+      }
       return [str(p.method), str(p.service), str(p.endpoint), p.status_code !== undefined ? `→ ${str(p.status_code)}` : ''].filter(Boolean).join(' ') || 'external call';
     }
     case 'otel.span': return [str(p.name) || 'span', str(p.kind), str(p.status)].filter(Boolean).join(' · ');
+    case 'otel.log': {
+      const name = str(p.name);
+      const body = str(p.body);
+      // Claude Code repeats the name as the body (`claude_code.<name>`): said once.
+      return [name || 'log', body && !body.endsWith(name) ? clip(body, 200) : ''].filter(Boolean).join(' · ');
+    }
+    case 'custom.tool_decision':
+      return [str(p.decision) || 'decision', str(p.tool_name), p.source ? `(${str(p.source)})` : ''].filter(Boolean).join(' ');
     default: {
       const keys = Object.keys(p);
       return keys.length ? clip(str(p), 200) : '';
@@ -160,7 +227,7 @@ export function typeLabel(type) {
     'cognition.thought': 'thought', 'cognition.goal': 'goal', 'cognition.decision': 'decision',
     'cognition.uncertainty': 'uncertain', 'operation.tool_start': 'tool', 'operation.tool_end': 'tool end',
     'operation.agent_spawn': 'spawn', 'operation.memory': 'memory', 'operation.external_call': 'external',
-    'otel.span': 'span',
+    'otel.span': 'span', 'otel.log': 'log', 'custom.tool_decision': 'permission',
   };
   return map[type] || clip(String(type), 24);
 }

@@ -6,7 +6,7 @@ import { api } from './api.js';
 import { h, icon, clip, parseTs, fmtDateTime, fmtDuration, fmtInt, fmtTokens, fmtCost, debounce } from './dom.js';
 import { store, subscribe, mergeRow, getRow, liveness, skewOf, statusOf } from './store.js';
 import { isRunningStatus } from './model.js';
-import { sourceBadge } from './session/parts.js';
+import { agentBadge } from './session/parts.js';
 import { sessionHref, overviewHref } from './routes.js';
 import { VList } from './vlist.js';
 
@@ -263,7 +263,8 @@ export class Overview {
     row._live = live;
     const started = parseTs(row.started_at);
     const convId = conversationOf(row);
-    const conv = convId ? `conversation ${convId}` : '';
+    // A coding agent's session is its own conversation: its id says it already.
+    const conv = convId && convId !== row.id ? `conversation ${convId}` : '';
     const sub = row.error_message || row.outcome_summary || conv || (row.llm ? `model ${row.llm}` : '');
     const dur = running && Number.isFinite(started)
       ? h('span', { class: 'num tick', 'data-since': String(started + skewOf(row.id)) }, fmtDuration(Date.now() - started - skewOf(row.id)))
@@ -280,8 +281,9 @@ export class Overview {
     },
     h('span', { class: `dot live-${dot}`, title: running ? `${LIVE_TEXT[live]}` : statusText, 'aria-hidden': 'true' }),
     h('span', { class: 'cell-agent' },
-      h('span', { class: 'agent' }, row.agent_id || '—', sourceBadge(row.id, row._meta)),
-      h('span', { class: 'sid mono' }, row.parent_session_id ? `↳ ${clip(row.id, 40)}` : clip(row.id, 40))),
+      h('span', { class: 'agent' }, row.agent_id || '—'),
+      // The badge first: a long id is cut, never the badge.
+      h('span', { class: 'sid mono' }, agentBadge(row.id, row.agent_id, row._meta), row.parent_session_id ? `↳ ${clip(row.id, 40)}` : clip(row.id, 40))),
     h('span', { class: 'cell-goal' },
       h('span', { class: 'goal' }, row.goal ? clip(row.goal, 200) : h('span', { class: 'muted' }, 'no goal')),
       sub ? h('span', { class: `sub ${row.error_message ? 'error-text' : ''}` }, clip(sub, 200)) : null),

@@ -286,7 +286,14 @@ export class SessionView {
     const meta = this.records.meta;
     const added = this.records.add(evs, live, this.timeline.selected());
     if (!added) return;
-    if (this.records.meta !== meta) this.header.render(this.row);
+    if (this.records.meta !== meta) {
+      // What the session's start says of it (an interactive agent is not stalled when quiet) is
+      // the row's too, for every view that shows it.
+      const row = this.row;
+      if (row) row._meta = this.records.meta;
+      this.header.render(this.row, true);
+      this.updateMetrics();
+    }
     if (added.reordered) this.timeline.invalidate();
     if (added.trimmed) {
       this.showNotice(`The ${fmtInt(this.records.trimmed)} oldest events are not kept in this view, to bound memory. Export the session for the complete record.`);

@@ -154,9 +154,20 @@ export function liveness(row, now = Date.now()) {
   let last = Math.max(Number.isFinite(seen) ? Math.min(seen, now) : -Infinity, arrived || -Infinity);
   if (!Number.isFinite(last)) return 'idle';
   const quiet = now - last;
-  if (quiet > store.stallSecs * 1000) return 'stalled';
+  // An agent waiting for its user is quiet, not stalled (the collector raises no stall for it).
+  if (quiet > store.stallSecs * 1000) return waitsForUser(row) ? 'idle' : 'stalled';
   if (quiet < 15000) return 'active';
   return 'idle';
+}
+
+/**
+ * Whether a session's agent waits for its user between turns (`metadata.interactive` of its
+ * start). The collector's row does not say: until the start has been read, a coding agent's
+ * session (Claude Code's, Codex's) is taken to be one, as the collector makes them.
+ */
+function waitsForUser(row) {
+  if (row._meta) return !!row._meta.interactive;
+  return row.agent_id === 'claude-code' || row.agent_id === 'codex';
 }
 
 /** How a row's status reads; a running session that has gone quiet reads `stalled`. */

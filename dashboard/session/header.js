@@ -1,12 +1,13 @@
-// The session view's header: back, what the session is (goal, agent, ids, parent, outcome, and
-// for a session derived from an OpenTelemetry trace its source and conversation) and its actions
+// The session view's header: back, what the session is (goal, agent and the badge of its kind,
+// ids, parent, outcome, and the conversation it is a turn of, leading to that conversation's
+// view) and its actions
 // (compare with another run, export, delete behind a confirmation dialog).
 
 import { api, apiUrl, getToken } from '../api.js';
 import { h, replace, clip, fmtInt, copyButton } from '../dom.js';
 import { getRow, removeRow, statusOf } from '../store.js';
-import { sessionHref } from '../routes.js';
-import { sourceBadge } from './parts.js';
+import { sessionHref, conversationHref } from '../routes.js';
+import { agentBadge } from './parts.js';
 import { ComparePicker } from '../compare/picker.js';
 
 export class Header {
@@ -50,18 +51,23 @@ export class Header {
     document.title = `${row.agent_id || 'session'} · aop`;
     const st = statusOf(row);
     const meta = this.o.meta() || row._meta || null;
-    const sig = JSON.stringify([row.agent_id, row.id, row.llm, row.agent_version, row.parent_session_id, st.text, row.error_message, row.outcome_summary, meta]);
+    // The collector's row names the conversation (its spans may, after the session's start).
+    const conversation = row.conversation_id || (meta && meta.conversation) || null;
+    const sig = JSON.stringify([row.agent_id, row.id, row.llm, row.agent_version, row.parent_session_id, st.text, row.error_message, row.outcome_summary, meta, conversation]);
     if (sig === this.sig && !force) return;
     this.sig = sig;
     replace(this.subEl,
       h('span', { class: `dot live-${st.dot}`, 'aria-hidden': 'true' }),
       h('strong', null, row.agent_id || '—'),
-      sourceBadge(row.id, meta),
+      agentBadge(row.id, row.agent_id, meta),
       h('span', { class: 'mono small sid' }, row.id), copyButton(() => row.id, 'Copy session id', 'copy-session-id'),
       meta && meta.service && meta.service !== row.agent_id ? h('span', { class: 'muted small', title: 'OpenTelemetry service.name' }, `service ${clip(meta.service, 60)}`) : null,
-      meta && meta.conversation ? h('span', { class: 'small conv', title: 'conversation (session) id the instrumentation reported' },
-        h('span', { class: 'muted' }, 'conversation '), h('span', { class: 'mono', 'data-testid': 'conversation-id' }, clip(meta.conversation, 80)),
-        ' ', copyButton(() => meta.conversation, 'Copy conversation id', 'copy-conversation-id')) : null,
+      conversation ? h('span', { class: 'small conv' },
+        h('a', {
+          href: conversationHref(conversation), 'data-testid': 'conversation-link',
+          title: 'The conversation this session is a turn of: its turns in order, with their totals',
+        }, 'conversation ', h('span', { class: 'mono', 'data-testid': 'conversation-id' }, clip(conversation, 80))),
+        ' ', copyButton(() => conversation, 'Copy conversation id', 'copy-conversation-id')) : null,
       row.llm ? h('span', { class: 'muted small' }, row.llm) : null,
       row.agent_version ? h('span', { class: 'muted small' }, `v${row.agent_version}`) : null,
       row.parent_session_id ? h('a', { class: 'small', href: sessionHref(row.parent_session_id), 'data-testid': 'parent-link' }, '↑ parent') : null,

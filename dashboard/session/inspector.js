@@ -3,7 +3,7 @@
 // An event derived from an OpenTelemetry span also shows the span (otel.js).
 
 import { h, replace, str, pretty, parseTs, fmtDuration, fmtInt, fmtCost, fmtCallCost, fmtDateTime, copyButton } from '../dom.js';
-import { view, llmTokens } from '../model.js';
+import { view, llmTokens, toolArg } from '../model.js';
 import { sessionHref } from '../routes.js';
 import { confCls, spanEl, llmEl } from './parts.js';
 import { spanDetail } from './otel.js';
@@ -99,6 +99,15 @@ export class Inspector {
     const rows = [];
     switch (rec.type) {
       case 'cognition.thought':
+        if (view.role(p) === 'user') {
+          // A prompt, as its user wrote it (absent where the agent was told not to send it).
+          parts.push(h('div', { class: 'd-sub' }, 'The user wrote'),
+            view.thought(p) !== undefined
+              ? h('p', { class: 'prose prompt-prose', 'data-testid': 'prompt-detail' }, str(view.thought(p)))
+              : h('p', { class: 'muted' }, 'The agent did not send the prompt\'s text (Claude Code: OTEL_LOG_USER_PROMPTS=1).'));
+          if (p.prompt_length !== undefined) rows.push(['length', `${fmtInt(p.prompt_length)} characters`]);
+          break;
+        }
         parts.push(h('p', { class: 'prose' }, str(view.thought(p))));
         if (view.confidence(p) !== null) rows.push(['confidence', h('span', { class: `conf conf-${confCls(view.confidence(p))}` }, str(view.confidence(p)))]);
         if (p.next_intent !== undefined) rows.push(['next intent', str(p.next_intent)]);
@@ -129,6 +138,8 @@ export class Inspector {
         const sp1 = end ? end.payload || {} : {};
         if (sp) parts.push(h('div', { class: 'd-span' }, spanEl(sp, this.o.spanState(sp), this.o.skew(), 'inspector-span')));
         rows.push(['tool', str(view.tool(p))]);
+        const arg = toolArg(sp0.input);
+        if (arg) rows.push([arg.kind === 'path' ? 'file' : arg.kind, h('span', null, h('span', { class: 'mono', 'data-testid': 'inspector-tool-arg' }, arg.text), ' ', copyButton(() => arg.text, `Copy ${arg.kind}`))]);
         if (p.tool_call_id !== undefined) rows.push(['call id', h('span', { class: 'mono' }, str(p.tool_call_id), ' ', copyButton(() => str(p.tool_call_id), 'Copy call id'))]);
         if (sp && sp.start && sp.end) {
           const otherRec = rec === sp.start ? sp.end : sp.start;
@@ -147,8 +158,9 @@ export class Inspector {
         // The call's facts come before its input and output, which can be long.
         parts.push(kv(rows));
         rows.length = 0;
-        if (start && sp0.input !== undefined) parts.push(jsonBlock('Input', sp0.input, 'copy-input'));
+        // A failure's error first: it is what the reader came for.
         if (end && sp1.error !== undefined && sp1.error !== null) parts.push(textBlock('Error', str(sp1.error), 'error-text'));
+        if (start && sp0.input !== undefined) parts.push(jsonBlock('Input', sp0.input, 'copy-input'));
         if (end && view.output(sp1) !== undefined) parts.push(textBlock('Output', str(view.output(sp1))));
         break;
       }
@@ -167,11 +179,28 @@ export class Inspector {
         if (p.method !== undefined) rows.push([f ? 'operation' : 'method', str(p.method)]);
         if (p.endpoint !== undefined) rows.push(['endpoint', str(p.endpoint)]);
         if (p.status_code !== undefined) rows.push(['status code', h('span', { class: rec.err ? 'error-text' : null }, str(p.status_code))]);
+        if (p.success !== undefined) rows.push(['success', str(p.success)]);
         // The chip above says the model, cost and latency already.
         if (f) llmRows(rows, f, true);
         else if (view.latency(p) !== null) rows.push(['latency', fmtDuration(view.latency(p))]);
+        if (typeof p.error === 'string' && p.error) {
+          parts.push(kv(rows));
+          rows.length = 0;
+          parts.push(textBlock('Error', p.error, 'error-text'));
+        }
         break;
       }
+      case 'custom.tool_decision':
+        rows.push(['decision', h('strong', null, str(p.decision))]);
+        if (p.tool_name !== undefined) rows.push(['tool', h('span', { class: 'mono' }, str(p.tool_name))]);
+        if (p.source !== undefined) rows.push(['by', str(p.source)]);
+        if (p.tool_call_id !== undefined) rows.push(['call id', h('span', { class: 'mono' }, str(p.tool_call_id))]);
+        break;
+      case 'otel.log':
+        rows.push(['name', h('strong', { class: 'mono' }, str(p.name) || '(none)')]);
+        if (p.body !== undefined && p.body !== null) rows.push(['body', str(p.body)]);
+        if (p.severity !== undefined) rows.push(['severity', str(p.severity)]);
+        break;
       case 'otel.span':
         rows.push(['span', h('strong', { class: 'mono' }, str(p.name))]);
         if (view.latency(p) !== null) rows.push(['duration', fmtDuration(view.latency(p))]);
@@ -186,7 +215,9 @@ export class Inspector {
     }
     if (rows.length) parts.push(kv(rows));
     // A tool call's start carries the span's identity only; its end has the attributes too.
-    const own = view.otel(p);
+    let own = view.otel(p);
+    // A record kept whole has its name and attributes beside its identity, not inside it.
+    if (own && rec.type === 'otel.log' && own.attributes === undefined) own = { ...own, name: p.name, attributes: p.attributes };
     const theirs = other ? view.otel(other.payload) : null;
     const otel = own && own.attributes === undefined && theirs && theirs.attributes !== undefined ? theirs : own;
     if (otel) {
@@ -208,6 +239,7 @@ function llmRows(rows, f, brief = false) {
   if (f.model !== null && !brief) rows.push(['model', h('span', { class: 'mono', 'data-testid': 'llm-model' }, f.model)]);
   const tokens = llmTokens(f);
   if (tokens) rows.push(['tokens', `${tokens}${f.input !== null || f.output !== null ? ` in → out${f.total !== null ? ` (${fmtInt(f.total)})` : ''}` : ''}`]);
+  if (f.cacheRead !== null || f.cacheWrite !== null) rows.push(['cache', `${fmtInt(f.cacheRead ?? 0)} read · ${fmtInt(f.cacheWrite ?? 0)} written`]);
   if (f.cost !== null && !brief) rows.push(['cost', fmtCallCost(f.cost)]);
   else if (f.cost === null && f.note !== null) rows.push(['cost', h('span', { class: 'muted' }, f.note)]);
 }

@@ -1,6 +1,6 @@
-// The details pane's part for an event derived from an OpenTelemetry span (`payload.otel`): the
-// span's identity and where it sits in the trace, its attributes as a key/value table, and its span
-// events. Keys and values come from whatever instrumentation sent the trace: they are shown as
+// The details pane's part for an event derived from an OpenTelemetry span or log record
+// (`payload.otel`): the span's identity and where it sits in the trace (a record's id and the span
+// it was logged in), its attributes as a key/value table, and its span events. Keys and values come from whatever instrumentation sent the trace: they are shown as
 // text (dom.js builds text nodes only), long ones folded, JSON ones pretty-printed.
 
 import { h, str, clip, pretty, parseTs, fmtDateTime, fmtOffset, copyButton } from '../dom.js';
@@ -22,11 +22,13 @@ const CUT = 100000;
  */
 export function spanDetail(otel, { trace, onSeq, start }) {
   const link = (seq, text) => h('button', { type: 'button', class: 'link', title: `event #${seq}`, onclick: () => onSeq(seq) }, text);
-  const sid = typeof otel.span_id === 'string' ? otel.span_id : null;
+  // A log record (a coding agent's event) has an id of its own, and at most the span it was logged in.
+  const record = otel.record_id !== undefined;
+  const sid = typeof otel.span_id === 'string' && !record ? otel.span_id : null;
   const psid = typeof otel.parent_span_id === 'string' && otel.parent_span_id ? otel.parent_span_id : null;
   // What the span is and where it sits first; its raw ids last, after what it says.
   const rows = [];
-  rows.push(['span', h('strong', { class: 'mono', 'data-testid': 'otel-span-name' }, str(otel.name) || '(unnamed)')]);
+  rows.push([record ? 'record' : 'span', h('strong', { class: 'mono', 'data-testid': 'otel-span-name' }, str(otel.name) || '(unnamed)')]);
   if (otel.status !== undefined || otel.kind !== undefined) {
     const state = otelState(otel.status);
     rows.push(['status', h('span', { 'data-testid': 'otel-status' },
@@ -50,12 +52,14 @@ export function spanDetail(otel, { trace, onSeq, start }) {
     rows.push(['parent', h('span', { 'data-testid': 'otel-parent' },
       parent ? [link(parent.seq, `#${parent.seq}`), ' ', clip(parent.otel.name, 60)] : h('span', { class: 'muted' }, 'not received yet'))]);
   }
-  const parts = [h('div', { class: 'd-sub' }, 'OpenTelemetry span'), kvList(rows, 'otel-span')];
+  const parts = [h('div', { class: 'd-sub' }, record ? 'OpenTelemetry log record' : 'OpenTelemetry span'), kvList(rows, 'otel-span')];
   const attrs = otel.attributes;
   if (attrs && typeof attrs === 'object' && !Array.isArray(attrs)) parts.push(attrTable(attrs));
   if (Array.isArray(otel.events) && otel.events.length) parts.push(spanEvents(otel.events, start));
-  const ids = [['trace id', idCell(otel.trace_id, 'trace id')]];
+  const ids = record ? [['record id', idCell(otel.record_id, 'record id')]] : [];
+  if (!record || otel.trace_id !== undefined) ids.push(['trace id', idCell(otel.trace_id, 'trace id')]);
   if (sid !== null) ids.push(['span id', idCell(sid, 'span id')]);
+  if (record && typeof otel.span_id === 'string') ids.push(['in span', idCell(otel.span_id, 'span id')]);
   if (psid !== null) ids.push(['parent id', idCell(psid, 'parent span id')]);
   if (otel.scope !== undefined) ids.push(['scope', h('span', { class: 'mono small' }, str(otel.scope))]);
   parts.push(kvList(ids, 'otel-identity'));

@@ -1,8 +1,9 @@
 // Pieces the session view's panels share, so a tool call, an LLM call or a confidence looks the
-// same in the timeline, the inspector and the metrics (and a session's source in the overview).
+// same in the timeline, the inspector and the metrics (and a session's agent badge in the
+// overview and the conversation view).
 
-import { h, clip, fmtDuration } from '../dom.js';
-import { llmTokens, llmCost, isOtelId } from '../model.js';
+import { h, clip, fmtDuration, fmtTokens, fmtInt } from '../dom.js';
+import { llmTokens, llmCost, agentKind } from '../model.js';
 
 /** A confidence as a CSS class suffix (the text itself is shown as sent). */
 export const confCls = (c) => (c === 'high' || c === 'medium' || c === 'low' ? c : 'other');
@@ -40,10 +41,35 @@ export function llmEl(f, latency, failed = false) {
     h('span', { class: `llm-model${failed ? ' st-error' : ''}`, title: f.model ? `model ${f.model}` : 'model not reported' },
       h('span', { class: 'llm-icon', 'aria-hidden': 'true' }, '✦'), clip(f.model || 'LLM', 40)),
     tokens ? h('span', { class: 'llm-tokens', 'data-testid': 'llm-tokens', title: 'input → output tokens' }, tokens) : null,
+    cacheEl(f),
     cost ? h('span', {
       class: f.cost !== null ? 'llm-cost' : 'llm-cost no-price', 'data-testid': 'llm-cost', title: f.note || 'cost of this call',
     }, cost) : null,
     latency !== null && latency !== undefined ? h('span', { class: 'span-dur', 'data-testid': 'llm-latency' }, fmtDuration(latency)) : null);
+}
+
+/** The prompt cache's share of an LLM call (reads, writes), when the agent reports it and it is not nil. */
+function cacheEl(f) {
+  const read = f.cacheRead || 0;
+  const write = f.cacheWrite || 0;
+  if (!read && !write) return null;
+  const bits = [read ? `${fmtTokens(read)} read` : null, write ? `${fmtTokens(write)} written` : null].filter(Boolean);
+  return h('span', {
+    class: 'llm-cache', 'data-testid': 'llm-cache',
+    title: `prompt cache: ${fmtInt(read)} tokens read, ${fmtInt(write)} written (counted in the call's tokens)`,
+  }, `cache ${bits.join(' · ')}`);
+}
+
+/**
+ * What a tool call works on (model.js, `toolArg`): a command, a file path, a pattern, a URL or a
+ * query, in full on hover.
+ */
+export function toolArgEl(arg, max = 200) {
+  if (!arg) return null;
+  return h('span', {
+    class: `tool-arg arg-${arg.kind}`, 'data-testid': 'tool-arg', 'data-kind': arg.kind,
+    title: `${arg.kind}: ${arg.text}${arg.note ? `\n${arg.note}` : ''}`,
+  }, clip(arg.text.replace(/\s+/g, ' '), max));
 }
 
 /** An OpenTelemetry span's state from its status: `error`, `ok`, or `unset` (neither said). */
@@ -60,12 +86,19 @@ export function otelSpanEl(name, status, dur) {
   h('span', { class: 'span-dur' }, fmtDuration(dur)));
 }
 
+const AGENT_BADGES = {
+  'claude-code': ['Claude Code', 'Claude Code, from its OpenTelemetry logs'],
+  codex: ['Codex', 'Codex CLI, from its OpenTelemetry logs'],
+  otel: ['OTel', 'Received as OpenTelemetry (OTLP)'],
+};
+
 /**
- * "OTel" for a session derived from an OpenTelemetry trace: its `session.started` says so
- * (`meta.source`), or, before that is known, its id has the form the collector gives traces.
+ * The kind of agent a session comes from (model.js, `agentKind`): "Claude Code", "Codex", or
+ * "OTel" for any other session received as OpenTelemetry; nothing for an AOP agent's.
  */
-export function sourceBadge(id, meta) {
-  const otel = meta && meta.source ? meta.source === 'otlp' : isOtelId(id);
-  if (!otel) return null;
-  return h('span', { class: 'badge src-otel', 'data-testid': 'source-badge', title: 'Received as OpenTelemetry traces (OTLP)' }, 'OTel');
+export function agentBadge(id, agentId, meta) {
+  const kind = agentKind(id, agentId, meta);
+  if (!kind) return null;
+  const [label, title] = AGENT_BADGES[kind];
+  return h('span', { class: `badge agent-badge agent-${kind}`, 'data-testid': 'agent-badge', 'data-kind': kind, title }, label);
 }

@@ -13,7 +13,7 @@
 
 import { api } from '../api.js';
 import { str, clip, parseTs } from '../dom.js';
-import { tierOf, summarize, isError, view, startMeta } from '../model.js';
+import { tierOf, summarize, isError, view, startMeta, toolArg } from '../model.js';
 import { skewOf } from '../store.js';
 import { SpanIndex } from './trace.js';
 
@@ -128,7 +128,11 @@ export class Records {
     };
     // A running call's duration counts from when the browser saw it start, immune to clock skew.
     if (live) rec.arrived = Date.now();
-    if (type === 'cognition.thought') rec.conf = view.confidence(p);
+    if (type === 'cognition.thought') {
+      rec.conf = view.confidence(p);
+      // A prompt as its user wrote it, not a thought of the agent's.
+      rec.role = view.role(p);
+    }
     const o = view.otel(p);
     if (o) {
       // Only what the rows need is kept: the payload itself may be dropped later.
@@ -149,7 +153,12 @@ export class Records {
       // A span's start and end share its span id: an exact pair when there is no call id.
       if (rec.callId === null && rec.otel && rec.otel.sid) rec.callId = `otel:${rec.otel.sid}`;
       if (type === 'operation.tool_end') rec.lat = view.latency(p);
-      else rec.input = p.input !== undefined ? clip(str(p.input), 200) : '';
+      else {
+        rec.input = p.input !== undefined ? clip(str(p.input), 200) : '';
+        // The command, file path, … it works on, when the input names one.
+        const arg = toolArg(p.input);
+        rec.arg = arg ? { kind: arg.kind, text: clip(arg.text, 1000), note: arg.note ? clip(arg.note, 200) : null } : null;
+      }
     }
     if (type === 'operation.external_call' || type === 'operation.tool_end') {
       rec.llm = view.llm(p);
@@ -158,6 +167,17 @@ export class Records {
     if (type === 'otel.span') {
       rec.lat = view.latency(p);
       rec.attrs = attrsLine(p.attributes);
+    }
+    if (type === 'operation.external_call' && rec.err) rec.errText = clip(str(p.error), 300);
+    if (type === 'custom.tool_decision') {
+      rec.decision = { decision: clip(str(p.decision), 40), tool: clip(str(p.tool_name), 60), source: clip(str(p.source), 60) };
+    }
+    if (type === 'otel.log') {
+      rec.logName = str(p.name) || 'log';
+      const a = p.attributes && typeof p.attributes === 'object' && !Array.isArray(p.attributes) ? p.attributes : {};
+      // What the agent answered (Claude Code's `assistant_response`), else what the record is about.
+      rec.said = typeof a.response === 'string' && a.response ? clip(a.response, 300).replace(/\s+/g, ' ') : null;
+      rec.attrs = rec.said ? '' : attrsLine(a, (k) => !LOG_CONTEXT.test(k));
     }
     const pending = this.pendingAlerts.get(rec.seq);
     if (pending) { rec.alerts = pending; this.pendingAlerts.delete(rec.seq); }
@@ -285,12 +305,19 @@ export class Records {
   }
 }
 
-/** A span's first attributes as one line (`key=value …`), for its timeline row. */
-function attrsLine(attrs) {
+/**
+ * Attributes a coding agent puts on every record (who, where, which record): the same on each,
+ * they would crowd out what a record is about in its timeline row (the details pane has them all).
+ */
+const LOG_CONTEXT = /^(user\.|session\.id$|organization\.id$|terminal\.type$|app\.version$|event\.|prompt\.id$|message\.uuid$|request_id$|anthropic\.|conversation\.id$|service\.|os\.|host\.|model$|auth_mode$|originator$|slug$)/;
+
+/** A span's (or record's) first attributes as one line (`key=value …`), for its timeline row. */
+function attrsLine(attrs, keep = () => true) {
   if (!attrs || typeof attrs !== 'object' || Array.isArray(attrs)) return '';
   const out = [];
   let len = 0;
   for (const [k, v] of Object.entries(attrs)) {
+    if (!keep(k)) continue;
     const bit = `${k}=${clip(str(v), 60)}`;
     out.push(bit);
     len += bit.length;

@@ -9,7 +9,7 @@ import { typeLabel, view } from '../model.js';
 import { sessionHref } from '../routes.js';
 import { VList } from '../vlist.js';
 import { LANES } from './records.js';
-import { confCls, spanEl, llmEl, otelSpanEl } from './parts.js';
+import { confCls, spanEl, llmEl, otelSpanEl, toolArgEl } from './parts.js';
 
 const ROW_H = 30;
 /** Indentation per level of span nesting, in pixels (app.css draws the guides at this pitch). */
@@ -114,7 +114,7 @@ export class Timeline {
     if (f.alerts && !rec.alerts) return false;
     if (f.text) {
       // A span's name and agent are worth finding too.
-      if (rec.lc === null) rec.lc = `${rec.type} ${rec.label} #${rec.seq}${rec.otel ? ` ${rec.otel.name} ${rec.agent}` : ''}`.toLowerCase();
+      if (rec.lc === null) rec.lc = `${rec.type}${rec.role === 'user' ? ' prompt' : ''} ${rec.label} #${rec.seq}${rec.otel ? ` ${rec.otel.name} ${rec.agent}` : ''}`.toLowerCase();
       if (!rec.lc.includes(f.text)) return false;
     }
     return true;
@@ -198,19 +198,24 @@ export class Timeline {
     if (other) body.append(h('span', { class: 'ev-agent', 'data-testid': 'event-agent', title: `agent ${other}` }, clip(other, 32)));
     switch (rec.type) {
       case 'operation.tool_start':
-        body.append(this.spanEl(rec.span), h('span', { class: 'ev-text muted' }, rec.input ? `(${rec.input})` : ''));
+        body.append(this.spanEl(rec.span), rec.arg ? toolArgEl(rec.arg) : h('span', { class: 'ev-text muted' }, rec.input ? `(${rec.input})` : ''));
+        if (rec.arg && rec.arg.note) body.append(h('span', { class: 'ev-text muted small' }, `— ${rec.arg.note}`));
         break;
       case 'operation.tool_end': {
         const sp = rec.span;
         if (sp && !sp.start) body.append(this.spanEl(sp));
-        else body.append(h('span', { class: `end-mark st-${sp ? sp.state : 'ok'}` }, '↳ ', clip(rec.tool, 40)));
+        else {
+          body.append(h('span', { class: `end-mark st-${sp ? sp.state : 'ok'}` }, '↳ ', clip(rec.tool, 40)));
+          // What the call worked on, so a result reads without its start in view.
+          if (sp && sp.start && sp.start.arg) body.append(toolArgEl(sp.start.arg, 60));
+        }
         // The summary line, unless the payload (when still held) says it better.
         const p = rec.ev ? rec.ev.payload || {} : null;
         let text = rec.label.replace(/^[^ ]+ (→ |failed: )/, '');
         if (p) text = rec.err ? str(p.error) || 'failed' : str(view.output(p)) || 'ok';
         body.append(h('span', { class: `ev-text ${rec.err ? 'error-text' : ''}` }, clip(text, 300)));
         if (rec.llm) flags.append(llmEl(rec.llm, null, rec.err));
-        if (sp && sp.start) flags.append(h('span', { class: 'muted small' }, `#${sp.start.seq} · ${fmtDuration(sp.dur)}`));
+        if (sp && sp.start) flags.append(h('span', { class: 'muted small', title: `started at #${sp.start.seq}` }, `${seqText(sp.start.seq)} · ${fmtDuration(sp.dur)}`));
         break;
       }
       case 'operation.external_call':
@@ -219,13 +224,33 @@ export class Timeline {
           break;
         }
         body.append(llmEl(rec.llm, rec.lat, rec.err));
-        if (rec.llm.provider) body.append(h('span', { class: 'ev-text muted' }, clip(rec.llm.provider, 40)));
+        if (rec.err) body.append(h('span', { class: 'ev-text error-text' }, rec.errText || 'failed'));
+        else if (rec.llm.provider) body.append(h('span', { class: 'ev-text muted' }, clip(rec.llm.provider, 40)));
         break;
       case 'otel.span':
         body.append(otelSpanEl(rec.otel ? rec.otel.name : rec.label, rec.otel ? rec.otel.status : '', rec.lat));
         if (rec.attrs) body.append(h('span', { class: 'ev-text muted' }, rec.attrs));
         break;
+      case 'otel.log':
+        body.append(h('span', { class: 'log-name', title: 'an OpenTelemetry log record' }, clip(rec.logName, 48)));
+        if (rec.said) body.append(h('span', { class: 'ev-text said', 'data-testid': 'agent-said' }, rec.said));
+        else if (rec.attrs) body.append(h('span', { class: 'ev-text muted' }, rec.attrs));
+        break;
+      case 'custom.tool_decision': {
+        // A tool permission decision (a coding agent's): accepted, rejected, by whom.
+        const { decision, tool, source } = rec.decision;
+        const d = decision.toLowerCase();
+        const cls = ['accept', 'allow', 'approve', 'approved'].includes(d) ? 'ok' : ['reject', 'deny', 'denied', 'abort'].includes(d) ? 'bad' : 'muted';
+        body.append(h('span', { class: `pill st-${cls}`, 'data-testid': 'tool-decision' }, decision || 'decision'),
+          h('span', { class: 'ev-text' }, h('span', { class: 'mono' }, tool), source ? h('span', { class: 'muted' }, ` · ${source}`) : null));
+        break;
+      }
       case 'cognition.thought':
+        if (rec.role === 'user') {
+          body.append(h('span', { class: 'prompt-mark', title: 'what the user wrote' }, 'user'),
+            h('span', { class: 'ev-text prompt-text', 'data-testid': 'prompt-text' }, rec.label));
+          break;
+        }
         if (rec.conf) body.append(h('span', { class: `conf conf-${confCls(rec.conf)}`, title: `confidence: ${rec.conf}` }, clip(String(rec.conf), 12)));
         body.append(h('span', { class: 'ev-text' }, rec.label));
         break;
@@ -243,8 +268,9 @@ export class Timeline {
       flags.append(h('span', { class: `badge sev-${worst}`, title: rec.alerts.map((a) => a.message).join('\n') }, `⚠\uFE0E ${rec.alerts.length}`));
     }
     const o = rec.otel;
+    const prompt = rec.role === 'user';
     return h('div', {
-      class: `ev tier-${rec.tier}${rec.err ? ' is-err' : ''}${rec.alerts ? ' has-alert' : ''}`,
+      class: `ev tier-${rec.tier}${rec.err ? ' is-err' : ''}${rec.alerts ? ' has-alert' : ''}${prompt ? ' is-prompt' : ''}`,
       'data-testid': 'timeline-event', 'data-sequence': String(rec.seq), 'data-type': rec.type, 'data-tier': rec.tier,
       'data-depth': String(rec.depth), 'data-agent': rec.agent,
       'data-span-id': o && o.sid, 'data-parent-span-id': o && o.psid,
@@ -252,7 +278,7 @@ export class Timeline {
     this.gutter(rec),
     seqLabel(rec.seq),
     h('span', { class: 'ev-time mono', title: str(rec.ts) }, fmtOffset(rec.t - this.o.t0())),
-    h('span', { class: 'ev-type', title: rec.type }, rec.llm && rec.type === 'operation.external_call' ? 'llm' : typeLabel(rec.type)),
+    h('span', { class: 'ev-type', title: rec.type }, prompt ? 'prompt' : rec.llm && rec.type === 'operation.external_call' ? 'llm' : typeLabel(rec.type)),
     body, flags);
   }
 
@@ -361,7 +387,10 @@ export class Timeline {
  * digits are shown, the whole number on hover (the details pane shows it too).
  */
 function seqLabel(seq) {
+  return h('span', { class: 'ev-seq mono', title: `sequence ${seq}` }, seqText(seq));
+}
+
+function seqText(seq) {
   const text = String(seq);
-  const short = text.length > 7 ? `…${text.slice(-6)}` : `#${text}`;
-  return h('span', { class: 'ev-seq mono', title: `sequence ${text}` }, short);
+  return text.length > 7 ? `…${text.slice(-6)}` : `#${text}`;
 }

@@ -8,7 +8,9 @@
 //! Events are stamped relative to now (not the fixed instant of [`crate::support::at`]), so the
 //! page shows what a user would see for a session that is happening now.
 
+mod claude_code;
 mod compare;
+mod conversation;
 mod cross_site;
 mod driver;
 mod haproxy;

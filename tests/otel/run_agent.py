@@ -25,6 +25,9 @@ JSON object on stdout:
 Placeholders in --settings files, --claude-arg values and --env values are replaced before the
 run: @AOP_URL@ (http://127.0.0.1:PORT), @AOP_PORT@, @MODEL_URL@ and @WORK@ (the run's folder).
 
+--keep-store PATH copies aop's SQLite database to PATH once aop has stopped (and checkpointed it),
+so that another `aop start --db PATH` can serve what the run stored (the dashboard's tests do).
+
 It exits non-zero, saying why on stderr, when it cannot run (not isolated, a process that does not
 start) or when the CLI does not finish within --timeout; the CLI's own failure is not one: its
 exit code is in the output.
@@ -458,6 +461,21 @@ def parse_stdout(cli: str, text: str):
     return lines
 
 
+def keep_store(db: str, to: str) -> None:
+    """Copies the stopped collector's database (and its WAL, should one be left) to `to`."""
+    to = os.path.abspath(to)
+    os.makedirs(os.path.dirname(to), exist_ok=True)
+    for suffix in ("", "-wal"):
+        target = to + suffix
+        if os.path.exists(target):
+            os.remove(target)
+        if os.path.exists(db + suffix):
+            shutil.copyfile(db + suffix, target)
+            os.chmod(target, 0o600)
+    if not os.path.exists(to):
+        raise Failure(f"--keep-store: aop left no database at {db}")
+
+
 def recorded(work: str) -> list:
     return [json.loads(line) for line in read_text(os.path.join(work, "model.jsonl")).splitlines() if line.strip()]
 
@@ -496,6 +514,8 @@ def run(args, work: str) -> dict:
     finally:
         aop_exit = stop(aop) if aop else None
         stop(models, signal.SIGKILL)
+    if args.keep_store:
+        keep_store(os.path.join(work, "aop", "events.db"), args.keep_store)
     stored["exit_code"] = aop_exit
     stored["stderr"] = tail(os.path.join(work, "aop.stderr"))
     return {
@@ -534,6 +554,11 @@ def main() -> int:
     parser.add_argument("--prompt", help="instead of the scenario's own prompt")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds the CLI may take")
     parser.add_argument("--work", help="the run's folder (kept); default: a temporary one, removed after")
+    parser.add_argument(
+        "--keep-store",
+        metavar="PATH",
+        help="copy aop's SQLite database to PATH after aop has stopped (for `aop start --db PATH`)",
+    )
     args = parser.parse_args()
 
     protocols = CLAUDE_PROTOCOLS if args.cli == "claude" else CODEX_PROTOCOLS

@@ -230,7 +230,7 @@ async fn a_session_from_an_opentelemetry_trace_shows_llm_calls_spans_and_nesting
     // The list says where the session comes from, and its conversation.
     open(&browser, &server, "").await;
     let list_row = session_row(&id);
-    browser.wait_text(&format!("{list_row} [data-testid=source-badge]"), "OTel").await;
+    browser.wait_text(&format!("{list_row} [data-testid=agent-badge]"), "OTel").await;
     browser
         .poll(
             "the conversation id in the sessions list",
@@ -245,7 +245,7 @@ async fn a_session_from_an_opentelemetry_trace_shows_llm_calls_spans_and_nesting
     browser.click(&list_row).await;
     browser.wait_for(&session_view(&id)).await;
     browser.wait_for(&timeline_event(8)).await;
-    browser.wait_text("[data-testid=session-view] [data-testid=source-badge]", "OTel").await;
+    browser.wait_text("[data-testid=session-view] [data-testid=agent-badge]", "OTel").await;
     browser.wait_text("[data-testid=conversation-id]", "conv-7f3a9c").await;
 
     // An LLM call: model, input → output tokens, cost, latency.
@@ -372,8 +372,8 @@ async fn an_agents_own_llm_calls_show_like_a_traces() {
     assert_eq!(browser.text(&row(2, "[data-testid=llm-latency]")).await.as_deref(), Some("840ms"));
     browser.wait_attr(&row(4, "[data-testid=llm-call]"), "data-model", "gpt-4o").await;
     assert_eq!(browser.text(&row(4, "[data-testid=llm-cost]")).await.as_deref(), Some("$0.0035"));
-    // No source badge, indentation or agent names: this is no trace.
-    let marks = "return document.querySelectorAll('[data-testid=session-view] [data-testid=source-badge], \
+    // No agent badge, indentation or agent names: this is no trace.
+    let marks = "return document.querySelectorAll('[data-testid=session-view] [data-testid=agent-badge], \
                  [data-testid=session-view] .nest, [data-testid=event-agent]').length;";
     assert_eq!(browser.js(marks, json!([])).await, json!(0));
     browser.click(&timeline_event(4)).await;

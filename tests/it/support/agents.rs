@@ -176,6 +176,7 @@ pub(crate) struct AgentRun {
     protocol: String,
     traces: bool,
     settings: Option<PathBuf>,
+    keep_store: Option<PathBuf>,
 }
 
 impl AgentRun {
@@ -192,7 +193,14 @@ impl AgentRun {
     }
 
     fn new(cli: Cli, scenario: &str, protocol: &str) -> AgentRun {
-        AgentRun { cli, scenario: scenario.to_owned(), protocol: protocol.to_owned(), traces: false, settings: None }
+        AgentRun {
+            cli,
+            scenario: scenario.to_owned(),
+            protocol: protocol.to_owned(),
+            traces: false,
+            settings: None,
+            keep_store: None,
+        }
     }
 
     pub(crate) fn traces(mut self, on: bool) -> AgentRun {
@@ -204,6 +212,13 @@ impl AgentRun {
     /// `@AOP_PORT@`, `@MODEL_URL@` and `@WORK@` (the run's folder) in it first.
     pub(crate) fn settings(mut self, file: &Path) -> AgentRun {
         self.settings = Some(file.to_owned());
+        self
+    }
+
+    /// Keeps what aop stored: its SQLite database is copied to `file` once aop has stopped, for
+    /// a collector of the test's own to serve (`aop start --db file`).
+    pub(crate) fn keep_store(mut self, file: &Path) -> AgentRun {
+        self.keep_store = Some(file.to_owned());
         self
     }
 
@@ -239,6 +254,9 @@ impl AgentRun {
             .arg(program);
         if let Some(settings) = &self.settings {
             cmd.arg("--settings").arg(settings);
+        }
+        if let Some(store) = &self.keep_store {
+            cmd.arg("--keep-store").arg(store);
         }
         cmd.env("PYTHONDONTWRITEBYTECODE", "1").stdin(Stdio::null());
         let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
