@@ -24,11 +24,17 @@ const MESSAGES: [(&str, &str); 3] = [
     ("gen_ai.output.messages", "output_messages"),
 ];
 
-/// The steps of a record that is in no span, or none (then it stays an `otel.log`).
-pub(crate) fn steps(name: Option<&str>, attrs: Attrs<'_>, price: Pricing<'_>) -> Vec<Step> {
+/// The steps of a record that is in no span, or none (then it stays an `otel.log`). Messages
+/// are read from its attributes or from its body, where SDKs whose attributes hold only scalars
+/// put them (a map keyed by the same names).
+pub(crate) fn steps(name: Option<&str>, attrs: Attrs<'_>, body: Option<&Value>, price: Pricing<'_>) -> Vec<Step> {
     let step = |payload| vec![Step { kind: "operation.external_call", payload, before_ns: 0, in_parent: false }];
     if name == Some(INFERENCE) {
-        return step(inference(attrs, price));
+        let body = match body {
+            Some(Value::KvlistValue(map)) => Attrs(&map.values),
+            _ => Attrs(&[]),
+        };
+        return step(inference(attrs, body, price));
     }
     if name == Some("exception") || attrs.has("exception.type") || attrs.has("exception.message") {
         return step(exception(attrs));
@@ -36,7 +42,7 @@ pub(crate) fn steps(name: Option<&str>, attrs: Attrs<'_>, price: Pricing<'_>) ->
     Vec::new()
 }
 
-fn inference(a: Attrs<'_>, price: Pricing<'_>) -> Map<String, Json> {
+fn inference(a: Attrs<'_>, body: Attrs<'_>, price: Pricing<'_>) -> Map<String, Json> {
     let mut p = Map::new();
     p.insert("service".into(), a.str(c::PROVIDER).unwrap_or("llm").into());
     p.insert("method".into(), a.str(c::OPERATION).unwrap_or("chat").into());
@@ -64,7 +70,7 @@ fn inference(a: Attrs<'_>, price: Pricing<'_>) -> Map<String, Json> {
         };
     }
     for (key, field) in MESSAGES {
-        if let Some(v) = a.get(key) {
+        if let Some(v) = a.get(key).or_else(|| body.get(key)) {
             p.insert(field.into(), structured(v));
         }
     }
@@ -150,7 +156,7 @@ mod tests {
             kv("gen_ai.output.messages", s(r#"[{"role":"assistant","parts":[{"type":"text","content":"hello"}]}]"#)),
         ];
         let price = |m: &str, i: i64, o: i64| (m == "gpt-4o").then(|| (i + o) as f64 * 1e-6);
-        let steps = steps(Some(INFERENCE), Attrs(&attrs), &price);
+        let steps = steps(Some(INFERENCE), Attrs(&attrs), None, &price);
         assert_eq!(steps.len(), 1);
         let p = Json::Object(steps[0].payload.clone());
         assert_eq!(steps[0].kind, "operation.external_call");
@@ -158,23 +164,28 @@ mod tests {
         assert_eq!((&p["token_spend_delta"], &p["cost_usd"]), (&42.into(), &4.2e-5.into()));
         assert_eq!(p["input_messages"][0]["parts"][0]["content"], "hi", "a structured value: {p}");
         assert_eq!(p["output_messages"][0]["parts"][0]["content"], "hello", "JSON text: {p}");
+
+        let body = Value::KvlistValue(KeyValueList { values: vec![attrs[5].clone()] });
+        let from_body = super::steps(Some(INFERENCE), Attrs(&attrs[..2]), Some(&body), &price);
+        let p = Json::Object(from_body[0].payload.clone());
+        assert_eq!(p["input_messages"][0]["parts"][0]["content"], "hi", "in the body: {p}");
     }
 
     #[test]
     fn an_exception_is_a_failed_call_and_other_records_no_step() {
         let attrs = vec![kv("exception.type", s("TimeoutError")), kv("exception.message", s("read timed out"))];
-        let steps = steps(Some("exception"), Attrs(&attrs), &no_price);
+        let steps = steps(Some("exception"), Attrs(&attrs), None, &no_price);
         let p = &steps[0].payload;
         assert_eq!((&p["success"], &p["error"]), (&Json::from(false), &Json::from("TimeoutError: read timed out")));
         let other = vec![kv("gen_ai.usage.input_tokens", Value::IntValue(3))];
-        assert!(super::steps(Some("gen_ai.user.message"), Attrs(&other), &no_price).is_empty());
-        assert!(super::steps(None, Attrs(&other), &no_price).is_empty());
+        assert!(super::steps(Some("gen_ai.user.message"), Attrs(&other), None, &no_price).is_empty());
+        assert!(super::steps(None, Attrs(&other), None, &no_price).is_empty());
     }
 
     #[test]
     fn a_failed_inference_names_its_error() {
         let attrs = vec![kv("gen_ai.request.model", s("m")), kv("error.type", s("rate_limited"))];
-        let steps = steps(Some(INFERENCE), Attrs(&attrs), &no_price);
+        let steps = steps(Some(INFERENCE), Attrs(&attrs), None, &no_price);
         let p = &steps[0].payload;
         assert_eq!((&p["success"], &p["error"]), (&Json::from(false), &Json::from("rate_limited")));
         assert!(p.get("cost_note").is_none(), "no tokens, nothing to price");

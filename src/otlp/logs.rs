@@ -155,7 +155,7 @@ pub fn map_logs(batch: Batch<LogRecord>, price: Pricing<'_>) -> Mapped {
             (Some(a), Some(n)) => agents::steps(a, n, record),
             (Some(_), None) => Vec::new(),
             (None, _) if in_span => Vec::new(),
-            (None, _) => genai::steps(name, attrs, price),
+            (None, _) => genai::steps(name, attrs, record.body.as_ref().and_then(|b| b.value.as_ref()), price),
         };
         if target.goal.is_none() {
             target.goal = steps

@@ -478,7 +478,20 @@ async fn the_sdk_exports_log_records_over_every_protocol_and_a_re_export_is_stor
 
         let events = server.events(&conversation).await;
         let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["session.started", "otel.log", "otel.log"], "{protocol}: stored once despite the re-export");
+        assert_eq!(
+            kinds,
+            ["session.started", "otel.log", "otel.log", "operation.external_call", "operation.external_call"],
+            "{protocol}: stored once despite the re-export"
+        );
+        let (call, failure) = (&events[3]["payload"], &events[4]["payload"]);
+        assert_eq!((&call["model"], &call["token_spend_delta"]), (&json!("gpt-4o"), &json!(128)), "{protocol}: {call}");
+        assert!(call["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "priced from the table: {call}");
+        assert_eq!(call["output_messages"][0]["parts"][0]["content"], "It ships tomorrow.", "{protocol}: {call}");
+        assert_eq!(
+            (&failure["success"], &failure["error"]),
+            (&json!(false), &json!("TimeoutError: the order service did not answer")),
+            "{protocol}"
+        );
         let (prompt, tool) = (&events[1]["payload"], &events[2]["payload"]);
         assert_eq!(
             (&prompt["name"], &prompt["body"]),

@@ -6,6 +6,10 @@ exporters (HTTP/protobuf, HTTP/JSON or gRPC, gzip or not) behind a real batch pr
                                        a GenAI event inside a span, its messages in a structured
                                        body (a map of arrays of maps): the span's trace's session
     tool_result                        only a conversation id, with an `event.sequence`
+    gen_ai.client.inference.operation.details
+                                       outside any span, with its model, usage and messages: the
+                                       conversation's model call
+    exception                          outside any span: a failed step of the conversation
 
 With --resend, every record is exported once more in one batch, as an exporter's retry would.
 Prints one JSON object: the conversation id, the trace id and span id of the span, the records,
@@ -117,6 +121,31 @@ def main() -> None:
         timestamp=now + 2_000_000,
         event_name="tool_result",
         attributes={"session.id": conversation, "event.sequence": 2, "tool_name": "lookup_order", "success": "true"},
+    )
+    logger.emit(
+        timestamp=now + 3_000_000,
+        event_name="gen_ai.client.inference.operation.details",
+        body={
+            "gen_ai.output.messages": [
+                {"role": "assistant", "parts": [{"type": "text", "content": "It ships tomorrow."}]}
+            ]
+        },
+        attributes={
+            "gen_ai.conversation.id": conversation,
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 120,
+            "gen_ai.usage.output_tokens": 8,
+        },
+    )
+    logger.emit(
+        timestamp=now + 4_000_000,
+        event_name="exception",
+        attributes={
+            "gen_ai.conversation.id": conversation,
+            "exception.type": "TimeoutError",
+            "exception.message": "the order service did not answer",
+        },
     )
     provider.force_flush()
     if args.resend:
