@@ -58,18 +58,25 @@ export class Inspector {
     }
     let ev;
     let other = null;
+    let related = [];
     try {
       ev = await this.o.records.full(it);
       if (it.span) {
         const o = it.span.start === it ? it.span.end : it.span.start;
         if (o) other = await this.o.records.full(o);
       }
+      // GenAI records logged inside an LLM call's span carry its messages: shown with the call.
+      if (it.type === 'operation.external_call' && it.otel && it.otel.sid) {
+        const sid = it.otel.sid;
+        const recs = this.o.records.recs.filter((r) => r.type === 'otel.log' && r.otel && r.otel.sid === sid && r.logName.startsWith('gen_ai.'));
+        related = await Promise.all(recs.slice(0, MAX_RELATED).map((r) => this.o.records.full(r)));
+      }
     } catch (e) {
       if (token === this.token) replace(this.bodyEl, h('p', { class: 'error-text' }, `Could not load event #${it.seq}: ${e.message}`));
       return;
     }
     if (token !== this.token || this.destroyed) return;
-    replace(this.bodyEl, this.eventDetail(it, ev, other));
+    replace(this.bodyEl, this.eventDetail(it, ev, other, related));
   }
 
   seqLink(seq) {
@@ -88,8 +95,11 @@ export class Inspector {
       a.details && Object.keys(a.details).length ? jsonBlock('Details', a.details) : null);
   }
 
-  /** `other` is the event at the other end of a tool call, when there is one. */
-  eventDetail(rec, ev, other) {
+  /**
+   * `other` is the event at the other end of a tool call, when there is one; `related`, the
+   * GenAI records logged in an LLM call's span.
+   */
+  eventDetail(rec, ev, other, related = []) {
     const p = ev.payload && typeof ev.payload === 'object' ? ev.payload : {};
     const parts = [];
     parts.push(h('div', { class: 'd-head' },
@@ -188,6 +198,13 @@ export class Inspector {
           rows.length = 0;
           parts.push(textBlock('Error', p.error, 'error-text'));
         }
+        const messages = messagesOf(p, related);
+        if (messages.length) {
+          parts.push(kv(rows));
+          rows.length = 0;
+          parts.push(h('div', { class: 'd-block', 'data-testid': 'llm-messages' },
+            messages.map(([title, value]) => textBlock(title, messageText(value)))));
+        }
         break;
       }
       case 'custom.tool_decision':
@@ -232,6 +249,46 @@ export class Inspector {
     parts.push(jsonBlock('Event', ev, 'copy-payload', true));
     return h('div', { class: 'detail' }, parts);
   }
+}
+
+/** GenAI records shown with one call at most. */
+const MAX_RELATED = 20;
+/** Where messages are, in a call's payload and in a GenAI record (attributes or body). */
+const OWN_MESSAGES = [['system_instructions', 'System'], ['input_messages', 'Input'], ['output_messages', 'Output']];
+const RECORD_MESSAGES = [['gen_ai.system_instructions', 'System'], ['gen_ai.input.messages', 'Input'], ['gen_ai.output.messages', 'Output']];
+
+/** A call's messages as `[title, value]`: its own, then those of the records in its span. */
+function messagesOf(p, related) {
+  const out = [];
+  for (const [key, title] of OWN_MESSAGES) if (p[key] !== undefined && p[key] !== null) out.push([title, p[key]]);
+  for (const ev of related) {
+    const r = ev.payload && typeof ev.payload === 'object' ? ev.payload : {};
+    const attrs = r.attributes && typeof r.attributes === 'object' ? r.attributes : {};
+    const body = r.body && typeof r.body === 'object' && !Array.isArray(r.body) ? r.body : {};
+    let found = false;
+    for (const [key, title] of RECORD_MESSAGES) {
+      const v = attrs[key] !== undefined ? attrs[key] : body[key];
+      if (v !== undefined && v !== null) { out.push([title, v]); found = true; }
+    }
+    // The older per-message events (`gen_ai.user.message`, `gen_ai.choice`, …): the body is one.
+    if (!found && r.body !== undefined && r.body !== null) out.push([str(r.name).replace(/^gen_ai\./, ''), r.body]);
+  }
+  return out;
+}
+
+/** Messages as `role: text` lines where they have the GenAI shape, else as JSON. */
+function messageText(value) {
+  if (typeof value === 'string') return value;
+  const list = Array.isArray(value) ? value : [value];
+  const lines = [];
+  for (const m of list) {
+    if (!m || typeof m !== 'object') return pretty(value);
+    const parts = Array.isArray(m.parts) ? m.parts : m.content !== undefined ? [{ content: m.content }] : null;
+    if (!parts) return pretty(value);
+    const text = parts.map((x) => (x && typeof x === 'object' && x.content !== undefined ? str(x.content) : pretty(x))).join('\n');
+    lines.push(m.role !== undefined ? `${str(m.role)}: ${text}` : text);
+  }
+  return lines.join('\n\n');
 }
 
 /** An LLM call's figures as detail rows; `brief` leaves out what its chip shows. */

@@ -382,6 +382,58 @@ async fn an_agents_own_llm_calls_show_like_a_traces() {
     browser.assert_no_script_errors().await;
 }
 
+/// The details pane's messages once they include `text`.
+async fn messages_saying(browser: &super::Browser, text: &str) -> String {
+    let script = "const el = document.querySelector('[data-testid=inspector] [data-testid=llm-messages]'); \
+                  return el && el.innerText.includes(arguments[0]) ? el.innerText : null;";
+    let shown = browser.wait_js(&format!("the call's messages saying {text:?}"), script, json!([text])).await;
+    shown.as_str().unwrap_or_default().to_owned()
+}
+
+/// A call's messages, whether its own (a GenAI event outside any span becomes the call) or those
+/// of the GenAI records logged inside its span, show in its details.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_calls_messages_show_in_its_details() {
+    let Some((browser, server)) = browser_and_server("otel-messages").await else { return };
+    let clock = Clock::started(Duration::from_secs(30));
+    let id = "otel-messages";
+    let span = "1122334455667788";
+    let spanned = json!({
+        "service": "openai", "method": "chat", "model": "gpt-4o", "input_tokens": 20, "output_tokens": 5,
+        "latency_ms": 300, "otel": {"trace_id": TRACE_ID, "span_id": span, "name": "chat gpt-4o"},
+    });
+    let details = json!({
+        "name": "gen_ai.client.inference.operation.details",
+        "body": {"gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": "Where is my order?"}]}]},
+        "attributes": {"gen_ai.output.messages": [{"role": "assistant", "parts": [{"type": "text", "content": "It ships tomorrow."}]}]},
+        "otel": {"record_id": "r00000000000000aa", "trace_id": TRACE_ID, "span_id": span},
+    });
+    let own = json!({
+        "service": "openai", "method": "chat", "model": "gpt-4o", "input_tokens": 7, "output_tokens": 3,
+        "system_instructions": [{"type": "text", "content": "Be brief."}],
+        "output_messages": [{"role": "assistant", "parts": [{"type": "text", "content": "Done."}]}],
+    });
+    server
+        .ingest(&[
+            clock.event(id, 1, 0, "session.started", json!({"goal": "Answer the customer"})),
+            clock.event(id, 2, 1_000, "operation.external_call", spanned),
+            clock.event(id, 3, 1_100, "otel.log", details),
+            clock.event(id, 4, 2_000, "operation.external_call", own),
+        ])
+        .await;
+    open(&browser, &server, &format!("#/sessions/{id}")).await;
+    browser.wait_attr(&row(2, "[data-testid=llm-call]"), "data-model", "gpt-4o").await;
+    browser.click(&timeline_event(2)).await;
+    let shown = messages_saying(&browser, "user: Where is my order?").await;
+    assert!(shown.contains("assistant: It ships tomorrow."), "{shown}");
+    browser.screenshot("call-messages").await;
+    browser.click(&timeline_event(4)).await;
+    let shown = messages_saying(&browser, "assistant: Done.").await;
+    assert!(shown.contains("Be brief."), "{shown}");
+    assert!(!shown.contains("Where is my order?"), "another call's messages: {shown}");
+    browser.assert_no_script_errors().await;
+}
+
 /// The real thing end to end: an `openai` client instrumented by OpenLLMetry, calling an
 /// OpenAI-compatible server inside one application span, exported by the OpenTelemetry SDK to
 /// the collector; the dashboard shows the LLM calls with their model and tokens.
