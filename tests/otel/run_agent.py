@@ -8,8 +8,9 @@ Inside, it starts
     aop start        the binary under test (--aop), on a free port, with a fresh database
 
 then runs the CLI headless in a throwaway home and working directory (a README.md and two more
-files), its model pointed at the fake server and its OpenTelemetry exporters at aop, with the
-settings that turn off updates and every other outgoing request. When the CLI has exited it waits
+files), its model pointed at the fake server and its OpenTelemetry exporters at aop — with the
+telemetry settings of the project's README (its `<!-- settings: … -->` blocks), as a user sets
+them — and with the settings that turn off updates and every other outgoing request. When the CLI has exited it waits
 until aop's count of received records and spans stops growing (the exporters' final flush),
 reads back through aop's HTTP API everything it stored, stops aop with SIGTERM, and prints one
 JSON object on stdout:
@@ -295,6 +296,35 @@ def substitute(text: str, values: dict) -> str:
     return text
 
 
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+README_ADDRESS = "http://127.0.0.1:4317"
+
+
+def readme_settings(name: str) -> str:
+    """The fenced block after `<!-- settings: NAME -->` in the README: the telemetry settings a
+    user is told to set, which the CLIs run with exactly (aop's address and the protocol under
+    test put in)."""
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    found = re.search(r"<!-- settings: " + re.escape(name) + r" -->\n```\w*\n(.*?)```", text, re.S)
+    if not found:
+        raise SystemExit(f"README.md has no settings block {name!r}")
+    return found.group(1)
+
+
+def readme_env(name: str, aop_port: int, protocol: str) -> dict:
+    env = {}
+    for line in readme_settings(name).splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        if key == "OTEL_EXPORTER_OTLP_PROTOCOL":
+            value = protocol
+        env[key] = value.replace(README_ADDRESS, f"http://127.0.0.1:{aop_port}")
+    return env
+
+
 def claude_command(args, work: str, aop_port: int, model_port: int, values: dict) -> tuple:
     home = os.path.join(work, "home")
     os.makedirs(home, exist_ok=True)
@@ -310,20 +340,16 @@ def claude_command(args, work: str, aop_port: int, model_port: int, values: dict
         "DISABLE_AUTOUPDATER": "1",
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
-        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
-        "OTEL_LOGS_EXPORTER": "otlp",
-        "OTEL_METRICS_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": args.protocol,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{aop_port}",
+        # Faster flushes than the defaults (5 s for logs), so that a run takes a second.
         "OTEL_LOGS_EXPORT_INTERVAL": "500",
         "OTEL_METRIC_EXPORT_INTERVAL": "1000",
         "OTEL_TRACES_EXPORT_INTERVAL": "500",
-        "OTEL_LOG_USER_PROMPTS": "1",
-        "OTEL_LOG_TOOL_DETAILS": "1",
     }
+    # The telemetry settings are the README's, as a user sets them.
+    env.update(readme_env("claude-code", aop_port, args.protocol))
     if args.traces:
         # Claude Code sends spans only with the beta flag as well as the exporter.
-        env.update({"OTEL_TRACES_EXPORTER": "otlp", "CLAUDE_CODE_ENHANCED_TELEMETRY_BETA": "1"})
+        env.update(readme_env("claude-code-traces", aop_port, args.protocol))
     cmd = [
         args.claude,
         "-p",
@@ -347,8 +373,9 @@ def claude_command(args, work: str, aop_port: int, model_port: int, values: dict
 
 
 def codex_config(protocol: str, traces: bool, aop_port: int, model_port: int) -> str:
-    def exporter(path: str) -> str:
-        return f'{{ otlp-http = {{ endpoint = "http://127.0.0.1:{aop_port}{path}", protocol = "{protocol}" }} }}'
+    def readme(name: str) -> list:
+        text = readme_settings(name).replace(README_ADDRESS, f"http://127.0.0.1:{aop_port}")
+        return [line.replace('protocol = "binary"', f'protocol = "{protocol}"') for line in text.splitlines()]
 
     lines = [
         'model = "fake-model"',
@@ -365,14 +392,11 @@ def codex_config(protocol: str, traces: bool, aop_port: int, model_port: int) ->
         "request_max_retries = 0",
         "stream_max_retries = 0",
         "",
-        "[otel]",
-        'environment = "test"',
-        "log_user_prompt = true",
-        f"exporter = {exporter('/v1/logs')}",
-        f"metrics_exporter = {exporter('/v1/metrics')}",
     ]
+    # The telemetry settings are the README's `[otel]` table, as a user sets it.
+    lines += readme("codex")
     if traces:
-        lines.append(f"trace_exporter = {exporter('/v1/traces')}")
+        lines += readme("codex-traces")
     # Without these, Codex looks up github.com, api.github.com and chatgpt.com.
     lines += [
         "",
