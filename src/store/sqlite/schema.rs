@@ -56,6 +56,9 @@ const MIGRATIONS: &[&str] = &[
     ",
     // v2. The conversation a session belongs to, for the sessions list's `q`.
     "ALTER TABLE sessions ADD COLUMN conversation TEXT;",
+    // v3. `GET /sessions?conversation=ID` reads one conversation's sessions in the list's order.
+    "CREATE INDEX sessions_by_conversation ON sessions(conversation, last_seen_us DESC, id DESC) \
+     WHERE conversation IS NOT NULL;",
 ];
 
 /// The schema version this build writes.
@@ -280,18 +283,18 @@ mod tests {
             (
                 "DROP TABLE sessions; CREATE VIEW sessions AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL \
                  SELECT x + 1 FROM c) SELECT x AS sid FROM c",
-                r#"its "sessions" is a view where aop's schema (version 2) has a table"#,
+                r#"its "sessions" is a view where aop's schema (version 3) has a table"#,
             ),
             (
                 "CREATE TRIGGER spin AFTER INSERT ON events BEGIN SELECT 1; END",
-                r#"it has trigger "spin" on "events", which aop's schema (version 2) does not"#,
+                r#"it has trigger "spin" on "events", which aop's schema (version 3) does not"#,
             ),
             ("CREATE INDEX by_body ON events(body)", r#"index "by_body" on "events""#),
             ("CREATE TABLE mine (x)", r#"it has table "mine", which"#),
-            ("ALTER TABLE alerts ADD COLUMN extra TEXT", r#"its table "alerts" differs from aop's schema (version 2)"#),
+            ("ALTER TABLE alerts ADD COLUMN extra TEXT", r#"its table "alerts" differs from aop's schema (version 3)"#),
             (
                 "DROP INDEX sessions_parent",
-                r#"it lacks index "sessions_parent" on "sessions" of aop's schema (version 2)"#,
+                r#"it lacks index "sessions_parent" on "sessions" of aop's schema (version 3)"#,
             ),
             ("CREATE TABLE x (a); PRAGMA user_version = 0", "another application's SQLite database"),
             ("PRAGMA user_version = -1", "its schema version (-1) is not one aop writes"),
