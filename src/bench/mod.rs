@@ -14,6 +14,8 @@
 //! - `stats`: percentiles, the fan-out histogram, RSS and CPU from `/proc`.
 //! - `ingest`: workloads 1 and 2 (single-event POSTs, NDJSON batches).
 //! - `otlp`: OTLP/HTTP protobuf exports of 512 spans through `/v1/traces`.
+//! - `otlp_logs`: OTLP/HTTP protobuf exports of 512 log records (Claude Code sessions, an
+//!   application's traced records) through `/v1/logs`.
 //! - `fanout`: workload 3 (subscribers on `/stream` under fixed-rate ingest).
 //! - `delivery`: ack-to-receipt latency of one subscriber, across a fleet's instances.
 //! - `fleet`: the instances of `--url`, and which of them each ingest connection talks to.
@@ -29,6 +31,7 @@ mod fleet;
 mod gen;
 mod ingest;
 mod otlp;
+mod otlp_logs;
 mod reads;
 mod resources;
 mod soak;
@@ -61,6 +64,9 @@ pub enum Workload {
     Batch,
     /// OTLP/HTTP protobuf exports of 512 spans (as the SDK's batch processor sends them).
     Otlp,
+    /// OTLP/HTTP protobuf exports of 512 log records (as the SDK's batch log record processor
+    /// sends them): Claude Code sessions' records, and an application's with trace ids.
+    OtlpLogs,
     /// Subscribers on /stream during fixed-rate ingest, then during saturating ingest.
     Fanout,
     /// One subscriber on the last --url's /stream, single events posted to the first at
@@ -475,6 +481,10 @@ async fn bench(plan: Plan, fleet: Vec<Arc<Target>>) -> ExitCode {
         ctx.first_only("otlp");
         otlp_figure(&mut ctx).await;
     }
+    if ctx.plan.has(Workload::OtlpLogs) {
+        ctx.first_only("otlp-logs");
+        otlp_logs_figure(&mut ctx).await;
+    }
     if ctx.plan.has(Workload::Fanout) {
         ctx.first_only("fanout");
         if let Err(e) = fanout::run(&mut ctx).await {
@@ -563,6 +573,19 @@ async fn otlp_figure(ctx: &mut Ctx) {
     let d = ctx.plan.duration;
     match otlp::measure(ctx, d).await {
         Ok((spans_per_s, f)) => figure(&format!("{label}: {spans_per_s:.0} spans/s = {}{}", f.line(), cpu.finish())),
+        Err(e) => figure(&format!("{label}: failed: {e}")),
+    }
+}
+
+/// Derived events acknowledged per second, as for the traces, and the records they came from.
+async fn otlp_logs_figure(ctx: &mut Ctx) {
+    let label = format!("otlp-logs {} records/req c={}", otlp_logs::RECORDS_PER_REQUEST, ingest::BATCH_CONCURRENCY);
+    let cpu = CpuMeter::start(ctx.server_pid.as_slice());
+    let d = ctx.plan.duration;
+    match otlp_logs::measure(ctx, d).await {
+        Ok((records_per_s, f)) => {
+            figure(&format!("{label}: {records_per_s:.0} records/s = {}{}", f.line(), cpu.finish()))
+        }
         Err(e) => figure(&format!("{label}: failed: {e}")),
     }
 }
@@ -809,6 +832,9 @@ mod tests {
         let p = plan(&["--workload", "single,batch", "--workload", "reads"]).unwrap();
         assert!(p.has(Workload::Single) && p.has(Workload::Batch) && p.has(Workload::Reads));
         assert!(!p.has(Workload::Fanout) && !p.has(Workload::Resources));
+        let p = plan(&["--workload", "otlp,otlp-logs"]).unwrap();
+        assert!(p.has(Workload::Otlp) && p.has(Workload::OtlpLogs) && !p.has(Workload::Batch));
+        assert!(plan(&[]).unwrap().has(Workload::OtlpLogs), "in all, so the smoke run covers it");
         let p = plan(&["--workload", "startup", "--binary", "x", "--db", "y"]).unwrap();
         assert!(p.only_startup());
         assert!(plan(&["--workload", "nope"]).is_err());
