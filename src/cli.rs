@@ -125,6 +125,11 @@ pub struct StartArgs {
     #[arg(skip)]
     #[serde(default)]
     pub prices: Option<toml::Value>,
+    /// The config file's `[guard]` table: the decision (`allow`, `ask`, `deny`) the guard gives
+    /// for each condition (`stopped`, `budget`, `loop`, `cascade`). File only, like prices.
+    #[arg(skip)]
+    #[serde(default)]
+    pub guard: Option<toml::Value>,
 }
 
 #[derive(Debug, Args)]
@@ -461,6 +466,9 @@ impl StartArgs {
             // Only the file sets prices.
             format!("invalid config file {}", path.as_deref().unwrap_or(std::path::Path::new("")).display())
         })?);
+        c.guard = crate::guard::Policy::from_toml(s.guard).map_err(anyhow::Error::msg).with_context(|| {
+            format!("invalid config file {}", path.as_deref().unwrap_or(std::path::Path::new("")).display())
+        })?;
         if let Some(days) = s.retain {
             if !(days.is_finite() && days > 0.0) {
                 anyhow::bail!("--retain must be a positive number of days, got {days}");

@@ -53,6 +53,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Silence after which a session that ends when idle is ended; `None`, never.
     pub idle_end: Option<Duration>,
+    /// The guard's decision per condition (`[guard]`).
+    pub guard: crate::guard::Policy,
 }
 
 impl Config {
@@ -79,6 +81,7 @@ impl Config {
             retention: Retention::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_end: Some(DEFAULT_IDLE_END),
+            guard: crate::guard::Policy::default(),
         }
     }
 

@@ -14,6 +14,8 @@
 //! - [`app`]: binds, opens the store, serves, and shuts down within a bound.
 //! - [`serve`]: connections: the cap and its refusals, HTTP/1.1 or HTTP/2 by the first bytes,
 //!   idle connections closed, the drain on stop.
+//! - [`guard`]: what an agent is told before it acts (allow, ask, deny), from a session's facts
+//!   as the store's writer last put them. No I/O.
 //! - [`compare`]: two runs aligned step by step, their first divergence and deltas. No I/O.
 //! - [`diff`]: `aop diff`, two runs compared from files or a collector, rendered side by side.
 //! - [`copy`]: `aop copy`, every session's events from one store into another.
@@ -35,6 +37,7 @@ pub mod copy;
 pub mod demo;
 pub mod detect;
 pub mod diff;
+pub mod guard;
 pub mod http;
 pub mod hub;
 pub mod jsonl;

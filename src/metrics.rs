@@ -23,6 +23,11 @@ pub struct Metrics {
     pub otlp_records_accepted: AtomicU64,
     pub otlp_spans_not_kept: AtomicU64,
     pub otlp_records_rejected: AtomicU64,
+    /// Guard answers by decision, and asks and denies that could not be recorded in their session.
+    pub guard_allow: AtomicU64,
+    pub guard_ask: AtomicU64,
+    pub guard_deny: AtomicU64,
+    pub guard_unrecorded: AtomicU64,
     /// Connections turned away at the cap (answered `503`, or closed when too many arrive at once).
     pub connections_refused: AtomicU64,
     /// Connections being served now, and the most that may be (the cap in force).
@@ -145,6 +150,20 @@ impl Metrics {
         for (name, kind, help, v) in simple.into_iter().chain(connections) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
+        let name = "aop_guard_decisions_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Guard answers (POST /guard, Claude Code's PreToolUse hook).\n# TYPE {name} counter"
+        );
+        for (decision, n) in [("allow", &self.guard_allow), ("ask", &self.guard_ask), ("deny", &self.guard_deny)] {
+            let _ = writeln!(out, "{name}{{decision=\"{decision}\"}} {}", load(n));
+        }
+        let name = "aop_guard_unrecorded_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Asks and denies the guard answered but could not record in their session (the store was busy).\n# TYPE {name} counter\n{name} {}",
+            load(&self.guard_unrecorded)
+        );
 
         let name = "aop_ingest_latency_seconds";
         let _ = writeln!(out, "# HELP {name} Time from request to durable acknowledgement.\n# TYPE {name} histogram");

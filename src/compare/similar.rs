@@ -69,6 +69,7 @@ mod tests {
             alert_count: 0,
             child_count: 0,
             pinned: false,
+            stopped: None,
         }
     }
 

@@ -8,6 +8,13 @@ use crate::model::{Event, Payload};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+/// A session's detectors as the guard sees them, copied out after each commit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GuardView {
+    pub loops: loops::LoopView,
+    pub cascade: bool,
+}
+
 /// Per-session detector state, folded over the session's events in arrival order.
 ///
 /// Persisted as JSON beside the session; unknown or missing fields load as defaults, so state
@@ -50,6 +57,12 @@ impl SessionDetector {
         }
         alerts.extend(self.spend.observe(ev, payload, cfg));
         alerts
+    }
+
+    /// What the guard reads (`GUARD.md`): the recent tool calls, and whether an error cascade
+    /// is in progress (its alert raised, and no success or quiet window since).
+    pub fn guard_view(&self) -> GuardView {
+        GuardView { loops: self.tools.view(), cascade: self.tool_failures.alerted() || self.failed_children.alerted() }
     }
 
     /// Whether a tool call is open (started, not ended): the stall timer then waits

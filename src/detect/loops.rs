@@ -70,6 +70,12 @@ struct Call {
     outcome: Option<Outcome>,
 }
 
+impl Call {
+    fn mark(&self) -> Mark {
+        Mark { group: self.group, at_us: self.at_us, outcome: self.outcome }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct EarlyEnd {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +132,77 @@ struct Run<'a> {
     oldest: &'a Call,
     newest: &'a Call,
     outcome: Option<Outcome>,
+}
+
+/// What the run rule reads of a call: its group, its start and its outcome.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Mark {
+    group: u64,
+    at_us: i64,
+    outcome: Option<Outcome>,
+}
+
+/// A run of one group, walking back from its newest call (the first of `marks`, newest first):
+/// its length, the index of its oldest call, and its outcome.
+fn run_of(
+    mut marks: impl Iterator<Item = (usize, Mark)>,
+    group: u64,
+    window_us: i64,
+) -> Option<(u32, usize, Option<Outcome>)> {
+    let mut members = marks.by_ref().filter(|(_, m)| m.group == group);
+    let (first, newest) = members.next()?;
+    let (mut count, mut oldest, mut outcome) = (1, first, newest.outcome);
+    for (i, m) in members {
+        if newest.at_us.abs_diff(m.at_us) > window_us.unsigned_abs() {
+            break;
+        }
+        match (outcome, m.outcome) {
+            (Some(a), Some(b)) if a != b => break,
+            (None, Some(b)) => outcome = Some(b),
+            _ => {}
+        }
+        count += 1;
+        oldest = i;
+    }
+    Some((count, oldest, outcome))
+}
+
+/// A session's recent tool calls as the guard reads them (`GUARD.md`, condition `loop`): small
+/// and copied out of the writer after each commit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoopView {
+    /// Newest first.
+    marks: Vec<Mark>,
+    looping: Vec<u64>,
+    latest_us: Option<i64>,
+}
+
+/// How a call the agent is about to make stands to the loop rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopVerdict {
+    /// A loop alert of this session is about this call, and its episode has not broken.
+    Alerted { count: u32 },
+    /// This call would be the one that completes a loop.
+    WouldComplete { count: u32 },
+}
+
+impl LoopView {
+    /// `tool` with `input`, compared as the detector compares calls, made now (the session's
+    /// latest event time: the agent's clock, not the collector's).
+    pub fn verdict(&self, tool: &str, input: &Value, cfg: &DetectConfig) -> Option<LoopVerdict> {
+        if !cfg.loop_enabled {
+            return None;
+        }
+        let group = digest(&[&label(tool), &canonical(input)]);
+        let window = secs_to_us(cfg.loop_window_secs);
+        let needed = cfg.loop_repeats.min(MAX_CALLS as u32);
+        let next = Mark { group, at_us: self.latest_us.unwrap_or(0), outcome: None };
+        let (count, _, _) = run_of(std::iter::once(next).chain(self.marks.iter().copied()).enumerate(), group, window)?;
+        if self.looping.contains(&group) {
+            return Some(LoopVerdict::Alerted { count: count - 1 });
+        }
+        (count >= needed).then_some(LoopVerdict::WouldComplete { count })
+    }
 }
 
 impl ToolCalls {
@@ -215,23 +292,20 @@ impl ToolCalls {
     }
 
     fn run(&self, group: u64, cfg: &DetectConfig) -> Option<Run<'_>> {
-        let window = secs_to_us(cfg.loop_window_secs);
-        let mut members = self.calls.iter().rev().filter(|c| c.group == group);
-        let newest = members.next()?;
-        let mut run = Run { count: 1, oldest: newest, newest, outcome: newest.outcome };
-        for call in members {
-            if newest.at_us.abs_diff(call.at_us) > window.unsigned_abs() {
-                break;
-            }
-            match (run.outcome, call.outcome) {
-                (Some(a), Some(b)) if a != b => break,
-                (None, Some(b)) => run.outcome = Some(b),
-                _ => {}
-            }
-            run.count += 1;
-            run.oldest = call;
+        let newest = self.calls.iter().rev().find(|c| c.group == group)?;
+        let marks = self.calls.iter().rev().map(Call::mark).enumerate();
+        let (count, oldest, outcome) = run_of(marks, group, secs_to_us(cfg.loop_window_secs))?;
+        let oldest = self.calls.iter().rev().nth(oldest)?;
+        Some(Run { count, oldest, newest, outcome })
+    }
+
+    /// The calls as the guard reads them.
+    pub(crate) fn view(&self) -> LoopView {
+        LoopView {
+            marks: self.calls.iter().rev().map(Call::mark).collect(),
+            looping: self.looping.clone(),
+            latest_us: self.latest_us,
         }
-        Some(run)
     }
 
     /// Forgets completed calls that can no longer join a run, and episodes with no call left.

@@ -37,9 +37,9 @@ mod testkit;
 
 pub use alert::{with_alert_id, AlertKind, NewAlert, Severity};
 pub use config::DetectConfig;
-pub use detector::{stall_check, SessionDetector};
+pub use detector::{stall_check, GuardView, SessionDetector};
 pub(crate) use json::{canonical, digest, quote};
-pub use loops::MAX_CALLS;
+pub use loops::{LoopVerdict, LoopView, MAX_CALLS};
 pub use replay::{replay, ReplayError, ReplayReport};
 pub use spend::MAX_SAMPLES;
 pub use streaks::MAX_CHILD_FAILURES;

@@ -39,6 +39,11 @@ impl Streak {
         false
     }
 
+    /// The current run was alerted and has not been broken since.
+    pub(crate) fn alerted(&self) -> bool {
+        self.alerted && self.run > 0
+    }
+
     fn reset(&mut self) {
         *self = Streak::default();
     }
@@ -120,6 +125,12 @@ pub(crate) struct ChildFailures {
 }
 
 impl ChildFailures {
+    /// The current cluster of failures was alerted (a later failure out of its window, or
+    /// below the count, ends the episode).
+    pub(crate) fn alerted(&self) -> bool {
+        self.alerted
+    }
+
     pub(crate) fn child_ended(
         &mut self,
         child: &str,

@@ -9,6 +9,7 @@ mod compare;
 mod dashboard;
 mod error;
 mod events;
+mod guard;
 mod ops;
 mod otlp;
 mod params;
@@ -100,6 +101,17 @@ fn endpoints() -> Vec<Endpoint> {
             "/sessions/{id}/pin",
             post(sessions::pin).delete(sessions::unpin),
             &[("POST", "keep a session from retention (DELETE to unpin)")],
+        ),
+        e(
+            "/sessions/{id}/stop",
+            post(guard::stop),
+            &[("POST", "stop a run: the guard denies its next calls ({\"reason\"} optional)")],
+        ),
+        e("/sessions/{id}/resume", post(guard::resume), &[("POST", "lift an operator's stop")]),
+        e(
+            "/guard",
+            post(guard::ask),
+            &[("POST", "ask before acting: {session_id, agent_id, tool, input} → allow, ask or deny with reasons")],
         ),
         e(
             "/alerts",

@@ -25,6 +25,8 @@ pub struct AppState {
     pub compares: Arc<tokio::sync::Semaphore>,
     /// Model prices, for the cost of LLM calls derived from OTLP spans.
     pub prices: Arc<Prices>,
+    /// The guard's decisions per condition, and the detectors' settings it judges by.
+    pub guard: Arc<(crate::guard::Policy, crate::detect::DetectConfig)>,
     /// The memory ingest requests may hold at once ([`IN_FLIGHT_BYTES`](super::body::IN_FLIGHT_BYTES)).
     pub ingest: Budget,
 }

@@ -9,4 +9,6 @@ mod session;
 pub use event::{parse_timestamp, Event, EventError, SpanRef, SpanRole, MAX_EVENT_BYTES};
 pub use payload::{Cost, Payload};
 pub use price::{Price, PriceError, Prices, PRICES_AS_OF};
-pub use session::{turn_step, SessionRow, SessionState, CONVERSATION_ATTRIBUTES};
+pub use session::{
+    turn_step, SessionRow, SessionState, Stopped, CONVERSATION_ATTRIBUTES, GUARD_DECISION, RESUME, STOP,
+};

@@ -96,7 +96,24 @@ pub struct SessionState {
     /// `session.started`): the collector ends it after `--idle-end` of silence.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     ends_when_idle: bool,
+    /// The operator's latest word (`aop.stop`, or `aop.resume` as `None`), by sequence: the
+    /// collector numbers these by its clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop: Option<Pick<Option<Stopped>>>,
 }
+
+/// An operator's stop of a run (`POST /sessions/:id/stop`), which the guard honours.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stopped {
+    pub at: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The event types the collector records of its own accord in a session.
+pub const STOP: &str = "aop.stop";
+pub const RESUME: &str = "aop.resume";
+pub const GUARD_DECISION: &str = "aop.guard";
 
 /// How an event moves an interactive agent's turn: `Some(true)` when the agent owes its next
 /// step (after its user's prompt, a permission granted, a tool call begun or ended: a model
@@ -116,7 +133,11 @@ const IDLE_END: &str = "idle-end";
 
 /// Whether the payload may hold fields derivation reads; others are not looked at.
 fn needs_payload(kind: &str) -> bool {
-    kind.starts_with("session.") || kind.starts_with("operation.") || kind == "otel.span" || kind == "otel.log"
+    kind.starts_with("session.")
+        || kind.starts_with("operation.")
+        || kind == "otel.span"
+        || kind == "otel.log"
+        || kind == STOP
 }
 
 /// The span attributes that name a run's conversation, in the OTel dialects (`OTLP.md`): the OTLP
@@ -216,6 +237,10 @@ impl SessionState {
                 };
                 pick(&mut self.ended, (0, seq), ended);
             }
+            STOP => {
+                latest(&mut self.stop, seq, Some(Stopped { at: ev.timestamp.clone(), reason: text(facts, "reason") }))
+            }
+            RESUME => latest(&mut self.stop, seq, None),
             k if k.starts_with("cognition.") || k.starts_with("operation.") => self.activity += 1,
             _ => {}
         }
@@ -272,6 +297,14 @@ impl SessionState {
     }
     pub fn is_running(&self) -> bool {
         self.ended.is_none()
+    }
+    /// The operator's stop in force, if any.
+    pub fn stopped(&self) -> Option<&Stopped> {
+        self.stop.as_ref().and_then(|p| p.value.as_ref())
+    }
+    /// What the run cost so far: the agent's own latest total, else the sum of its priced calls.
+    pub fn cost_usd(&self) -> Option<f64> {
+        self.cost_reported.as_ref().map(|p| p.value).or(self.cost_nano.map(|n| n as f64 / 1e9))
     }
 
     /// Whether silence may be a stall: the session runs, and it is not an interactive agent
@@ -341,7 +374,7 @@ impl SessionState {
             },
             total_steps: self.steps_reported.as_ref().map_or(self.activity, |p| p.value),
             total_tokens: self.tokens_reported.as_ref().map_or(self.tokens_delta, |p| p.value),
-            total_cost_usd: self.cost_reported.as_ref().map(|p| p.value).or(self.cost_nano.map(|n| n as f64 / 1e9)),
+            total_cost_usd: self.cost_usd(),
             outcome_summary: ended.and_then(|e| e.summary.clone()),
             error_message: ended.and_then(|e| e.error.clone()),
             unpriced_models: self.unpriced.iter().cloned().collect(),
@@ -349,6 +382,7 @@ impl SessionState {
             alert_count,
             child_count,
             pinned: false,
+            stopped: self.stopped().cloned(),
         }
     }
 }
@@ -386,6 +420,9 @@ pub struct SessionRow {
     pub child_count: i64,
     /// Pinned sessions are never deleted by retention.
     pub pinned: bool,
+    /// An operator stopped the run (`POST /sessions/:id/stop`) and has not resumed it. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
 }
 
 #[cfg(test)]

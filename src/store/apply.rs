@@ -149,6 +149,11 @@ impl Tracked {
         alert
     }
 
+    /// What the guard reads of this session now.
+    pub fn facts(&self) -> super::board::Facts {
+        super::board::Facts { watch: Some(self.detector.guard_view()), ..super::board::Facts::of_state(&self.state) }
+    }
+
     /// Whether an event arrived since the last snapshot.
     pub fn heard(&self) -> bool {
         self.heard

@@ -1,4 +1,5 @@
-//! The health counters a backend's writer, its readers and `/health` share.
+//! What a backend's writer shares with its readers, `/health` and the guard: health counters,
+//! and the guard's board.
 
 use crate::store::StoreError;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,6 +14,8 @@ pub(crate) struct Shared {
     pub(crate) commits: AtomicU64,
     pub(crate) alerts: AtomicU64,
     pub(crate) closing: AtomicBool,
+    /// What the guard reads, put by the writer after each commit.
+    pub(crate) board: crate::store::board::Board,
 }
 
 impl Shared {

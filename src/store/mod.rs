@@ -10,6 +10,7 @@
 //! (the stream's cursor).
 
 pub mod apply;
+pub mod board;
 mod counters;
 mod job;
 pub mod postgres;
@@ -344,6 +345,9 @@ pub trait Store: Send + Sync + 'static {
     /// nothing for `silent_ms` (collector clock, the database's for a fleet), at most
     /// [`IDLE_BATCH`], the longest silent first.
     fn idle_sessions(&self, silent_ms: i64) -> BoxFuture<'_, Result<Vec<SessionState>, StoreError>>;
+    /// What the guard decides on for a session (`None`: unknown), without waiting for the
+    /// write queue: the writer's board, and the stored row where the board cannot be complete.
+    fn guard_facts(&self, id: String) -> BoxFuture<'_, Result<Option<board::Facts>, StoreError>>;
     fn health(&self) -> StoreHealth;
     /// Finishes queued writes and stops the writer; blocks (call from a blocking context).
     fn shutdown(&self);

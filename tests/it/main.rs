@@ -23,6 +23,8 @@
 //!   exporters and two `openai` instrumentors, run from `tests/otel/` in a pinned environment).
 //! - [`coding_agents`]: the real Claude Code and Codex CLIs, offline in a loopback-only network
 //!   namespace against a scripted model, their OTLP logs, metrics and spans sent to aop.
+//! - [`guard`]: `POST /guard` and the operator's stop — each condition and its decision, asks and
+//!   denies recorded and streamed, stop and resume (in a fleet too), bad input, token and Origin.
 //! - [`fleet`]: several instances on one real PostgreSQL — one stream order, resumption on any
 //!   instance, alerts once, instances and the database killed under load.
 //! - [`haproxy`]: the fleet behind HAProxy with the committed `deploy/haproxy.cfg` — requests
@@ -53,6 +55,7 @@ mod copy;
 mod detect;
 mod diff;
 mod fleet;
+mod guard;
 mod haproxy;
 mod hostile;
 mod ingest;

@@ -234,6 +234,17 @@ impl Store for PgStore {
         self.stop.cancel();
     }
 
+    fn guard_facts(&self, id: String) -> BoxFuture<'_, Result<Option<board::Facts>, StoreError>> {
+        Box::pin(async move {
+            // The stop and the cost as the fleet committed them (an operator may have stopped
+            // the run through any instance); the detectors' view from this instance's writer,
+            // which holds it when the agent's events come through here.
+            let watch = self.shared.board.get(&id).and_then(|f| f.watch.clone());
+            let state = self.read(move |c| Box::pin(read::session_state(c, id))).await?;
+            Ok(state.map(|s| board::Facts { watch, ..board::Facts::of_state(&s) }))
+        })
+    }
+
     fn list_sessions(&self, q: SessionQuery) -> BoxFuture<'_, Result<SessionPage, StoreError>> {
         let cursor = match q.after() {
             Ok(cursor) => cursor,

@@ -91,6 +91,12 @@ pub(super) async fn idle_sessions(c: &mut Client, silent_ms: i64) -> Result<Vec<
         .collect())
 }
 
+/// A session's derived state, for the guard: what any instance committed last.
+pub(super) async fn session_state(c: &mut Client, id: String) -> Result<Option<SessionState>, Error> {
+    let row = c.query_opt("SELECT state FROM aop_sessions WHERE id = $1 AND event_count > 0", &[&id]).await?;
+    Ok(row.map(|r| serde_json::from_str(r.get(0)).unwrap_or_else(|_| SessionState::new(&id))))
+}
+
 pub(super) async fn children(c: &mut Client, id: String) -> Result<Option<Vec<SessionRow>>, Error> {
     let rows: Vec<SessionRow> = c
         .query(

@@ -232,6 +232,7 @@ impl Writer {
         self.shared.mark_writable();
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         self.shared.alerts.fetch_add(written.alerts, Ordering::Relaxed);
+        self.shared.board.put(written.sessions.values().map(|t| (t.state.id.clone(), t.facts())));
         for (_, t) in written.sessions {
             self.live.insert(t);
         }
@@ -353,6 +354,7 @@ impl Writer {
                 let r = self.txn(|tx| Box::pin(delete(tx, id.clone()))).await;
                 if matches!(r, Ok(true)) {
                     self.live.remove(&id);
+                    self.shared.board.forget(&id);
                     self.feed.notify_one();
                 }
                 let _ = reply.send(r);

@@ -403,6 +403,14 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(move |c| read::alerts(c, &q, before)))
     }
 
+    fn guard_facts(&self, id: String) -> BoxFuture<'_, Result<Option<board::Facts>, StoreError>> {
+        // One writer commits every event of this file: its board is complete for running sessions.
+        if let Some(f) = self.shared.board.get(&id) {
+            return Box::pin(std::future::ready(Ok(Some((*f).clone()))));
+        }
+        Box::pin(self.readers.run(move |c| Ok(read::session_state(c, &id)?.map(|s| board::Facts::of_state(&s)))))
+    }
+
     fn health(&self) -> StoreHealth {
         StoreHealth {
             writable: self.shared.writable.load(Ordering::Relaxed),

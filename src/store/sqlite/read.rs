@@ -165,6 +165,15 @@ pub(super) fn idle_sessions(c: &Connection, heard_before_ms: i64) -> rusqlite::R
     rows.collect()
 }
 
+/// A session's derived state, for the guard when the writer's board does not hold it.
+pub(super) fn session_state(c: &Connection, id: &str) -> rusqlite::Result<Option<SessionState>> {
+    let state: Option<String> = c
+        .prepare_cached("SELECT state FROM sessions WHERE id = ?1 AND event_count > 0")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(state.map(|s| serde_json::from_str(&s).unwrap_or_else(|_| SessionState::new(id))))
+}
+
 pub(super) fn children(c: &Connection, id: &str) -> rusqlite::Result<Option<Vec<SessionRow>>> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {ROW_COLUMNS} FROM sessions s WHERE s.parent_id = ?1 AND s.event_count > 0 ORDER BY s.last_seen_us DESC, s.id DESC LIMIT 10000"

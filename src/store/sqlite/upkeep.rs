@@ -114,6 +114,7 @@ impl Writer {
         self.conn.prepare_cached("DELETE FROM sessions WHERE sid = ?1")?.execute([sid])?;
         self.live.remove(id);
         self.silent.remove(&sid);
+        self.facts.push((id.to_owned(), crate::store::board::Facts::default()));
         self.published.push(Message::session_deleted(id.to_owned()));
         Ok(true)
     }

@@ -12,6 +12,7 @@ use crate::detect::{with_alert_id, DetectConfig, NewAlert};
 use crate::hub::{Hub, Message, MessageKind};
 use crate::model::Event;
 use crate::store::apply::{ChildEnd, Live, Tracked};
+use crate::store::board::Facts;
 use crate::store::job::{tell, Command, Job, Reply};
 use crate::store::{Outcome, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -75,6 +76,8 @@ pub(super) struct Writer {
     pub(super) published: Vec<Message>,
     /// Retention deleted sessions in this group: shrink the file after the commit.
     pub(super) shrink_due: bool,
+    /// What the guard will read of the sessions the open transaction changed.
+    pub(super) facts: Vec<(String, Facts)>,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -109,6 +112,7 @@ impl Writer {
             max_pages,
             published: Vec::new(),
             shrink_due: false,
+            facts: Vec::new(),
         };
         if let Err(e) = w.load_silent() {
             tracing::error!(error = %e, "cannot read running sessions; stalls will not be detected for them");
@@ -203,6 +207,7 @@ impl Writer {
             Some(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.published.clear();
+                self.facts.clear();
                 // The cache may hold states of the rolled-back events.
                 self.live.clear();
                 let _ = self.load_silent();
@@ -235,6 +240,8 @@ impl Writer {
     fn committed(&mut self) {
         self.shared.mark_writable();
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        // Before the answers: an agent told its event is stored finds it in the guard's facts.
+        self.shared.board.put(self.facts.drain(..));
         for msg in self.published.drain(..) {
             if msg.kind == MessageKind::Alert {
                 self.shared.alerts.fetch_add(1, Ordering::Relaxed);
@@ -440,6 +447,7 @@ impl Writer {
              WHERE sid = ?1",
         )?;
         for (t, snap) in self.live.snapshots() {
+            self.facts.push((t.state.id.clone(), t.facts()));
             let s = &t.state;
             let (detector, upto) = snap.detector.map_or((None, 0), |(d, upto)| (Some(d), upto));
             stmt.execute(params![

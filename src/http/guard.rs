@@ -1,0 +1,184 @@
+//! `POST /guard` and the operator's `POST /sessions/:id/stop` and `/resume` (`GUARD.md`).
+//!
+//! The guard answers from the store's board (or a short indexed read), never through the write
+//! queue; an `ask` or `deny` is then recorded in the session as an `aop.guard` event, after the
+//! answer has gone, so recording never delays it. A stop or resume is an `aop.stop` /
+//! `aop.resume` event, stored before the answer: once `{"ok": true}` is back, every guard call
+//! (on any instance of a fleet) sees it.
+
+use super::body;
+use super::error::ApiError;
+use super::events::form;
+use super::sessions::unknown;
+use super::state::AppState;
+use crate::guard::{self, Answer, Call, Decision};
+use crate::model::{Event, RESUME, STOP};
+use crate::store::board::Facts;
+use crate::store::{Outcome, Store};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A guard request, an operator's note: small. A larger body is refused before it is read.
+const MAX_BODY: usize = 256 * 1024;
+/// How much of a tool's input a recorded decision keeps (the agent's own event has it whole).
+const RECORDED_INPUT: usize = 4096;
+
+/// `POST /guard`: allow, ask or deny, with the reasons.
+pub(crate) async fn ask(State(app): State<AppState>, headers: HeaderMap, req: Body) -> Result<Response, ApiError> {
+    form(&headers)?;
+    let bytes = read(&app, &headers, req).await?;
+    let call = Call::parse(&bytes).map_err(ApiError::BadRequest)?;
+    let answer = answer(&app, &call).await?;
+    Ok(Json(answer).into_response())
+}
+
+/// The guard's answer to `call`, counted, with the alerts its reasons stem from, and recorded in
+/// the session when it is not a plain allow. Shared with the Claude Code hook.
+pub(crate) async fn answer(app: &AppState, call: &Call) -> Result<Answer, ApiError> {
+    let facts = app.store.guard_facts(call.session_id.clone()).await?;
+    let (policy, detect) = &*app.guard;
+    let mut answer = guard::decide(facts.as_ref(), call, policy, detect);
+    let counter = match answer.decision {
+        Decision::Allow => &app.metrics.guard_allow,
+        Decision::Ask => &app.metrics.guard_ask,
+        Decision::Deny => &app.metrics.guard_deny,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if answer.reasons.is_empty() {
+        return Ok(answer);
+    }
+    for r in &mut answer.reasons {
+        if let Some(kind) = r.kind.alert_type() {
+            r.alert_id = latest_alert(app.store.as_ref(), &call.session_id, kind).await;
+        }
+    }
+    if answer.decision != Decision::Allow {
+        if let Some(f) = facts {
+            record(app, f, call, &answer);
+        }
+    }
+    Ok(answer)
+}
+
+/// The session's latest alert of one type: the one a reason stems from. Best effort: a reason
+/// without its alert's id is still a reason.
+async fn latest_alert(store: &dyn Store, session: &str, kind: &str) -> Option<i64> {
+    let q = crate::store::AlertQuery {
+        limit: 1,
+        session_id: Some(session.to_owned()),
+        kind: Some(kind.to_owned()),
+        ..Default::default()
+    };
+    let page = store.alerts(q).await.ok()?;
+    let alert: Value = serde_json::from_str(page.alerts.first()?).ok()?;
+    alert.get("id")?.as_i64()
+}
+
+/// Stores the decision in the session without holding up the answer.
+fn record(app: &AppState, facts: Facts, call: &Call, answer: &Answer) {
+    let input = serde_json::to_string(&call.input).unwrap_or_default();
+    let (input, truncated) = if input.len() <= RECORDED_INPUT {
+        (call.input.clone(), false)
+    } else {
+        let mut cut = RECORDED_INPUT;
+        while !input.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        (Value::String(format!("{}…", &input[..cut])), true)
+    };
+    let payload = json!({
+        "decision": answer.decision,
+        "tool": call.tool,
+        "input": input,
+        "input_truncated": truncated,
+        "reasons": answer.reasons,
+    });
+    let (store, metrics) = (Arc::clone(&app.store), Arc::clone(&app.metrics));
+    let session = call.session_id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store_now(store.as_ref(), &session, &facts, crate::model::GUARD_DECISION, &payload).await {
+            metrics.guard_unrecorded.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "could not record a guard decision in its session");
+        }
+    });
+}
+
+/// Stores one of the collector's own events in a session, at the collector's clock. Its
+/// sequence is that clock in µs: a sequence the session already holds (an OTel session counts by
+/// the same clock) moves it on by one, a few times.
+async fn store_now(
+    store: &dyn Store,
+    session: &str,
+    facts: &Facts,
+    kind: &str,
+    payload: &Value,
+) -> Result<i64, ApiError> {
+    let now = time::OffsetDateTime::now_utc();
+    let ns = u64::try_from(now.unix_timestamp_nanos()).unwrap_or(0);
+    let agent = if facts.agent_id.is_empty() { "unknown" } else { &facts.agent_id };
+    for step in 0..8 {
+        let seq = (ns / 1000) as i64 + step;
+        let ev =
+            Event::derived(session, facts.parent_session_id.as_deref(), agent, seq, ns, kind, &payload.to_string())
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        match store.ingest(vec![ev]).await?.first() {
+            Some(Outcome::Stored { id }) => return Ok(*id),
+            _ => continue,
+        }
+    }
+    Err(ApiError::Conflict("the session's sequences around the collector's clock are taken; try again".into()))
+}
+
+async fn read(app: &AppState, headers: &HeaderMap, req: Body) -> Result<bytes::Bytes, ApiError> {
+    let mut charge = app.ingest.charge();
+    body::read(headers, req, MAX_BODY, &mut charge).await.map_err(|e| match e {
+        ApiError::BodyTooLarge => ApiError::BadRequest(format!("the body is larger than {} KiB", MAX_BODY >> 10)),
+        e => e,
+    })
+}
+
+/// `POST /sessions/:id/stop`, with an optional `{"reason": "…"}`.
+pub(crate) async fn stop(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    req: Body,
+) -> Result<Response, ApiError> {
+    form(&headers)?;
+    let bytes = read(&app, &headers, req).await?;
+    let reason = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+        match v.get("reason") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.len() <= 1024 => Some(s.clone()),
+            Some(Value::String(_)) => return Err(ApiError::BadRequest("`reason` must be at most 1024 bytes".into())),
+            Some(_) => return Err(ApiError::BadRequest("`reason` must be a string".into())),
+        }
+    };
+    operator(&app, &id, STOP, json!({ "reason": reason, "by": "operator" })).await
+}
+
+/// `POST /sessions/:id/resume`: lifts a stop.
+pub(crate) async fn resume(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    form(&headers)?;
+    operator(&app, &id, RESUME, json!({ "by": "operator" })).await
+}
+
+async fn operator(app: &AppState, id: &str, kind: &str, payload: Value) -> Result<Response, ApiError> {
+    let facts = app.store.guard_facts(id.to_owned()).await?.ok_or_else(|| unknown(id))?;
+    let event_id = store_now(app.store.as_ref(), id, &facts, kind, &payload).await?;
+    Ok(Json(json!({ "ok": true, "event_id": event_id })).into_response())
+}
