@@ -102,7 +102,7 @@ document.addEventListener('DOMContentLoaded', () => {
  * Calls the API and returns the parsed JSON (or the Response when `raw`).
  * A 401 asks the user for the token (once, whoever asks) and retries.
  */
-export async function api(path, { method = 'GET', params, raw = false, signal } = {}) {
+export async function api(path, { method = 'GET', params, raw = false, signal, body: payload } = {}) {
   let rejected = false;
   for (let attempt = 0; attempt < 10; attempt++) {
     const headers = { Accept: 'application/json' };
@@ -110,7 +110,7 @@ export async function api(path, { method = 'GET', params, raw = false, signal } 
     const t = tokenFor(url);
     if (t) headers.Authorization = `Bearer ${t}`;
     // The collector takes a write only with a JSON type (what a foreign page cannot send).
-    const sent = method === 'POST' ? '{}' : undefined;
+    const sent = method === 'POST' ? JSON.stringify(payload || {}) : undefined;
     if (sent) headers['Content-Type'] = 'application/json';
     const res = await fetch(url, { method, headers, body: sent, signal, cache: 'no-store' });
     if (res.status === 401) {

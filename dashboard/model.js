@@ -213,6 +213,13 @@ export function summarize(ev) {
     }
     case 'custom.tool_decision':
       return [str(p.decision) || 'decision', str(p.tool_name), p.source ? `(${str(p.source)})` : ''].filter(Boolean).join(' ');
+    case 'aop.guard': {
+      const arg = toolArg(p.input);
+      const why = (Array.isArray(p.reasons) ? p.reasons : []).map((r) => str(obj(r).message)).filter(Boolean).join('; ');
+      return `Guard: ${str(p.decision) || '?'} ${str(p.tool) || 'tool'}(${arg ? clip(arg.text, 100) : ''})${why ? ` — ${why}` : ''}`;
+    }
+    case 'aop.stop': return `Stopped by an operator${p.reason ? `: ${str(p.reason)}` : ''}`;
+    case 'aop.resume': return 'Resumed by an operator';
     default: {
       const keys = Object.keys(p);
       return keys.length ? clip(str(p), 200) : '';
@@ -228,6 +235,7 @@ export function typeLabel(type) {
     'cognition.uncertainty': 'uncertain', 'operation.tool_start': 'tool', 'operation.tool_end': 'tool end',
     'operation.agent_spawn': 'spawn', 'operation.memory': 'memory', 'operation.external_call': 'external',
     'otel.span': 'span', 'otel.log': 'log', 'custom.tool_decision': 'permission',
+    'aop.guard': 'guard', 'aop.stop': 'stop', 'aop.resume': 'resume',
   };
   return map[type] || clip(String(type), 24);
 }
@@ -279,6 +287,12 @@ export function applyEventToRow(row, ev) {
         row.outcome_summary = typeof p.outcome_summary === 'string' ? p.outcome_summary : null;
         row.error_message = typeof p.error_message === 'string' ? p.error_message : null;
       }
+      break;
+    case 'aop.stop':
+      row.stopped = { at: ev.timestamp, reason: typeof p.reason === 'string' ? p.reason : null };
+      break;
+    case 'aop.resume':
+      delete row.stopped;
       break;
     default:
       if (ev.type.startsWith('cognition.') || ev.type.startsWith('operation.')) {

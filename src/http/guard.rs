@@ -121,6 +121,8 @@ async fn store_now(
 ) -> Result<i64, ApiError> {
     let now = time::OffsetDateTime::now_utc();
     let ns = u64::try_from(now.unix_timestamp_nanos()).unwrap_or(0);
+    // Stamped to the millisecond, as agents stamp theirs; numbered to the microsecond.
+    let stamp_ns = ns / 1_000_000 * 1_000_000;
     let agent = if facts.agent_id.is_empty() { "unknown" } else { &facts.agent_id };
     for step in 0..8 {
         let seq = (ns / 1000) as i64 + step;

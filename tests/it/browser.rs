@@ -16,6 +16,7 @@ mod driver;
 mod haproxy;
 mod otel;
 mod site;
+mod stop;
 
 use crate::support::*;
 use driver::{free_port, Browser};
