@@ -126,9 +126,16 @@ async fn store_now(
     let agent = if facts.agent_id.is_empty() { "unknown" } else { &facts.agent_id };
     for step in 0..8 {
         let seq = (ns / 1000) as i64 + step;
-        let ev =
-            Event::derived(session, facts.parent_session_id.as_deref(), agent, seq, ns, kind, &payload.to_string())
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let ev = Event::derived(
+            session,
+            facts.parent_session_id.as_deref(),
+            agent,
+            seq,
+            stamp_ns,
+            kind,
+            &payload.to_string(),
+        )
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         match store.ingest(vec![ev]).await?.first() {
             Some(Outcome::Stored { id }) => return Ok(*id),
             _ => continue,
