@@ -174,7 +174,7 @@ pub fn decide(facts: Option<&Facts>, call: &Call, policy: &Policy, cfg: &DetectC
                 Condition::Loop,
                 policy.loops,
                 format!(
-                    "this would be call {count} of {} with the same input in {} s: a loop",
+                    "this would be call {count} of {} with the same input within {} s: a loop",
                     call.tool, cfg.loop_window_secs
                 ),
             ),
