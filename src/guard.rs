@@ -70,6 +70,9 @@ pub struct Reason {
     pub alert_id: Option<i64>,
     #[serde(skip)]
     pub decision: Decision,
+    /// Whether an alert stands behind it (a call that would complete a loop has none yet).
+    #[serde(skip)]
+    pub alerted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -149,10 +152,13 @@ pub fn decide(facts: Option<&Facts>, call: &Call, policy: &Policy, cfg: &DetectC
     let Some(f) = facts else {
         return Answer { decision: Decision::Allow, reasons };
     };
-    let mut reason = |kind, decision, message| reasons.push(Reason { kind, message, alert_id: None, decision });
+    // `alerted`: an alert stands behind the reason (the stop has none; a loop's last call, not yet).
+    let mut reason = |kind, decision, message, alerted| {
+        reasons.push(Reason { kind, message, alert_id: None, decision, alerted });
+    };
     if let Some(stop) = &f.stopped {
         let why = stop.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-        reason(Condition::Stopped, policy.stopped, format!("an operator stopped this run at {}{why}", stop.at));
+        reason(Condition::Stopped, policy.stopped, format!("an operator stopped this run at {}{why}", stop.at), false);
     }
     if let (Some(budget), Some(cost)) = (cfg.cost_budget_usd, f.cost_usd) {
         if cost >= budget {
@@ -160,6 +166,7 @@ pub fn decide(facts: Option<&Facts>, call: &Call, policy: &Policy, cfg: &DetectC
                 Condition::Budget,
                 policy.budget,
                 format!("this run has cost {} of its {} budget", usd(cost), usd(budget)),
+                true,
             );
         }
     }
@@ -169,6 +176,7 @@ pub fn decide(facts: Option<&Facts>, call: &Call, policy: &Policy, cfg: &DetectC
                 Condition::Loop,
                 policy.loops,
                 format!("{} was called {count} times with this input: this run is looping", call.tool),
+                true,
             ),
             Some(LoopVerdict::WouldComplete { count }) => reason(
                 Condition::Loop,
@@ -177,11 +185,17 @@ pub fn decide(facts: Option<&Facts>, call: &Call, policy: &Policy, cfg: &DetectC
                     "this would be call {count} of {} with the same input within {} s: a loop",
                     call.tool, cfg.loop_window_secs
                 ),
+                false,
             ),
             None => {}
         }
         if watch.cascade {
-            reason(Condition::Cascade, policy.cascade, "tool calls of this run keep failing (an error cascade)".into());
+            reason(
+                Condition::Cascade,
+                policy.cascade,
+                "tool calls of this run keep failing (an error cascade)".into(),
+                true,
+            );
         }
     }
     let decision = reasons.iter().map(|r| r.decision).max().unwrap_or(Decision::Allow);

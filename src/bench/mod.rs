@@ -16,6 +16,7 @@
 //! - `otlp`: OTLP/HTTP protobuf exports of 512 spans through `/v1/traces`.
 //! - `otlp_logs`: OTLP/HTTP protobuf exports of 512 log records (Claude Code sessions, an
 //!   application's traced records) through `/v1/logs`.
+//! - `guard`: `POST /guard` at a fixed rate beside single-event ingest.
 //! - `fanout`: workload 3 (subscribers on `/stream` under fixed-rate ingest).
 //! - `delivery`: ack-to-receipt latency of one subscriber, across a fleet's instances.
 //! - `fleet`: the instances of `--url`, and which of them each ingest connection talks to.
@@ -29,6 +30,7 @@ mod delivery;
 mod fanout;
 mod fleet;
 mod gen;
+mod guard;
 mod ingest;
 mod otlp;
 mod otlp_logs;
@@ -67,6 +69,9 @@ pub enum Workload {
     /// OTLP/HTTP protobuf exports of 512 log records (as the SDK's batch log record processor
     /// sends them): Claude Code sessions' records, and an application's with trace ids.
     OtlpLogs,
+    /// `POST /guard` at 1,000 calls/s while single events are ingested at c=16: the guard's
+    /// latency, and the ingest figure beside it.
+    Guard,
     /// Subscribers on /stream during fixed-rate ingest, then during saturating ingest.
     Fanout,
     /// One subscriber on the last --url's /stream, single events posted to the first at
@@ -484,6 +489,28 @@ async fn bench(plan: Plan, fleet: Vec<Arc<Target>>) -> ExitCode {
     if ctx.plan.has(Workload::OtlpLogs) {
         ctx.first_only("otlp-logs");
         otlp_logs_figure(&mut ctx).await;
+    }
+    if ctx.plan.has(Workload::Guard) {
+        ctx.first_only("guard");
+        let d = ctx.plan.duration;
+        let label = format!("guard {} calls/s beside single c={}", guard::RATE, guard::INGEST_CONCURRENCY);
+        match guard::measure(&mut ctx, d).await {
+            Ok((g, ingest)) => {
+                let mut line = format!(
+                    "{label}: {:.0} calls/s answered, {} (from when each was due), {} asks, errors {}; ingest {}",
+                    g.calls_per_s,
+                    g.latency.ms(),
+                    g.asks,
+                    g.errors,
+                    ingest.line()
+                );
+                if let Some(e) = g.first_error {
+                    line.push_str(&format!(" [first guard error: {e}]"));
+                }
+                figure(&line);
+            }
+            Err(e) => figure(&format!("{label}: failed: {e}")),
+        }
     }
     if ctx.plan.has(Workload::Fanout) {
         ctx.first_only("fanout");

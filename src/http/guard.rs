@@ -53,7 +53,7 @@ pub(crate) async fn answer(app: &AppState, call: &Call) -> Result<Answer, ApiErr
     if answer.reasons.is_empty() {
         return Ok(answer);
     }
-    for r in &mut answer.reasons {
+    for r in answer.reasons.iter_mut().filter(|r| r.alerted) {
         if let Some(kind) = r.kind.alert_type() {
             r.alert_id = latest_alert(app.store.as_ref(), &call.session_id, kind).await;
         }
