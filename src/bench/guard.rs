@@ -78,7 +78,7 @@ async fn caller(
         tokio::time::sleep_until(due.into()).await;
         let session = &ids[k % ids.len()];
         // One call in eight is the loop's fourth; the others are new commands.
-        let command = if k % 8 == 0 { "make".to_owned() } else { format!("ls {k}") };
+        let command = if k.is_multiple_of(8) { "make".to_owned() } else { format!("ls {k}") };
         let body =
             json!({"session_id": session, "agent_id": "bench-guarded", "tool": "Bash", "input": {"command": command}})
                 .to_string();
