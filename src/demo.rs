@@ -96,6 +96,24 @@ impl Agent {
         Ok(())
     }
 
+    /// Asks the collector's guard about a call (`POST /guard`), as an agent wired to aop does
+    /// before it acts: `None` for an allow, else the decision and its reasons. Fails open: a
+    /// guard that cannot be asked allows.
+    async fn ask_guard(&mut self, tool: &str, input: &Value) -> Option<(String, String)> {
+        let body =
+            json!({ "session_id": self.session, "agent_id": self.agent, "tool": tool, "input": input }).to_string();
+        let resp = self.conn.request("POST", "/guard", Some("application/json"), body.as_bytes()).await.ok()?;
+        let answer: Value = serde_json::from_slice(resp.body).ok()?;
+        let decision = answer.get("decision")?.as_str()?;
+        if decision == "allow" {
+            return None;
+        }
+        let reasons = answer["reasons"].as_array().map_or_else(Vec::new, |r| {
+            r.iter().filter_map(|r| r.get("message")?.as_str().map(str::to_owned)).collect()
+        });
+        Some((decision.to_owned(), reasons.join("; ")))
+    }
+
     async fn pause(&self, secs: f64) {
         tokio::time::sleep(Duration::from_secs_f64((secs / self.speed).max(0.0))).await;
     }
@@ -197,10 +215,27 @@ async fn researcher(target: Arc<Target>, n: usize, run: String, speed: f64) -> s
         .await?;
     a.heartbeat().await?;
     if n == 0 {
-        // On purpose: the same search, the same empty result, again and again — a loop.
+        // On purpose: the same search, the same empty result, again and again — a loop. The
+        // agent asks aop's guard before each search: told `ask` at the search that completes the
+        // loop, it goes on (as if its user said yes) and the loop alert is raised; told again,
+        // it gives up.
         a.thought("The second source failed; let me search for an open copy.", "medium").await?;
-        for _ in 0..5 {
-            a.tool("web_search", json!({ "query": format!("{topic} open access pdf") }), Ok("0 results"), 0.7).await?;
+        let input = json!({ "query": format!("{topic} open access pdf") });
+        let mut told = 0;
+        for _ in 0..6 {
+            if let Some((decision, why)) = a.ask_guard("web_search", &input).await {
+                told += 1;
+                println!("  {}: aop's guard says {decision}: {}", a.session, crate::clean::text(&why));
+                if told > 1 {
+                    a.thought(
+                        &format!("aop's guard says {decision}: {why}. I will stop repeating this search."),
+                        "medium",
+                    )
+                    .await?;
+                    break;
+                }
+            }
+            a.tool("web_search", input.clone(), Ok("0 results"), 0.7).await?;
         }
     }
     let child_session = format!("demo_{run}_summarizer_{n}");

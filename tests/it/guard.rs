@@ -269,3 +269,21 @@ async fn a_stop_through_one_instance_of_a_fleet_is_honoured_by_every_other() {
     }
     assert_eq!(ask_ok(&a, s, "poll").await["decision"], "ask");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_looping_agent_asks_the_guard_and_is_told_ask() {
+    let server = TestServer::start().await;
+    let out = server.sandbox().run(&["demo", "--url", &server.base(), "--agents", "1", "--speed", "20"]).await;
+    out.assert_code(0);
+    let said: Vec<&str> = out.stdout.lines().filter(|l| l.contains("aop's guard says ask")).collect();
+    assert_eq!(said.len(), 2, "told at the loop's last call, then while it loops:\n{}", out.output());
+    assert!(said[0].contains("would be call 4 of web_search"), "{}", said[0]);
+    let session = server.session_ids("agent_id=research-agent").await.pop().expect("the researcher's session");
+    let alerts = server.get_ok(&format!("/alerts?session_id={session}&type=loop")).await;
+    assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1, "{alerts}");
+    eventually("both asks recorded in the session", || async {
+        let asks = server.events(&session).await.into_iter().filter(|e| e["type"] == "aop.guard").count();
+        (asks == 2).then_some(())
+    })
+    .await;
+}
