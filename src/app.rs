@@ -74,6 +74,7 @@ impl App {
             compares: Arc::new(tokio::sync::Semaphore::new(crate::http::MAX_COMPARES)),
             prices: Arc::clone(config.prices()),
             guard: Arc::new((config.guard, config.detect.clone())),
+            hooked: Arc::default(),
             ingest: crate::http::Budget::new(crate::http::IN_FLIGHT_BYTES),
         };
         let shortest = config.detect.stall_after_secs.min(config.detect.stall_after_tool_secs);

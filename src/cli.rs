@@ -42,8 +42,30 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Drive a running collector with realistic load and print throughput, latency and resource figures.
     Bench(crate::bench::BenchArgs),
+    /// Print the settings that send an agent's hook events to a collector (`aop hooks claude-code >> …` into .claude/settings.json's "hooks").
+    Hooks(HooksArgs),
     /// Print a shell completion script, e.g. `aop completions bash > ~/.local/share/bash-completion/completions/aop`.
     Completions(CompletionsArgs),
+}
+
+/// `aop hooks <agent>`.
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    /// The agent whose hooks to wire.
+    #[arg(value_enum)]
+    pub agent: HookAgent,
+    /// The collector the hooks post to.
+    #[arg(long, env = "AOP_URL", default_value = "http://127.0.0.1:4317")]
+    pub url: String,
+    /// The collector's access token, written into the settings as the hooks' Authorization header.
+    #[arg(long, env = "AOP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookAgent {
+    /// Claude Code: every hook event to `POST /hooks/claude-code`; PreToolUse answered by the guard.
+    ClaudeCode,
 }
 
 /// `aop completions <shell>`.

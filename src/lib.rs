@@ -16,6 +16,8 @@
 //!   idle connections closed, the drain on stop.
 //! - [`guard`]: what an agent is told before it acts (allow, ask, deny), from a session's facts
 //!   as the store's writer last put them. No I/O.
+//! - [`hooks`]: Claude Code's hook events read as steps of its session, and the guard's answer in
+//!   its hook output form. No I/O.
 //! - [`compare`]: two runs aligned step by step, their first divergence and deltas. No I/O.
 //! - [`diff`]: `aop diff`, two runs compared from files or a collector, rendered side by side.
 //! - [`copy`]: `aop copy`, every session's events from one store into another.
@@ -38,6 +40,7 @@ pub mod demo;
 pub mod detect;
 pub mod diff;
 pub mod guard;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod jsonl;

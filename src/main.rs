@@ -35,6 +35,12 @@ fn main() -> ExitCode {
             copy(args, &copy_matches)
         }
         Command::Demo(args) => aop::demo::run(args),
+        Command::Hooks(args) => {
+            let aop::cli::HookAgent::ClaudeCode = args.agent;
+            let settings = aop::hooks::settings(&args.url, args.token.as_deref().filter(|t| !t.is_empty()));
+            println!("{}", serde_json::to_string_pretty(&settings).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
         Command::Completions(args) => completions(args.shell),
     }
 }

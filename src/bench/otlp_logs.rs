@@ -658,7 +658,7 @@ mod tests {
     fn mapped(req: &ExportLogsServiceRequest) -> crate::otlp::Mapped {
         let body = req.encode_to_vec();
         let batch = crate::otlp::records(&body, crate::otlp::Encoding::Protobuf, &mut |_| true).unwrap();
-        crate::otlp::map_logs(batch, &|_, _, _| None)
+        crate::otlp::map_logs(batch, &|_, _, _| None, &|_| false)
     }
 
     fn kind_of(r: &LogRecord) -> String {

@@ -102,7 +102,8 @@ fn record(app: &AppState, facts: Facts, call: &Call, answer: &Answer) {
     let (store, metrics) = (Arc::clone(&app.store), Arc::clone(&app.metrics));
     let session = call.session_id.clone();
     tokio::spawn(async move {
-        if let Err(e) = store_now(store.as_ref(), &session, &facts, crate::model::GUARD_DECISION, &payload).await {
+        let who = Who::of(&facts);
+        if let Err(e) = store_now(store.as_ref(), &session, &who, crate::model::GUARD_DECISION, &payload).await {
             metrics.guard_unrecorded.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "could not record a guard decision in its session");
         }
@@ -112,10 +113,22 @@ fn record(app: &AppState, facts: Facts, call: &Call, answer: &Answer) {
 /// Stores one of the collector's own events in a session, at the collector's clock. Its
 /// sequence is that clock in µs: a sequence the session already holds (an OTel session counts by
 /// the same clock) moves it on by one, a few times.
-async fn store_now(
+/// Who a collector-made event is from: the session's agent and parent.
+pub(crate) struct Who {
+    pub(crate) agent: String,
+    pub(crate) parent: Option<String>,
+}
+
+impl Who {
+    fn of(facts: &Facts) -> Who {
+        Who { agent: facts.agent_id.clone(), parent: facts.parent_session_id.clone() }
+    }
+}
+
+pub(crate) async fn store_now(
     store: &dyn Store,
     session: &str,
-    facts: &Facts,
+    who: &Who,
     kind: &str,
     payload: &Value,
 ) -> Result<i64, ApiError> {
@@ -123,19 +136,11 @@ async fn store_now(
     let ns = u64::try_from(now.unix_timestamp_nanos()).unwrap_or(0);
     // Stamped to the millisecond, as agents stamp theirs; numbered to the microsecond.
     let stamp_ns = ns / 1_000_000 * 1_000_000;
-    let agent = if facts.agent_id.is_empty() { "unknown" } else { &facts.agent_id };
+    let agent = if who.agent.is_empty() { "unknown" } else { &who.agent };
     for step in 0..8 {
         let seq = (ns / 1000) as i64 + step;
-        let ev = Event::derived(
-            session,
-            facts.parent_session_id.as_deref(),
-            agent,
-            seq,
-            stamp_ns,
-            kind,
-            &payload.to_string(),
-        )
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let ev = Event::derived(session, who.parent.as_deref(), agent, seq, stamp_ns, kind, &payload.to_string())
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         match store.ingest(vec![ev]).await?.first() {
             Some(Outcome::Stored { id }) => return Ok(*id),
             _ => continue,
@@ -144,7 +149,7 @@ async fn store_now(
     Err(ApiError::Conflict("the session's sequences around the collector's clock are taken; try again".into()))
 }
 
-async fn read(app: &AppState, headers: &HeaderMap, req: Body) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read(app: &AppState, headers: &HeaderMap, req: Body) -> Result<bytes::Bytes, ApiError> {
     let mut charge = app.ingest.charge();
     body::read(headers, req, MAX_BODY, &mut charge).await.map_err(|e| match e {
         ApiError::BodyTooLarge => ApiError::BadRequest(format!("the body is larger than {} KiB", MAX_BODY >> 10)),
@@ -188,6 +193,6 @@ pub(crate) async fn resume(
 
 async fn operator(app: &AppState, id: &str, kind: &str, payload: Value) -> Result<Response, ApiError> {
     let facts = app.store.guard_facts(id.to_owned()).await?.ok_or_else(|| unknown(id))?;
-    let event_id = store_now(app.store.as_ref(), id, &facts, kind, &payload).await?;
+    let event_id = store_now(app.store.as_ref(), id, &Who::of(&facts), kind, &payload).await?;
     Ok(Json(json!({ "ok": true, "event_id": event_id })).into_response())
 }

@@ -10,6 +10,7 @@ mod dashboard;
 mod error;
 mod events;
 mod guard;
+mod hooks;
 mod ops;
 mod otlp;
 mod params;
@@ -112,6 +113,14 @@ fn endpoints() -> Vec<Endpoint> {
             "/guard",
             post(guard::ask),
             &[("POST", "ask before acting: {session_id, agent_id, tool, input} → allow, ask or deny with reasons")],
+        ),
+        e(
+            "/hooks/claude-code",
+            post(hooks::claude_code),
+            &[(
+                "POST",
+                "Claude Code's hook events: recorded in their session; PreToolUse answered with the guard's decision",
+            )],
         ),
         e(
             "/alerts",

@@ -334,6 +334,7 @@ async fn decode(
     mut charge: Charge,
 ) -> Result<Decoded, Failure> {
     let prices = Arc::clone(&app.prices);
+    let hooked = Arc::clone(&app.hooked);
     tokio::task::spawn_blocking(move || {
         let compressed = if gzip { raw.len() } else { 0 };
         let body = if gzip {
@@ -345,7 +346,7 @@ async fn decode(
         let reserve = &mut |n| charge.hold(compressed + n);
         let mapped = match signal {
             Signal::Traces => otlp::map_request(otlp::spans(&body, encoding, reserve)?, &price),
-            Signal::Logs => otlp::map_logs(otlp::records(&body, encoding, reserve)?, &price),
+            Signal::Logs => otlp::map_logs(otlp::records(&body, encoding, reserve)?, &price, &|id| hooked.contains(id)),
             Signal::Metrics => return Ok(Decoded::Points(otlp::data_points(&body, encoding)?)),
         };
         drop(body);

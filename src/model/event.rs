@@ -448,7 +448,7 @@ fn json_kind(text: &str) -> &'static str {
     }
 }
 
-fn check_session_id(field: &'static str, id: &str) -> Result<(), EventError> {
+pub fn check_session_id(field: &'static str, id: &str) -> Result<(), EventError> {
     if id.is_empty() || id.len() > MAX_ID_CHARS {
         return Err(EventError::invalid(field, format!("must be 1 to 128 characters, got {}", id.chars().count())));
     }

@@ -6,7 +6,7 @@ mod payload;
 mod price;
 mod session;
 
-pub use event::{parse_timestamp, Event, EventError, SpanRef, SpanRole, MAX_EVENT_BYTES};
+pub use event::{check_session_id, parse_timestamp, Event, EventError, SpanRef, SpanRole, MAX_EVENT_BYTES};
 pub use payload::{Cost, Payload};
 pub use price::{Price, PriceError, Prices, PRICES_AS_OF};
 pub use session::{

@@ -79,6 +79,12 @@ impl Agent {
 }
 
 /// An event name without its agent's prefix: `claude_code.tool_result` and `tool_result` are one.
+/// Whether a Claude Code record reports a step its hooks report first (a tool call's result, a
+/// prompt): in a session its hooks report, such a record is kept as it is, not as a second step.
+pub(crate) fn reported_by_hooks(name: &str) -> bool {
+    matches!(short(name), "tool_result" | "user_prompt")
+}
+
 pub(crate) fn short(name: &str) -> &str {
     name.strip_prefix("claude_code.").or_else(|| name.strip_prefix("codex.")).unwrap_or(name)
 }

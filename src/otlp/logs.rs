@@ -77,7 +77,9 @@ struct Target {
     goal: Option<String>,
 }
 
-pub fn map_logs(batch: Batch<LogRecord>, price: Pricing<'_>) -> Mapped {
+/// `hooked` says which sessions an agent's hooks report (Claude Code's, `POST /hooks/claude-code`):
+/// their tool results and prompts are steps already, so those records stay `otel.log` events.
+pub fn map_logs(batch: Batch<LogRecord>, price: Pricing<'_>, hooked: &dyn Fn(&str) -> bool) -> Mapped {
     let Batch { resources, scopes, items, total, rejected, size } = batch;
     let mut out = Mapped { items: total, rejected, ..Mapped::default() };
     let limit = super::map::derive_budget(size);
@@ -152,6 +154,9 @@ pub fn map_logs(batch: Batch<LogRecord>, price: Pricing<'_>) -> Mapped {
         };
         let in_span = record.span_id.len() == 8 && record.span_id.iter().any(|&b| b != 0);
         let steps = match (agent, name) {
+            (Some(a), Some(n)) if a == Agent::ClaudeCode && agents::reported_by_hooks(n) && hooked(&session.id) => {
+                Vec::new()
+            }
             (Some(a), Some(n)) => agents::steps(a, n, record),
             (Some(_), None) => Vec::new(),
             (None, _) if in_span => Vec::new(),
@@ -448,11 +453,11 @@ mod tests {
     }
 
     fn map(records: Vec<LogRecord>) -> Mapped {
-        map_logs(batch("support-bot", records), &|_, _, _| None)
+        map_logs(batch("support-bot", records), &|_, _, _| None, &|_| false)
     }
 
     fn map_as(service: &str, records: Vec<LogRecord>) -> Mapped {
-        map_logs(batch(service, records), &|_, _, _| None)
+        map_logs(batch(service, records), &|_, _, _| None, &|_| false)
     }
 
     fn payload(ev: &Event) -> Json {

@@ -25,6 +25,8 @@
 //!   namespace against a scripted model, their OTLP logs, metrics and spans sent to aop.
 //! - [`guard`]: `POST /guard` and the operator's stop — each condition and its decision, asks and
 //!   denies recorded and streamed, stop and resume (in a fleet too), bad input, token and Origin.
+//! - [`hooks`]: Claude Code's hook events — one session with its telemetry, one step per tool
+//!   call, `PreToolUse` answered by the guard, malformed bodies, `aop hooks claude-code`.
 //! - [`fleet`]: several instances on one real PostgreSQL — one stream order, resumption on any
 //!   instance, alerts once, instances and the database killed under load.
 //! - [`haproxy`]: the fleet behind HAProxy with the committed `deploy/haproxy.cfg` — requests
@@ -57,6 +59,7 @@ mod diff;
 mod fleet;
 mod guard;
 mod haproxy;
+mod hooks;
 mod hostile;
 mod ingest;
 mod lifecycle;
