@@ -10,6 +10,8 @@
 
 use crate::support::agents::*;
 use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
 
 /// A string or number attribute as text (Claude Code sends many numbers as strings).
 fn text(v: &Value) -> String {
@@ -220,6 +222,54 @@ async fn claude_code_running_one_command_five_times_raises_one_loop_alert() {
     assert_eq!(starts.len(), 5, "{}", ran.describe());
     assert!(starts.iter().all(|p| p["tool"] == "Bash" && p["input"]["command"] == LOOP_COMMAND), "{starts:?}");
     one_loop_alert(&ran, &session);
+}
+
+/// Claude Code with the hook settings `aop hooks claude-code` prints: a run that repeats one `Bash`
+/// command is told `ask` (a denial under `-p`) at the repeat that would complete the loop, the
+/// model sees aop's reason, and the hooks' events land in the telemetry's session without doubled
+/// steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_with_aops_hooks_is_stopped_at_the_call_that_completes_a_loop() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let settings = dir.path().join("settings.json");
+    let aop = Path::new(env!("CARGO_BIN_EXE_aop"));
+    let printed = Command::new(aop).args(["hooks", "claude-code", "--url", "@AOP_URL@"]).output().expect("aop hooks");
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    std::fs::write(&settings, &printed.stdout).expect("the settings file");
+    let Some(ran) = AgentRun::claude("loop", "http/json").settings(&settings).run().await else { return };
+    eprintln!("{}", ran.describe());
+    assert_eq!(ran.exit_code(), 0, "{}", ran.output());
+    let session = text(&ran.stdout()["session_id"]);
+
+    // The model was told why, in the tool result of the denied call.
+    let told: Vec<String> = ran
+        .model_requests()
+        .iter()
+        .flat_map(tool_result_blocks)
+        .map(|b| b["content"].to_string())
+        .filter(|c| c.contains("aop: "))
+        .collect();
+    assert!(!told.is_empty(), "no tool result carried aop's reason: {:?}", ran.model_requests());
+    assert!(told[0].contains("a loop"), "{told:?}");
+    eprintln!("the model was told: {}", told[0]);
+
+    let events = ran.events(&session);
+    let starts: Vec<&Value> =
+        events.iter().filter(|e| e["type"] == "operation.tool_start").map(|e| &e["payload"]).collect();
+    assert_eq!(starts.len(), 3, "three calls ran, each one step: {}", ran.describe());
+    assert!(
+        starts.iter().all(|p| p["input"]["command"] == LOOP_COMMAND && p["via"] == "claude-code hooks"),
+        "{starts:?}"
+    );
+    let ends = events.iter().filter(|e| e["type"] == "operation.tool_end").count();
+    assert_eq!(ends, 3, "{}", ran.describe());
+    let asked: Vec<&Value> = events.iter().filter(|e| e["type"] == "aop.guard").collect();
+    assert!(!asked.is_empty(), "the guard's ask is recorded: {}", ran.describe());
+    assert!(asked.iter().all(|e| e["payload"]["decision"] == "ask"), "{asked:?}");
+    assert_eq!(asked[0]["payload"]["reasons"][0]["type"], "loop");
+    // The telemetry's model calls are in the same session, and its tool results kept as records.
+    assert!(events.iter().any(|e| e["type"] == "operation.external_call"), "{}", ran.describe());
+    assert_eq!(ran.sessions().len(), 1, "one session: {}", ran.describe());
 }
 
 /// A subagent runs inside Claude Code's session (same `session.id`, no trace of its own); its
