@@ -44,6 +44,41 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Print a shell completion script, e.g. `aop completions bash > ~/.local/share/bash-completion/completions/aop`.
     Completions(CompletionsArgs),
+    /// Alert notifications: `aop notify test` sends a sample alert to every [[notify]] target of the config file.
+    Notify(NotifyArgs),
+}
+
+/// `aop notify …`.
+#[derive(Debug, Args)]
+pub struct NotifyArgs {
+    #[command(subcommand)]
+    pub command: NotifyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a sample alert to every [[notify]] target and print how each took it (exit 1 if any failed).
+    Test(NotifyTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NotifyTestArgs {
+    /// TOML config file whose [[notify]] targets to try, as `aop start` reads it. [default: ~/.aop/config.toml if it exists]
+    #[arg(long, env = "AOP_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl NotifyTestArgs {
+    /// The settings `aop start` would run with, from the same file and environment.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let mut argv = vec!["aop".into(), "start".into()];
+        if let Some(path) = self.config {
+            argv.extend(["--config".into(), path.into_os_string()]);
+        }
+        let matches = <Cli as clap::CommandFactory>::command().try_get_matches_from(argv)?;
+        let sub = matches.subcommand_matches("start").context("the start command")?;
+        <StartArgs as clap::FromArgMatches>::from_arg_matches(sub)?.resolve(sub)
+    }
 }
 
 /// `aop completions <shell>`.
@@ -125,6 +160,17 @@ pub struct StartArgs {
     #[arg(skip)]
     #[serde(default)]
     pub prices: Option<toml::Value>,
+    /// How long a notification is retried before it is marked failed: 24h, 90m, 2d, or seconds.
+    #[arg(long, env = "AOP_NOTIFY_MAX_AGE", value_name = "AGE", default_value_t = config::Age(crate::notify::DEFAULT_MAX_AGE))]
+    pub notify_max_age: config::Age,
+    /// The collector's URL as people reach it (behind a proxy, or listening on all interfaces), for links in notifications. [default: the address it listens on]
+    #[arg(long, env = "AOP_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The config file's notification targets, `[[notify]]` tables (README, "Notifications"): in
+    /// the file only, so nothing but its owner can make aop call an address.
+    #[arg(skip)]
+    #[serde(default)]
+    pub notify: Option<toml::Value>,
 }
 
 #[derive(Debug, Args)]
@@ -468,6 +514,11 @@ impl StartArgs {
             c.retention.max_age_ms = Some((days * 86_400_000.0) as i64);
         }
         c.retention.max_bytes = s.max_db_size.map(|m| m.0);
+        let targets = crate::notify::targets(s.notify).with_context(|| {
+            // Only the file declares targets.
+            format!("invalid config file {}", path.as_deref().unwrap_or(std::path::Path::new("")).display())
+        })?;
+        c.notify = config::notify(targets, s.notify_max_age, s.public_url.as_deref())?;
         c.check()?;
         Ok(c)
     }

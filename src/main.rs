@@ -3,7 +3,7 @@ use aop::app::{App, StartError};
 /// glibc's allocator showed up as a tenth of the request path's CPU in profiles; mimalloc halves that.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use aop::cli::{Cli, Command, CopyArgs, DetectFileArgs, DiffArgs, StartArgs};
+use aop::cli::{Cli, Command, CopyArgs, DetectFileArgs, DiffArgs, NotifyCommand, NotifyTestArgs, StartArgs};
 use aop::config::{Config, OpenBrowser};
 use clap::{CommandFactory, FromArgMatches};
 use std::io::IsTerminal;
@@ -36,6 +36,9 @@ fn main() -> ExitCode {
         }
         Command::Demo(args) => aop::demo::run(args),
         Command::Completions(args) => completions(args.shell),
+        Command::Notify(args) => match args.command {
+            NotifyCommand::Test(args) => notify_test(args),
+        },
     }
 }
 
@@ -294,5 +297,27 @@ fn copy(args: CopyArgs, matches: &clap::ArgMatches) -> ExitCode {
             eprintln!("aop: {}", aop::clean::text(&e));
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// `aop notify test`: 0 when every target took the sample, 1 when one did not, 2 for a
+/// configuration without targets (or a bad one).
+fn notify_test(args: NotifyTestArgs) -> ExitCode {
+    let (config, runtime) = match prepare(args.resolve()) {
+        Ok(ready) => ready,
+        Err(code) => return code,
+    };
+    if config.notify.targets.is_empty() {
+        eprintln!("aop: no notification targets: declare them in [[notify]] tables of the config file (README, \"Notifications\")");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let base = aop::app::base_url(&config, None);
+    let outcomes = runtime.block_on(aop::notify::check::run(&config.notify, &base));
+    let (text, all) = aop::notify::check::report(&outcomes);
+    print!("{text}");
+    if all {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
     }
 }

@@ -510,7 +510,7 @@ async fn instances_started_together_migrate_once_and_a_newer_schema_is_refused()
     for s in starts {
         nodes.push(s.await.expect("started"));
     }
-    assert_eq!(pg.psql(&db, "SELECT version FROM aop_schema"), "1");
+    assert_eq!(pg.psql(&db, "SELECT version FROM aop_schema"), "3");
     for n in &nodes {
         assert!(n.stdout().contains("postgres://aop:***@"), "{}", n.stdout());
         assert!(!(n.stdout() + &n.stderr()).contains("aop-secret-pw"), "the password was printed");
