@@ -449,7 +449,18 @@ fn config_file(given: Option<PathBuf>) -> anyhow::Result<Option<(PathBuf, toml::
         return Ok(None);
     };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let file = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+    let file = toml::from_str(&text).map_err(|e: toml::de::Error| {
+        // toml's own message quotes the line, which may hold a token or a webhook's URL.
+        let at = e.span().map(|s| {
+            let before = &text[..s.start.min(text.len())];
+            format!(
+                " at line {}, column {}",
+                before.matches('\n').count() + 1,
+                before.chars().rev().take_while(|&c| c != '\n').count() + 1
+            )
+        });
+        anyhow::anyhow!("invalid config file {}: {}{}", path.display(), e.message(), at.unwrap_or_default())
+    })?;
     Ok(Some((path, file)))
 }
 
@@ -652,6 +663,25 @@ mod tests {
         assert_eq!(plan.detect.confidence_run, 4, "a flag beats the file");
         assert!(plan.detect.prices.lookup("my-model").is_some(), "the file's prices");
         assert_eq!((plan.from, plan.to), (Location::File(from), Location::File(to)));
+    }
+
+    #[test]
+    fn notification_settings_come_from_the_file_and_flags() {
+        let file = "notify_max_age = \"90m\"\n[[notify]]\nname = \"ops\"\nurl = \"https://hooks.example.com/T0K3N\"\n";
+        let c = start(&["--public-url", "https://aop.example.com/"], file).unwrap();
+        assert_eq!(c.notify.max_age, std::time::Duration::from_secs(5400));
+        assert_eq!(c.notify.public_url.as_deref(), Some("https://aop.example.com"));
+        assert_eq!(c.notify.targets.len(), 1);
+        let c = start(&["--notify-max-age", "30"], "notify_max_age = 7200").unwrap();
+        assert_eq!((c.notify.max_age.as_secs(), c.notify.targets.len()), (30, 0), "a flag beats the file");
+        assert_eq!(start(&[], "").unwrap().notify.max_age, crate::notify::DEFAULT_MAX_AGE);
+        let e = format!("{:#}", start(&[], "[[notify]]\nurl = \"gopher://x/T0K3N\"\n").unwrap_err());
+        assert!(e.contains("invalid config file") && e.contains("#1") && !e.contains("T0K3N"), "{e}");
+        let e = format!("{:#}", start(&[], "notify_max_age = \"soon\"").unwrap_err());
+        assert!(e.contains("24h"), "{e}");
+        // A syntax error names its place, never the line (a token, a URL).
+        let e = format!("{:#}", start(&[], "port = 1\n[[notify]]\nurl = \"https://x/T0K3N\n").unwrap_err());
+        assert!(e.contains("line 3") && !e.contains("T0K3N"), "{e}");
     }
 
     #[test]
