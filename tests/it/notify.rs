@@ -20,12 +20,12 @@ const SECRET: &str = "whsec-test-7c1f0d";
 const RETRIES: Duration = Duration::from_secs(40);
 
 /// A `[[notify]]` table for `url`, with more keys (`key = value` lines).
-fn target(url: &str, more: &str) -> String {
+pub(crate) fn target(url: &str, more: &str) -> String {
     format!("[[notify]]\nurl = \"{url}\"\n{more}\n")
 }
 
 /// Writes the config file into the launch's sandbox and points the launch at it.
-fn configured(launch: Launch, toml: &str) -> Launch {
+pub(crate) fn configured(launch: Launch, toml: &str) -> Launch {
     let path = config_file(launch.sandbox(), "config.toml", toml);
     launch.args(["--config", path.to_str().unwrap()])
 }
