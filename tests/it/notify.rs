@@ -548,3 +548,52 @@ async fn in_a_fleet_a_killed_instances_pending_deliveries_are_delivered_by_the_o
     let ds = deliveries(&nodes[1], "t").await;
     assert!(ds.iter().all(|d| d["state"] == "delivered"), "{ds:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_an_answer_not_followed() {
+    let receiver = Receiver::start().await;
+    // Answered 301 with a Location on the same receiver: followed, it would show up as /moved.
+    receiver.answer_next(1, 301);
+    let server = configured(Launch::new(), &target(&receiver.url("/r"), "")).start().await;
+    server.import(&doubtful("d", "a")).await;
+    receiver.wait_delivered(1, RETRIES).await;
+    let all = receiver.requests();
+    assert_eq!(all.iter().map(|r| (r.path.as_str(), r.answered)).collect::<Vec<_>>(), [("/r", 301), ("/r", 200)]);
+    let d = &deliveries(&server, "d").await[0];
+    assert_eq!((d["state"].as_str(), d["attempts"].as_u64()), (Some("delivered"), Some(2)), "{d}");
+    assert!(d["last_error"].as_str().is_some_and(|e| e.contains("301") && e.contains("redirect")), "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_receivers_are_verified_against_the_trusted_roots() {
+    let launch = Launch::new();
+    let dir = launch.sandbox().path().join("tls");
+    std::fs::create_dir(&dir).unwrap();
+    let ca = crate::support::pg::make_ca(&dir);
+    let (cert, key) = crate::support::pg::make_server_cert(&dir);
+    let receiver = Receiver::start_tls(&cert, &key).await;
+    let toml = target(&receiver.url("/secure/T0K3N"), &format!("secret = \"{SECRET}\""));
+
+    // The system's roots do not know the test's CA: the handshake fails, nothing is sent.
+    let untrusted = configured(Launch::new(), &toml).start().await;
+    untrusted.import(&doubtful("d", "a")).await;
+    let d = eventually("a failed attempt", || async {
+        let d = deliveries(&untrusted, "d").await.first()?.clone();
+        (d["attempts"].as_u64()? >= 1).then_some(d)
+    })
+    .await;
+    let error = d["last_error"].as_str().unwrap();
+    assert!(error.starts_with("TLS") && error.contains("certificate"), "{error}");
+    assert!(!error.contains("T0K3N"), "{error}");
+    assert!(receiver.requests().is_empty());
+    drop(untrusted);
+
+    // Trusted as any program is told of it (SSL_CERT_FILE): delivered, over TLS, signed.
+    let server = configured(launch.env("SSL_CERT_FILE", ca.to_str().unwrap()), &toml).start().await;
+    server.import(&doubtful("d", "a")).await;
+    let got = receiver.wait(1).await;
+    assert_eq!(got[0].path, "/secure/T0K3N");
+    assert_eq!(got[0].header("host"), Some(format!("localhost:{}", receiver.addr().port()).as_str()));
+    verify_signature(&got[0], SECRET);
+    assert_never_printed(&server, &["T0K3N", SECRET]);
+}

@@ -1,13 +1,15 @@
-//! A webhook receiver of the tests' own: a real HTTP server on a loopback port that records
-//! every request it gets and answers what the test says (200, a run of 500s first), and can be
-//! taken down (its port closed, so connections are refused) and brought back on the same port.
+//! A webhook receiver of the tests' own: a real HTTP server (or HTTPS, with a certificate of the
+//! test's CA) on a loopback port that records every request it gets and answers what the test
+//! says (200, a run of 500s or redirects first), and can be taken down (its port closed, so
+//! connections are refused) and brought back on the same port.
 
 use super::PATIENCE;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -45,14 +47,17 @@ impl Received {
 #[derive(Default)]
 struct Shared {
     got: Mutex<Vec<Received>>,
-    /// Requests still to be answered 500.
+    /// Requests still to be answered `failure` (500 unless told otherwise).
     failing: AtomicUsize,
+    failure: AtomicU16,
 }
 
 pub(crate) struct Receiver {
     addr: SocketAddr,
     shared: Arc<Shared>,
     server: Option<JoinHandle<()>>,
+    /// Served over TLS with this configuration.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Receiver {
@@ -68,13 +73,36 @@ impl Receiver {
         Receiver::down_at(free_port())
     }
 
-    fn down_at(addr: SocketAddr) -> Receiver {
-        Receiver { addr, shared: Arc::default(), server: None }
+    /// An HTTPS receiver on a free port, with the certificate and key (PEM files) given.
+    pub(crate) async fn start_tls(cert: &Path, key: &Path) -> Receiver {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let mut r = Receiver::down_at(free_port());
+        r.tls = Some(Arc::new(config));
+        r.up().await;
+        r
     }
 
-    /// `http://127.0.0.1:<port><path>`.
+    fn down_at(addr: SocketAddr) -> Receiver {
+        Receiver { addr, shared: Arc::default(), server: None, tls: None }
+    }
+
+    /// `http://127.0.0.1:<port><path>` (`https://localhost:<port><path>` over TLS).
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}{path}", self.addr.port()),
+            None => format!("http://{}{path}", self.addr),
+        }
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
@@ -83,6 +111,12 @@ impl Receiver {
 
     /// The next `n` requests are answered 500.
     pub(crate) fn fail_next(&self, n: usize) {
+        self.answer_next(n, 500);
+    }
+
+    /// The next `n` requests are answered `status` (with a `Location` elsewhere, for redirects).
+    pub(crate) fn answer_next(&self, n: usize, status: u16) {
+        self.shared.failure.store(status, Ordering::SeqCst);
         self.shared.failing.store(n, Ordering::SeqCst);
     }
 
@@ -96,15 +130,19 @@ impl Receiver {
     /// Listens again, on the same port.
     pub(crate) async fn up(&mut self) {
         let shared = Arc::clone(&self.shared);
+        let elsewhere = format!("http://{}/moved", self.addr);
         let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-            let shared = Arc::clone(&shared);
+            let (shared, elsewhere) = (Arc::clone(&shared), elsewhere.clone());
             async move {
                 let failing =
                     shared.failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-                let status = if failing { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+                let status = match failing {
+                    true => StatusCode::from_u16(shared.failure.load(Ordering::SeqCst)).unwrap(),
+                    false => StatusCode::OK,
+                };
                 let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
                 shared.got.lock().unwrap().push(Received { path, headers, body, answered: status.as_u16() });
-                (status, "ok")
+                (status, [(axum::http::header::LOCATION, elsewhere)], "ok")
             }
         });
         // The port was this receiver's a moment ago; the kernel gives it back at once.
@@ -120,8 +158,25 @@ impl Receiver {
                 Err(e) => panic!("receiver: cannot listen on {} again: {e}", self.addr),
             }
         };
+        let Some(tls) = self.tls.clone() else {
+            self.server = Some(tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }));
+            return;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         self.server = Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here: some tests are about that.
+                    let Ok(stream) = acceptor.accept(tcp).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
         }));
     }
 
