@@ -130,17 +130,23 @@ impl App {
         if self.retention != Retention::default() {
             tokio::spawn(retention_timer(self.state.store.clone(), self.retention, token.clone()));
         }
-        tokio::spawn(self.notifier.run(token.clone()));
+        let notifier = tokio::spawn(self.notifier.run(token.clone()));
         let trigger = token.clone();
         tokio::spawn(async move {
             shutdown.await;
             trigger.cancel();
         });
         token.cancelled().await;
+        let stopping = tokio::time::Instant::now();
         tracing::info!("shutting down: draining requests and the write queue");
         if tokio::time::timeout(DRAIN, &mut serving).await.is_err() {
             tracing::warn!("some connections did not finish in time; closing them");
             serving.abort();
+        }
+        // The notifications' worker records its last attempts meanwhile (it has a second's grace),
+        // before the writer stops: within the same bound as requests.
+        if tokio::time::timeout_at(stopping + DRAIN, notifier).await.is_err() {
+            tracing::warn!("the notifications' worker did not stop in time");
         }
         drop(self.state);
         let store = self.store;

@@ -33,8 +33,11 @@ const CLAIM: usize = 64;
 /// How long a claim keeps a fleet's other instances off its deliveries. Every attempt of a claim
 /// ends within it: at most [`CLAIM`] of them, [`CONCURRENCY`] at a time, each within 10 s.
 const LEASE: Duration = Duration::from_secs(120);
-/// How often the counts are read again (after settling, at once).
+/// How often the counts are read again (after settling, at once); without targets, seldom.
 const COUNT_EVERY: Duration = Duration::from_secs(2);
+const COUNT_IDLE: Duration = Duration::from_secs(10);
+/// On stop, how long attempts in flight get to end (and be settled) before they are dropped.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often deliveries to targets no longer configured are given up once past the max age.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
@@ -128,6 +131,9 @@ impl Worker {
         let mut holding: HashSet<(i64, String)> = HashSet::new();
         let mut running: JoinSet<Done> = JoinSet::new();
         let mut tasks: HashMap<tokio::task::Id, Vec<(i64, String)>> = HashMap::new();
+        // Attempts ended and not yet recorded (the store may be busy): still held, so not sent again.
+        let mut unsettled: Vec<Settle> = Vec::new();
+        let count_every = if self.targets.is_empty() { COUNT_IDLE } else { COUNT_EVERY };
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut counted, mut expired): (Option<Instant>, Option<Instant>) = (None, None);
@@ -136,22 +142,32 @@ impl Worker {
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {}
                 () = self.outbox.wake.notified() => {}
-                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
-                    let (id, settled) = match done {
-                        Ok((id, done)) => (id, done.settled),
-                        Err(e) => {
-                            tracing::error!(error = %e, "a notification attempt ended abnormally; it will be retried");
-                            (e.id(), Vec::new())
-                        }
-                    };
-                    for key in tasks.remove(&id).unwrap_or_default() {
-                        holding.remove(&key);
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => match done {
+                    Ok((id, done)) => {
+                        tasks.remove(&id);
+                        self.tally(&done.settled);
+                        unsettled.extend(done.settled);
                     }
-                    self.settle(settled).await;
-                    counted = None;
+                    Err(e) => {
+                        tracing::error!(error = %e, "a notification attempt ended abnormally; it will be retried");
+                        for key in tasks.remove(&e.id()).unwrap_or_default() {
+                            holding.remove(&key);
+                        }
+                    }
+                },
+            }
+            if !unsettled.is_empty() {
+                match self.store.settle_deliveries(unsettled.clone()).await {
+                    Ok(()) => {
+                        for s in unsettled.drain(..) {
+                            holding.remove(&(s.alert_id, s.target));
+                        }
+                        counted = None;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "notification attempts not recorded yet; trying again"),
                 }
             }
-            if counted.is_none_or(|t| t.elapsed() >= COUNT_EVERY) {
+            if counted.is_none_or(|t| t.elapsed() >= count_every) {
                 counted = Some(Instant::now());
                 self.count().await;
             }
@@ -215,24 +231,33 @@ impl Worker {
                 }
             }
         }
+        // Attempts about to end get a moment, so that a clean stop seldom sends one again later.
+        let _ = tokio::time::timeout(STOP_GRACE, async {
+            while let Some(done) = running.join_next().await {
+                if let Ok(done) = done {
+                    self.tally(&done.settled);
+                    unsettled.extend(done.settled);
+                }
+            }
+        })
+        .await;
         running.abort_all();
+        // What is not recorded now is sent again after the restart: at least once, never lost.
+        if !unsettled.is_empty() {
+            if let Err(e) = self.store.settle_deliveries(unsettled).await {
+                tracing::warn!(error = %e, "notification attempts not recorded at stop; they will be sent again");
+            }
+        }
     }
 
-    async fn settle(&self, settled: Vec<Settle>) {
-        if settled.is_empty() {
-            return;
-        }
-        for s in &settled {
-            match s.outcome {
-                Settled::Delivered | Settled::Summarised => self.status.delivered.fetch_add(1, Ordering::Relaxed),
-                Settled::Retry { .. } | Settled::Failed { .. } => {
-                    self.status.failed_attempts.fetch_add(1, Ordering::Relaxed)
-                }
+    /// Counts attempts' outcomes for `/metrics`.
+    fn tally(&self, settled: &[Settle]) {
+        for s in settled {
+            let counter = match s.outcome {
+                Settled::Delivered | Settled::Summarised => &self.status.delivered,
+                Settled::Retry { .. } | Settled::Failed { .. } => &self.status.failed_attempts,
             };
-        }
-        // Unsettled, a delivery is sent again: at least once, never lost.
-        if let Err(e) = self.store.settle_deliveries(settled).await {
-            tracing::warn!(error = %e, "could not record notification attempts; they will be sent again");
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
