@@ -260,7 +260,6 @@ impl std::fmt::Display for Age {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.0.as_secs_f64();
         match secs as u64 {
-            n if secs.fract() == 0.0 && n > 0 && n % 86_400 == 0 => write!(f, "{}d", n / 86_400),
             n if secs.fract() == 0.0 && n > 0 && n % 3600 == 0 => write!(f, "{}h", n / 3600),
             n if secs.fract() == 0.0 && n > 0 && n % 60 == 0 => write!(f, "{}m", n / 60),
             _ => write!(f, "{secs}s"),
@@ -316,7 +315,7 @@ mod tests {
         for bad in ["", "h", "-1h", "3w", "0", "1e400"] {
             assert!(bad.parse::<Age>().is_err(), "{bad}");
         }
-        for (secs, shown) in [(86_400, "1d"), (7200, "2h"), (120, "2m"), (90, "90s")] {
+        for (secs, shown) in [(86_400, "24h"), (7200, "2h"), (120, "2m"), (90, "90s")] {
             assert_eq!(Age(Duration::from_secs(secs)).to_string(), shown);
         }
     }
