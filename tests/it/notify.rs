@@ -597,3 +597,31 @@ async fn https_receivers_are_verified_against_the_trusted_roots() {
     verify_signature(&got[0], SECRET);
     assert_never_printed(&server, &["T0K3N", SECRET]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_fleet_a_dead_instances_claim_is_taken_over_once_its_lease_ends() {
+    let pg = Pg::shared();
+    let url = pg.create_db();
+    let db = url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+    let receiver = Receiver::start().await;
+    // The first attempt is kept waiting: its instance dies holding the claim.
+    receiver.answer_next(1, crate::support::webhook::HANG);
+    let toml = target(&receiver.url("/lease"), "");
+    let mut first = configured(Launch::new().db(&url), &toml).start().await;
+    first.import(&doubtful("d", "a")).await;
+    let hung = eventually("the attempt in flight", || async { receiver.requests().first().cloned() }).await;
+    first.sigkill().await;
+
+    let second = configured(Launch::new().db(&url), &toml).start().await;
+    // Its worker has polled a few times: the claim's lease keeps it off the delivery.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.requests().len(), 1, "taken over before the lease ended");
+    let d = &deliveries(&second, "d").await[0];
+    assert_eq!((d["state"].as_str(), d["attempts"].as_u64()), (Some("pending"), Some(0)), "{d}");
+    // The lease ends (as two minutes would end it).
+    pg.psql(&db, "UPDATE aop_deliveries SET next_ms = 0 WHERE done_ms IS NULL");
+    let got = receiver.wait(1).await.remove(0);
+    assert_eq!(got.delivery(), hung.delivery(), "the same delivery, taken over");
+    let d = &deliveries(&second, "d").await[0];
+    assert_eq!((d["state"].as_str(), d["attempts"].as_u64()), (Some("delivered"), Some(1)), "{d}");
+}

@@ -44,6 +44,9 @@ impl Received {
     }
 }
 
+/// What [`Receiver::answer_next`] takes for "keep the request waiting, unanswered".
+pub(crate) const HANG: u16 = 0;
+
 #[derive(Default)]
 struct Shared {
     got: Mutex<Vec<Received>>,
@@ -114,7 +117,8 @@ impl Receiver {
         self.answer_next(n, 500);
     }
 
-    /// The next `n` requests are answered `status` (with a `Location` elsewhere, for redirects).
+    /// The next `n` requests are answered `status` (with a `Location` elsewhere, for redirects);
+    /// [`HANG`]: not answered for a minute (recorded as they arrive, answered `0`).
     pub(crate) fn answer_next(&self, n: usize, status: u16) {
         self.shared.failure.store(status, Ordering::SeqCst);
         self.shared.failing.store(n, Ordering::SeqCst);
@@ -136,11 +140,16 @@ impl Receiver {
             async move {
                 let failing =
                     shared.failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-                let status = match failing {
-                    true => StatusCode::from_u16(shared.failure.load(Ordering::SeqCst)).unwrap(),
-                    false => StatusCode::OK,
-                };
                 let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                let status = match (failing, shared.failure.load(Ordering::SeqCst)) {
+                    (false, _) => StatusCode::OK,
+                    (true, HANG) => {
+                        shared.got.lock().unwrap().push(Received { path, headers, body, answered: HANG });
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return (StatusCode::GATEWAY_TIMEOUT, [(axum::http::header::LOCATION, elsewhere)], "late");
+                    }
+                    (true, code) => StatusCode::from_u16(code).unwrap(),
+                };
                 shared.got.lock().unwrap().push(Received { path, headers, body, answered: status.as_u16() });
                 (status, [(axum::http::header::LOCATION, elsewhere)], "ok")
             }
