@@ -97,6 +97,11 @@ fn start(args: StartArgs, matches: &clap::ArgMatches) -> ExitCode {
         println!("  collector  {base}  (agents send to {base}/events)");
         println!("  dashboard  {base}/dashboard/");
         println!("  database   {}", describe_db(&config));
+        if !config.notify.targets.is_empty() {
+            // Targets by name (else format and host): never a URL, which holds a webhook's token.
+            let labels: Vec<String> = config.notify.targets.iter().map(|t| t.label()).collect();
+            println!("  notify     {}", aop::clean::text(&labels.join(", ")));
+        }
         if config.token.is_some() {
             println!("  access     a token is required (Authorization: Bearer …)");
         }

@@ -159,6 +159,7 @@ async fn every_alert_of_a_session_is_delivered_once_signed_with_the_alert_its_se
     assert_eq!(status, StatusCode::NOT_FOUND);
     let index = server.get_ok("/").await;
     assert!(index["endpoints"]["GET /sessions/{id}/deliveries"].is_string(), "{index}");
+    assert!(server.stdout().contains("  notify     ops\n"), "the targets are named at start: {}", server.stdout());
     assert_never_printed(&server, &["T0K3N", SECRET]);
 }
 
