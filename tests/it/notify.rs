@@ -626,3 +626,19 @@ async fn in_a_fleet_a_dead_instances_claim_is_taken_over_once_its_lease_ends() {
     let d = &deliveries(&second, "d").await[0];
     assert_eq!((d["state"].as_str(), d["attempts"].as_u64()), (Some("delivered"), Some(1)), "{d}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_raised_on_the_collectors_clock_is_delivered_too() {
+    let receiver = Receiver::start().await;
+    let launch = configured(Launch::new(), &target(&receiver.url("/stalls"), "types = [\"stall\"]"));
+    let server = launch.args(["--stall-after", "1", "--stall-after-tool", "1"]).start().await;
+    server.ingest_one(&event("quiet", 1, "session.started", json!({"goal": "wait"}))).await;
+    let got = receiver.wait(1).await;
+    let body = got[0].json();
+    assert_eq!(
+        (body["alert"]["type"].as_str(), body["session"]["id"].as_str()),
+        (Some("stall"), Some("quiet")),
+        "{body}"
+    );
+    assert_eq!(body["alert"], alerts(&server).await[&body["alert"]["id"].as_i64().unwrap()]);
+}
