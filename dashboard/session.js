@@ -20,9 +20,12 @@ import { CallsPanel } from './session/calls.js';
 import { Timeline } from './session/timeline.js';
 import { AgentTree } from './session/tree.js';
 import { Inspector } from './session/inspector.js';
+import { fetchDeliveries } from './session/deliveries.js';
 
 const FIRST_PAGE = 500;
 const PAGE = 5000;
+/** How often alerts' notifications are asked for again while one is pending. */
+const DELIVERIES_EVERY = 5000;
 
 export class SessionView {
   constructor(id, { live, onBack, seq }) {
@@ -62,6 +65,8 @@ export class SessionView {
 
     // Live catch-up for the row and alerts, which the event stream does not carry in full.
     this.sync = debounce(() => this.syncNow(), 1500, 8000);
+    // An alert's notifications leave right after it: ask a moment later.
+    this.deliveriesSoon = debounce(() => this.refreshDeliveries(), 1000, 4000);
     this.unsubs = [
       live.on('event', (ev) => this.onLiveEvent(ev)),
       live.on('alert', (a) => { if (a.session_id === this.id) this.addAlert(a, true); }),
@@ -76,6 +81,7 @@ export class SessionView {
     this.destroyed = true;
     for (const u of this.unsubs) u();
     this.sync.cancel();
+    this.deliveriesSoon.cancel();
     this.timeline.destroy();
     this.calls.destroy();
     this.tree.destroy();
@@ -102,6 +108,7 @@ export class SessionView {
   tick() {
     if (this.destroyed) return;
     if (this.running && this.records.hasOpenCalls()) this.calls.redraw();
+    if (this.records.hasPendingDeliveries() && Date.now() - (this.deliveriesAt || 0) > DELIVERIES_EVERY) this.refreshDeliveries();
     const r = this.row;
     if (r && isRunningStatus(r.status)) {
       // Liveness moves with time alone (active → idle → stalled): redraw what shows it.
@@ -187,6 +194,7 @@ export class SessionView {
     this.timeline.rebuildNow();
     this.calls.draw();
     this.tree.load();
+    if (this.records.alerts.size) this.refreshDeliveries();
     let after = first.next_after;
     while (after !== null && after !== undefined && !this.destroyed) {
       this.timeline.updateProgress();
@@ -311,8 +319,27 @@ export class SessionView {
     this.inspector.refresh();
   }
 
+  /** Asks for the alerts' notifications, and redraws the alerts whose state changed. */
+  async refreshDeliveries() {
+    if (this.destroyed || this.deleted || this.deliveriesBusy) return;
+    this.deliveriesBusy = true;
+    this.deliveriesAt = Date.now();
+    try {
+      const list = await fetchDeliveries(this.id);
+      if (this.destroyed) return;
+      // null: the session is not (or no longer) in the collector.
+      if (list !== null && this.records.setDeliveries(list)) {
+        this.timeline.rebuild();
+        this.inspector.refresh();
+      }
+    } catch { /* asked again at the next alert, or the next tick while one is pending */ } finally {
+      this.deliveriesBusy = false;
+    }
+  }
+
   addAlert(a, live) {
     if (!this.records.addAlert(a)) return;
+    this.deliveriesSoon();
     if (live) this.sync();
     this.timeline.rebuild();
     this.updateMetricsSoon();

@@ -39,6 +39,8 @@ pub struct App {
     /// The most connections served at once (see [`crate::serve`]).
     max_connections: usize,
     idle_end: Option<Duration>,
+    /// The delivery worker of notifications, started with the timers.
+    notifier: crate::notify::worker::Worker,
 }
 
 impl App {
@@ -51,6 +53,7 @@ impl App {
         })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: want.to_string(), source })?;
         let hub = Arc::new(Hub::new(config.stream_buffer));
+        let outbox = Arc::new(config.notify.outbox());
         let store = crate::store::open(
             &config.db,
             OpenOptions {
@@ -59,11 +62,20 @@ impl App {
                 detect: config.detect.clone(),
                 max_bytes: config.retention.max_bytes,
                 pool_size: config.db_pool,
+                outbox: Arc::clone(&outbox),
             },
             Arc::clone(&hub),
         )
         .await?;
+        let status = Arc::new(crate::notify::worker::Status::new(config.notify.targets.len()));
+        let base = base_url(&config, Some(addr));
+        let notifier =
+            crate::notify::worker::Worker::new(store.clone(), &config.notify, base, outbox, Arc::clone(&status));
         let state = AppState {
+            notify: crate::http::Notifications {
+                status,
+                labels: Arc::new(config.notify.targets.iter().map(|t| (t.key.clone(), t.label())).collect()),
+            },
             store: store.clone(),
             hub,
             metrics: Arc::new(Metrics::default()),
@@ -97,6 +109,7 @@ impl App {
             retention: config.retention,
             max_connections,
             idle_end,
+            notifier,
         })
     }
 
@@ -119,16 +132,23 @@ impl App {
         if self.retention != Retention::default() {
             tokio::spawn(retention_timer(self.state.store.clone(), self.retention, token.clone()));
         }
+        let notifier = tokio::spawn(self.notifier.run(token.clone()));
         let trigger = token.clone();
         tokio::spawn(async move {
             shutdown.await;
             trigger.cancel();
         });
         token.cancelled().await;
+        let stopping = tokio::time::Instant::now();
         tracing::info!("shutting down: draining requests and the write queue");
         if tokio::time::timeout(DRAIN, &mut serving).await.is_err() {
             tracing::warn!("some connections did not finish in time; closing them");
             serving.abort();
+        }
+        // The notifications' worker records its last attempts meanwhile (it has a second's grace),
+        // before the writer stops: within the same bound as requests.
+        if tokio::time::timeout_at(stopping + DRAIN, notifier).await.is_err() {
+            tracing::warn!("the notifications' worker did not stop in time");
         }
         drop(self.state);
         let store = self.store;
@@ -139,6 +159,22 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The collector's URL as links in notifications give it: `public_url`, else the address it
+/// listens on (`bound`, once known; an unspecified address as loopback, the best guess without
+/// `public_url`).
+pub fn base_url(config: &Config, bound: Option<SocketAddr>) -> String {
+    if let Some(url) = &config.notify.public_url {
+        return url.clone();
+    }
+    let mut addr = bound.unwrap_or_else(|| SocketAddr::new(config.host, config.port));
+    if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr =
+            if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+        addr.set_ip(loopback);
+    }
+    format!("http://{addr}")
 }
 
 /// Stalls are judged on the collector's clock, so something must look while nothing arrives.

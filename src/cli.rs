@@ -29,6 +29,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of its largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the collector: ingest on POST /events, live stream, sessions API and dashboard on one port.
     Start(StartArgs),
@@ -46,6 +48,41 @@ pub enum Command {
     Hooks(HooksArgs),
     /// Print a shell completion script, e.g. `aop completions bash > ~/.local/share/bash-completion/completions/aop`.
     Completions(CompletionsArgs),
+    /// Alert notifications: `aop notify test` sends a sample alert to every [[notify]] target of the config file.
+    Notify(NotifyArgs),
+}
+
+/// `aop notify …`.
+#[derive(Debug, Args)]
+pub struct NotifyArgs {
+    #[command(subcommand)]
+    pub command: NotifyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a sample alert to every [[notify]] target and print how each took it (exit 1 if any failed).
+    Test(NotifyTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NotifyTestArgs {
+    /// TOML config file whose [[notify]] targets to try, as `aop start` reads it. [default: ~/.aop/config.toml if it exists]
+    #[arg(long, env = "AOP_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl NotifyTestArgs {
+    /// The settings `aop start` would run with, from the same file and environment.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let mut argv = vec!["aop".into(), "start".into()];
+        if let Some(path) = self.config {
+            argv.extend(["--config".into(), path.into_os_string()]);
+        }
+        let matches = <Cli as clap::CommandFactory>::command().try_get_matches_from(argv)?;
+        let sub = matches.subcommand_matches("start").context("the start command")?;
+        <StartArgs as clap::FromArgMatches>::from_arg_matches(sub)?.resolve(sub)
+    }
 }
 
 /// `aop hooks <agent>`.
@@ -152,6 +189,17 @@ pub struct StartArgs {
     #[arg(skip)]
     #[serde(default)]
     pub guard: Option<toml::Value>,
+    /// How long a notification is retried before it is marked failed: 24h, 90m, 2d, or seconds.
+    #[arg(long, env = "AOP_NOTIFY_MAX_AGE", value_name = "AGE", default_value_t = config::Age(crate::notify::DEFAULT_MAX_AGE))]
+    pub notify_max_age: config::Age,
+    /// The collector's URL as people reach it (behind a proxy, or listening on all interfaces), for links in notifications. [default: the address it listens on]
+    #[arg(long, env = "AOP_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The config file's notification targets, `[[notify]]` tables (README, "Notifications"): in
+    /// the file only, so nothing but its owner can make aop call an address.
+    #[arg(skip)]
+    #[serde(default)]
+    pub notify: Option<toml::Value>,
 }
 
 #[derive(Debug, Args)]
@@ -430,7 +478,18 @@ fn config_file(given: Option<PathBuf>) -> anyhow::Result<Option<(PathBuf, toml::
         return Ok(None);
     };
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let file = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+    let file = toml::from_str(&text).map_err(|e: toml::de::Error| {
+        // toml's own message quotes the line, which may hold a token or a webhook's URL.
+        let at = e.span().map(|s| {
+            let before = &text[..s.start.min(text.len())];
+            format!(
+                " at line {}, column {}",
+                before.matches('\n').count() + 1,
+                before.chars().rev().take_while(|&c| c != '\n').count() + 1
+            )
+        });
+        anyhow::anyhow!("invalid config file {}: {}{}", path.display(), e.message(), at.unwrap_or_default())
+    })?;
     Ok(Some((path, file)))
 }
 
@@ -498,6 +557,11 @@ impl StartArgs {
             c.retention.max_age_ms = Some((days * 86_400_000.0) as i64);
         }
         c.retention.max_bytes = s.max_db_size.map(|m| m.0);
+        let targets = crate::notify::targets(s.notify).with_context(|| {
+            // Only the file declares targets.
+            format!("invalid config file {}", path.as_deref().unwrap_or(std::path::Path::new("")).display())
+        })?;
+        c.notify = config::notify(targets, s.notify_max_age, s.public_url.as_deref())?;
         c.check()?;
         Ok(c)
     }
@@ -631,6 +695,25 @@ mod tests {
         assert_eq!(plan.detect.confidence_run, 4, "a flag beats the file");
         assert!(plan.detect.prices.lookup("my-model").is_some(), "the file's prices");
         assert_eq!((plan.from, plan.to), (Location::File(from), Location::File(to)));
+    }
+
+    #[test]
+    fn notification_settings_come_from_the_file_and_flags() {
+        let file = "notify_max_age = \"90m\"\n[[notify]]\nname = \"ops\"\nurl = \"https://hooks.example.com/T0K3N\"\n";
+        let c = start(&["--public-url", "https://aop.example.com/"], file).unwrap();
+        assert_eq!(c.notify.max_age, std::time::Duration::from_secs(5400));
+        assert_eq!(c.notify.public_url.as_deref(), Some("https://aop.example.com"));
+        assert_eq!(c.notify.targets.len(), 1);
+        let c = start(&["--notify-max-age", "30"], "notify_max_age = 7200").unwrap();
+        assert_eq!((c.notify.max_age.as_secs(), c.notify.targets.len()), (30, 0), "a flag beats the file");
+        assert_eq!(start(&[], "").unwrap().notify.max_age, crate::notify::DEFAULT_MAX_AGE);
+        let e = format!("{:#}", start(&[], "[[notify]]\nurl = \"gopher://x/T0K3N\"\n").unwrap_err());
+        assert!(e.contains("invalid config file") && e.contains("#1") && !e.contains("T0K3N"), "{e}");
+        let e = format!("{:#}", start(&[], "notify_max_age = \"soon\"").unwrap_err());
+        assert!(e.contains("24h"), "{e}");
+        // A syntax error names its place, never the line (a token, a URL).
+        let e = format!("{:#}", start(&[], "port = 1\n[[notify]]\nurl = \"https://x/T0K3N\n").unwrap_err());
+        assert!(e.contains("line 3") && !e.contains("T0K3N"), "{e}");
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Config {
     pub idle_end: Option<Duration>,
     /// The guard's decision per condition (`[guard]`).
     pub guard: crate::guard::Policy,
+    /// Where alerts are delivered (the config file's `[[notify]]` tables), and for how long.
+    pub notify: crate::notify::Settings,
 }
 
 impl Config {
@@ -82,6 +84,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_end: Some(DEFAULT_IDLE_END),
             guard: crate::guard::Policy::default(),
+            notify: crate::notify::Settings::default(),
         }
     }
 
@@ -198,6 +201,88 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
     Ok((n * mult) as u64)
 }
 
+/// A span of time, written `24h`, `90m`, `30s`, `2d` or a plain number of seconds (as on the
+/// command line, in the config file a number or such a string).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, Deserialize)]
+#[serde(try_from = "AgeText", into = "f64")]
+pub struct Age(pub Duration);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AgeText {
+    Secs(f64),
+    Text(String),
+}
+
+impl TryFrom<AgeText> for Age {
+    type Error = String;
+
+    fn try_from(v: AgeText) -> Result<Self, String> {
+        match v {
+            AgeText::Secs(n) => Age::from_secs(n),
+            AgeText::Text(t) => t.parse(),
+        }
+    }
+}
+
+impl From<Age> for f64 {
+    fn from(a: Age) -> f64 {
+        a.0.as_secs_f64()
+    }
+}
+
+impl Age {
+    fn from_secs(n: f64) -> Result<Age, String> {
+        if !(n.is_finite() && n > 0.0 && n < 1e12) {
+            return Err(format!("a duration must be a positive number of seconds, or like 24h or 90m; got {n}"));
+        }
+        Ok(Age(Duration::from_secs_f64(n)))
+    }
+}
+
+impl std::str::FromStr for Age {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num.parse().map_err(|_| format!("a duration looks like 24h, 90m, 30s or 2d; got {s:?}"))?;
+        let mult = match unit.trim() {
+            "" | "s" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            other => return Err(format!("unknown unit {other:?} in {s:?}; use s, m, h or d")),
+        };
+        Age::from_secs(n * mult)
+    }
+}
+
+impl std::fmt::Display for Age {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_secs_f64();
+        match secs as u64 {
+            n if secs.fract() == 0.0 && n > 0 && n % 3600 == 0 => write!(f, "{}h", n / 3600),
+            n if secs.fract() == 0.0 && n > 0 && n % 60 == 0 => write!(f, "{}m", n / 60),
+            _ => write!(f, "{secs}s"),
+        }
+    }
+}
+
+/// The notification settings: the config file's targets, `notify_max_age` and `public_url`.
+pub fn notify(
+    targets: Vec<crate::notify::Target>,
+    max_age: Age,
+    public_url: Option<&str>,
+) -> anyhow::Result<crate::notify::Settings> {
+    Ok(crate::notify::Settings {
+        targets,
+        max_age: max_age.0,
+        public_url: public_url.filter(|u| !u.trim().is_empty()).map(crate::notify::public_url).transpose()?,
+    })
+}
+
 /// `localhost` or an IP address.
 pub fn parse_host(s: &str) -> anyhow::Result<IpAddr> {
     if s.eq_ignore_ascii_case("localhost") {
@@ -221,6 +306,21 @@ mod tests {
         assert!(c.check().unwrap_err().to_string().contains("--token"));
         c.token = Some("s3cret".into());
         assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn ages() {
+        for (text, secs) in
+            [("24h", 86_400.0), ("90m", 5400.0), ("30s", 30.0), ("2d", 172_800.0), ("1.5", 1.5), ("0.5h", 1800.0)]
+        {
+            assert_eq!(text.parse::<Age>().unwrap().0.as_secs_f64(), secs, "{text}");
+        }
+        for bad in ["", "h", "-1h", "3w", "0", "1e400"] {
+            assert!(bad.parse::<Age>().is_err(), "{bad}");
+        }
+        for (secs, shown) in [(86_400, "24h"), (7200, "2h"), (120, "2m"), (90, "90s")] {
+            assert_eq!(Age(Duration::from_secs(secs)).to_string(), shown);
+        }
     }
 
     #[test]

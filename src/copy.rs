@@ -481,6 +481,8 @@ async fn open_store(plan: &Plan, at: &Location) -> Result<Arc<dyn Store>, StoreE
         detect: plan.detect.clone(),
         max_bytes: None,
         pool_size: POOL_SIZE,
+        // The alerts a copy derives anew are history, not news: nobody is notified of them.
+        outbox: Arc::default(),
     };
     store::open(at, opts, Arc::new(Hub::new(MIN_CAPACITY_BYTES))).await
 }

@@ -12,6 +12,8 @@
 //!   embedded front end's files.
 //! - [`config`] and [`cli`]: one `Config` from flags, environment, file and defaults.
 //! - [`app`]: binds, opens the store, serves, and shuts down within a bound.
+//! - [`notify`]: alerts delivered to webhooks (JSON, signed, or Slack) from the store's outbox,
+//!   at least once, within each target's rate; `aop notify test`.
 //! - [`serve`]: connections: the cap and its refusals, HTTP/1.1 or HTTP/2 by the first bytes,
 //!   idle connections closed, the drain on stop.
 //! - [`guard`]: what an agent is told before it acts (allow, ask, deny), from a session's facts
@@ -46,6 +48,7 @@ pub mod hub;
 pub mod jsonl;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod otlp;
 pub mod probe;
 pub mod serve;

@@ -3,7 +3,7 @@ use aop::app::{App, StartError};
 /// glibc's allocator showed up as a tenth of the request path's CPU in profiles; mimalloc halves that.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use aop::cli::{Cli, Command, CopyArgs, DetectFileArgs, DiffArgs, StartArgs};
+use aop::cli::{Cli, Command, CopyArgs, DetectFileArgs, DiffArgs, NotifyCommand, NotifyTestArgs, StartArgs};
 use aop::config::{Config, OpenBrowser};
 use clap::{CommandFactory, FromArgMatches};
 use std::io::IsTerminal;
@@ -42,6 +42,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Completions(args) => completions(args.shell),
+        Command::Notify(args) => match args.command {
+            NotifyCommand::Test(args) => notify_test(args),
+        },
     }
 }
 
@@ -90,6 +93,7 @@ fn start(args: StartArgs, matches: &clap::ArgMatches) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async move {
+        let stop = stop_signal();
         let app = match App::build(config.clone()).await {
             Ok(app) => app,
             Err(e) => return startup_failure(&config, e).await,
@@ -100,6 +104,11 @@ fn start(args: StartArgs, matches: &clap::ArgMatches) -> ExitCode {
         println!("  collector  {base}  (agents send to {base}/events)");
         println!("  dashboard  {base}/dashboard/");
         println!("  database   {}", describe_db(&config));
+        if !config.notify.targets.is_empty() {
+            // Targets by name (else format and host): never a URL, which holds a webhook's token.
+            let labels: Vec<String> = config.notify.targets.iter().map(|t| t.label()).collect();
+            println!("  notify     {}", aop::clean::text(&labels.join(", ")));
+        }
         if config.token.is_some() {
             println!("  access     a token is required (Authorization: Bearer …)");
         }
@@ -107,7 +116,7 @@ fn start(args: StartArgs, matches: &clap::ArgMatches) -> ExitCode {
         if config.open == OpenBrowser::Auto {
             open_browser(&format!("{base}/dashboard/"));
         }
-        match app.run_until(stop_signal()).await {
+        match app.run_until(stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("aop: {e:#}");
@@ -152,19 +161,26 @@ async fn startup_failure(config: &Config, e: StartError) -> ExitCode {
     }
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM.
-async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: a signal that arrives while the collector is still starting (after
+/// it said where it listens, before it serves) stops it cleanly instead of killing it.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            () = wait(&mut term) => {}
+            () = wait(&mut int) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+    }
+}
+
+/// The next delivery of a signal whose handler could be installed; never, otherwise.
+async fn wait(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => drop(s.recv().await),
+        None => std::future::pending().await,
     }
 }
 
@@ -300,5 +316,27 @@ fn copy(args: CopyArgs, matches: &clap::ArgMatches) -> ExitCode {
             eprintln!("aop: {}", aop::clean::text(&e));
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// `aop notify test`: 0 when every target took the sample, 1 when one did not, 2 for a
+/// configuration without targets (or a bad one).
+fn notify_test(args: NotifyTestArgs) -> ExitCode {
+    let (config, runtime) = match prepare(args.resolve()) {
+        Ok(ready) => ready,
+        Err(code) => return code,
+    };
+    if config.notify.targets.is_empty() {
+        eprintln!("aop: no notification targets: declare them in [[notify]] tables of the config file (README, \"Notifications\")");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let base = aop::app::base_url(&config, None);
+    let outcomes = runtime.block_on(aop::notify::check::run(&config.notify, &base));
+    let (text, all) = aop::notify::check::report(&outcomes);
+    print!("{text}");
+    if all {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
     }
 }

@@ -47,6 +47,7 @@ pub struct Gauges {
     pub commits: u64,
     pub alerts: u64,
     pub ingest_bytes: u64,
+    pub notify: crate::notify::worker::StatusView,
 }
 
 impl Metrics {
@@ -146,8 +147,31 @@ impl Metrics {
                 load(&self.connections_max),
             ),
         ];
+        let n = &g.notify;
+        let notify = [
+            ("aop_notify_targets", "gauge", "Notification targets configured on this instance.", n.targets as u64),
+            ("aop_notify_pending", "gauge", "Notification deliveries waiting (in the whole store).", n.pending),
+            (
+                "aop_notify_failed",
+                "gauge",
+                "Notification deliveries given up after notify_max_age (in the whole store).",
+                n.failed,
+            ),
+            (
+                "aop_notify_delivered_total",
+                "counter",
+                "Alerts this instance delivered to a target, one by one or in a summary.",
+                n.delivered_total,
+            ),
+            (
+                "aop_notify_attempts_failed_total",
+                "counter",
+                "Delivery attempts of this instance that failed (retried, or given up).",
+                n.failed_attempts_total,
+            ),
+        ];
         let mut out = String::with_capacity(4096);
-        for (name, kind, help, v) in simple.into_iter().chain(connections) {
+        for (name, kind, help, v) in simple.into_iter().chain(connections).chain(notify) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
         let name = "aop_guard_decisions_total";

@@ -7,6 +7,7 @@ import { view, llmTokens, toolArg } from '../model.js';
 import { sessionHref } from '../routes.js';
 import { confCls, spanEl, llmEl } from './parts.js';
 import { spanDetail } from './otel.js';
+import { deliveryList, signature } from './deliveries.js';
 
 export class Inspector {
   /**
@@ -34,7 +35,7 @@ export class Inspector {
    * which enclosing spans have arrived.
    */
   sig(it) {
-    if (it.kind === 'alert') return '';
+    if (it.kind === 'alert') return signature(this.o.records.deliveriesOf(it.alert.id));
     const o = it.otel;
     const up = o && o.psid ? `${it.depth}:${this.o.records.trace.recordOf(o.psid) ? 1 : 0}` : '';
     return `${it.span ? this.o.spanState(it.span) : ''}:${it.alerts ? it.alerts.length : 0}:${up}`;
@@ -92,6 +93,7 @@ export class Inspector {
         ['event', a.sequence === null || a.sequence === undefined ? 'none (stall)' : this.seqLink(a.sequence)],
         ['alert id', str(a.id)],
       ]),
+      deliveryList(this.o.records.deliveriesOf(a.id)),
       a.details && Object.keys(a.details).length ? jsonBlock('Details', a.details) : null);
   }
 

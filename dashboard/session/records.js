@@ -16,6 +16,7 @@ import { str, clip, parseTs } from '../dom.js';
 import { tierOf, summarize, isError, view, startMeta, toolArg } from '../model.js';
 import { skewOf } from '../store.js';
 import { SpanIndex } from './trace.js';
+import { signature } from './deliveries.js';
 
 const KEEP_FULL = 20000;
 const MAX_RECS = 300000;
@@ -49,6 +50,8 @@ export class Records {
     this.meta = null;
 
     this.alertItems = new Map();
+    /** alert id → its notifications (deliveries.js), as the collector last said */
+    this.deliveries = new Map();
     // Alerts that reached us before their event did.
     this.pendingAlerts = new Map();
     this.compactFrom = 0;
@@ -292,6 +295,37 @@ export class Records {
       this.looseAlerts.sort((x, y) => x._t - y._t);
     }
     return true;
+  }
+
+  /** An alert's notifications (an empty list when it has none, or they are not known yet). */
+  deliveriesOf(id) { return this.deliveries.get(id) || []; }
+
+  /** Whether any notification is still waiting for its next try. */
+  hasPendingDeliveries() {
+    for (const list of this.deliveries.values()) if (list.some((d) => d.state === 'pending')) return true;
+    return false;
+  }
+
+  /**
+   * Takes the session's deliveries as the collector lists them; the alert items whose drawing
+   * changes are bumped. Returns whether any did.
+   */
+  setDeliveries(list) {
+    const next = new Map();
+    for (const d of list) {
+      if (!d || !Number.isInteger(d.alert_id)) continue;
+      const l = next.get(d.alert_id);
+      if (l) l.push(d); else next.set(d.alert_id, [d]);
+    }
+    let changed = false;
+    for (const id of new Set([...next.keys(), ...this.deliveries.keys()])) {
+      if (signature(next.get(id)) === signature(this.deliveries.get(id))) continue;
+      const item = this.alertItems.get(id);
+      if (item) item.ver++;
+      changed = true;
+    }
+    this.deliveries = next;
+    return changed;
   }
 
   /** The full event of a record, fetched again when its payload was dropped. */

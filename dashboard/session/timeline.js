@@ -10,6 +10,7 @@ import { sessionHref } from '../routes.js';
 import { VList } from '../vlist.js';
 import { LANES } from './records.js';
 import { confCls, spanEl, llmEl, otelSpanEl, toolArgEl } from './parts.js';
+import { deliveryChip } from './deliveries.js';
 
 const ROW_H = 30;
 /** Indentation per level of span nesting, in pixels (app.css draws the guides at this pitch). */
@@ -291,7 +292,8 @@ export class Timeline {
     h('span', { class: 'al-icon', 'aria-hidden': 'true' }),
     h('span', { class: 'al-type' }, str(a.type).replace('_', ' ')),
     h('span', { class: 'al-msg' }, clip(str(a.message), 300)),
-    h('span', { class: 'muted small' }, fmtDateTime(parseTs(a.created_at))));
+    h('span', { class: 'muted small' }, fmtDateTime(parseTs(a.created_at))),
+    deliveryChip(this.records.deliveriesOf(a.id)) || h('span'));
   }
 
   // ------------------------------------------------------------------ selection & keyboard

@@ -24,8 +24,9 @@ use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// A guard request, an operator's note: small. A larger body is refused before it is read.
+/// A guard request, an operator's note, a hook: small.
 const MAX_BODY: usize = 256 * 1024;
+const READ_LIMIT: usize = 1024 * 1024;
 /// How much of a tool's input a recorded decision keeps (the agent's own event has it whole).
 const RECORDED_INPUT: usize = 4096;
 
@@ -149,12 +150,19 @@ pub(crate) async fn store_now(
     Err(ApiError::Conflict("the session's sequences around the collector's clock are taken; try again".into()))
 }
 
+/// A body past [`MAX_BODY`] is read to its end (up to [`READ_LIMIT`]) and refused with a `400`
+/// naming the limit, so the connection stays usable; past that it is `413` and closed, as everywhere.
 pub(crate) async fn read(app: &AppState, headers: &HeaderMap, req: Body) -> Result<bytes::Bytes, ApiError> {
     let mut charge = app.ingest.charge();
-    body::read(headers, req, MAX_BODY, &mut charge).await.map_err(|e| match e {
-        ApiError::BodyTooLarge => ApiError::BadRequest(format!("the body is larger than {} KiB", MAX_BODY >> 10)),
-        e => e,
-    })
+    let bytes = body::read(headers, req, READ_LIMIT, &mut charge).await?;
+    if bytes.len() > MAX_BODY {
+        return Err(ApiError::BadRequest(format!(
+            "the body is {} KiB, larger than the {} KiB a guard call or hook may send",
+            bytes.len() >> 10,
+            MAX_BODY >> 10
+        )));
+    }
+    Ok(bytes)
 }
 
 /// `POST /sessions/:id/stop`, with an optional `{"reason": "…"}`.

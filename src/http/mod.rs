@@ -23,7 +23,7 @@ pub use body::{Budget, IN_FLIGHT_BYTES};
 pub use compare::MAX_COMPARES;
 pub use error::ApiError;
 pub use security::{too_many_connections, Security};
-pub use state::{AppState, MAX_EXPORTS};
+pub use state::{AppState, Notifications, MAX_EXPORTS};
 
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
@@ -98,6 +98,11 @@ fn endpoints() -> Vec<Endpoint> {
             &[("GET", "the agent's runs most like this one, the best to compare with first (limit)")],
         ),
         e("/sessions/{id}/export", get(sessions::export), &[("GET", "the session's events as JSON lines")]),
+        e(
+            "/sessions/{id}/deliveries",
+            get(sessions::deliveries),
+            &[("GET", "the notifications of the session's alerts: per alert and target, pending, delivered or failed")],
+        ),
         e(
             "/sessions/{id}/pin",
             post(sessions::pin).delete(sessions::unpin),

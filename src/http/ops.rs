@@ -24,6 +24,7 @@ pub(crate) async fn health(State(app): State<AppState>, trusted: Option<Extensio
         "pid": std::process::id(),
         "stall_after_secs": app.stall_after_secs,
         "store": store,
+        "notify": notify_health(&app),
     });
     if !trusted.is_some_and(|Extension(Trusted(t))| t) {
         if let Some(o) = body.as_object_mut() {
@@ -36,6 +37,13 @@ pub(crate) async fn health(State(app): State<AppState>, trusted: Option<Extensio
     (status, Json(body)).into_response()
 }
 
+/// Notifications as `/health` shows them: the targets configured here, and the deliveries waiting
+/// and given up in the whole store.
+fn notify_health(app: &AppState) -> serde_json::Value {
+    let n = app.notify.status.view();
+    json!({ "targets": n.targets, "pending": n.pending, "failed": n.failed })
+}
+
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     let store = app.store.health();
     let gauges = Gauges {
@@ -46,6 +54,7 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
         commits: store.commits,
         alerts: store.alerts,
         ingest_bytes: app.ingest.held() as u64,
+        notify: app.notify.status.view(),
     };
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],

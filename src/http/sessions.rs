@@ -157,3 +157,40 @@ pub(crate) async fn alerts(State(app): State<AppState>, p: Params) -> Result<Res
     out.push('}');
     Ok(json_response(out))
 }
+
+/// A time on the store's clock (ms since the epoch) as RFC 3339, like the API's other times.
+fn rfc3339_ms(ms: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+}
+
+/// `GET /sessions/:id/deliveries`: each alert's notifications, one per target, with their state.
+/// A target is named as the configuration names it (never by its URL); a delivery to a target
+/// this instance does not have (another instance's, or one removed since) by its key.
+pub(crate) async fn deliveries(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    use crate::store::outbox::{DELIVERED, FAILED, PENDING, SUMMARISED};
+    let rows = app.store.deliveries(id.clone()).await?.ok_or_else(|| unknown(&id))?;
+    let labels = &app.notify.labels;
+    let out: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|d| {
+            let state = d.state.as_str();
+            let done = d.done_ms.and_then(rfc3339_ms);
+            serde_json::json!({
+                "alert_id": d.alert_id,
+                "alert_type": d.alert_type,
+                "target": labels.get(&d.target).cloned().unwrap_or_else(|| format!("target {}", d.target)),
+                "target_key": d.target,
+                "state": state,
+                "attempts": d.attempts,
+                "queued_at": rfc3339_ms(d.created_ms),
+                "next_attempt_at": if state == PENDING { rfc3339_ms(d.next_ms) } else { None },
+                "delivered_at": if state == DELIVERED || state == SUMMARISED { done.clone() } else { None },
+                "failed_at": if state == FAILED { done } else { None },
+                "last_error": d.error,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "deliveries": out })).into_response())
+}

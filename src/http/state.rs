@@ -32,6 +32,16 @@ pub struct AppState {
     pub hooked: Arc<Hooked>,
     /// The memory ingest requests may hold at once ([`IN_FLIGHT_BYTES`](super::body::IN_FLIGHT_BYTES)).
     pub ingest: Budget,
+    /// Notifications: what `/health` and `/metrics` count, and how targets are shown.
+    pub notify: Notifications,
+}
+
+/// What the API shows of notifications.
+#[derive(Clone)]
+pub struct Notifications {
+    pub status: Arc<crate::notify::worker::Status>,
+    /// Each configured target's key (as the store names it) and label (as people see it).
+    pub labels: Arc<std::collections::HashMap<String, String>>,
 }
 
 /// Exports served at once. Each holds about one chunk and the server's write buffer (well under

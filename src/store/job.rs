@@ -2,6 +2,7 @@
 //! channel of its own, so no caller can be handed another job's answer.
 
 use crate::model::Event;
+use crate::store::outbox::Settle;
 use crate::store::{Outcome, Retention, StoreError};
 use tokio::sync::oneshot;
 
@@ -15,6 +16,10 @@ pub(crate) enum Job {
     Stalls(Reply<usize>),
     Pin(String, bool, Reply<bool>),
     Retain(Retention, Reply<usize>),
+    /// Record notification attempts' outcomes.
+    Settle(Vec<Settle>, Reply<()>),
+    /// Give up waiting notifications older than this many ms, but those of these targets.
+    Expire(Vec<String>, i64, Reply<usize>),
 }
 
 /// What a writer's queue carries.
@@ -30,7 +35,8 @@ impl Job {
         match self {
             Job::Ingest(_, r) => tell(r, e),
             Job::Delete(_, r) | Job::Pin(_, _, r) => tell(r, e),
-            Job::Stalls(r) | Job::Retain(_, r) => tell(r, e),
+            Job::Stalls(r) | Job::Retain(_, r) | Job::Expire(_, _, r) => tell(r, e),
+            Job::Settle(_, r) => tell(r, e),
         }
     }
 }

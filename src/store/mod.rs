@@ -13,6 +13,7 @@ pub mod apply;
 pub mod board;
 mod counters;
 mod job;
+pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 
@@ -149,6 +150,8 @@ pub struct OpenOptions {
     pub max_bytes: Option<u64>,
     /// Connections to PostgreSQL for reads (the writer and the listener have one each).
     pub pool_size: usize,
+    /// The notification targets alerts are delivered to (none: nothing is written per alert).
+    pub outbox: Arc<outbox::Outbox>,
 }
 
 /// Opens the store at `location`, migrating its schema, and starts its writer.
@@ -161,6 +164,7 @@ pub async fn open(location: &Location, opts: OpenOptions, hub: Arc<Hub>) -> Resu
                 queue_capacity: opts.queue_capacity,
                 detect: opts.detect,
                 max_bytes: opts.max_bytes,
+                outbox: opts.outbox,
             };
             Arc::new(sqlite::SqliteStore::open(opts, hub)?)
         }
@@ -349,6 +353,26 @@ pub trait Store: Send + Sync + 'static {
     /// write queue: the writer's board, and the stored row where the board cannot be complete.
     fn guard_facts(&self, id: String) -> BoxFuture<'_, Result<Option<board::Facts>, StoreError>>;
     fn health(&self) -> StoreHealth;
+    /// Notification deliveries due now for these targets (by key), oldest due first, at most
+    /// `limit`, with their alerts and sessions. Each is claimed for `lease_ms`: no other instance
+    /// of a fleet gets it before then (after, one does: its claimant may have died). A SQLite file
+    /// has one instance, so nothing is written there: the caller must not ask again for what it
+    /// holds.
+    fn claim_deliveries(
+        &self,
+        targets: Vec<String>,
+        limit: usize,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, Result<outbox::Claimed, StoreError>>;
+    /// Records how claimed deliveries' attempts ended.
+    fn settle_deliveries(&self, settled: Vec<outbox::Settle>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Marks failed the waiting deliveries older than `max_age_ms` that nobody holds, but those
+    /// of the targets in `keep` (their worker gives up on them as it settles them): the
+    /// deliveries of targets removed from the configuration. Returns how many.
+    fn expire_deliveries(&self, keep: Vec<String>, max_age_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>>;
+    fn delivery_counts(&self) -> BoxFuture<'_, Result<outbox::DeliveryCounts, StoreError>>;
+    /// Every delivery of a session's alerts, by alert then target; `None` for an unknown session.
+    fn deliveries(&self, session_id: String) -> BoxFuture<'_, Result<Option<Vec<outbox::DeliveryRow>>, StoreError>>;
     /// Finishes queued writes and stops the writer; blocks (call from a blocking context).
     fn shutdown(&self);
 }

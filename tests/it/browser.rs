@@ -14,6 +14,7 @@ mod conversation;
 mod cross_site;
 mod driver;
 mod haproxy;
+mod notify;
 mod otel;
 mod site;
 mod stop;

@@ -507,7 +507,7 @@ async fn a_crafted_database_is_refused_at_once_naming_what_aop_did_not_make() {
     let good = files::aop_database(&sandbox, "good.db", "").await.display().to_string();
     let fresh = path(&sandbox, "fresh.db");
     let crafted = [
-        ("view.db", files::ENDLESS_VIEW, r#"its "sessions" is a view where aop's schema (version 3) has a table"#),
+        ("view.db", files::ENDLESS_VIEW, r#"its "sessions" is a view where aop's schema (version 4) has a table"#),
         ("trigger.db", files::ENDLESS_TRIGGER, r#"it has trigger "spin" on "events", which aop's schema"#),
     ];
     for (name, sql, says) in crafted {

@@ -91,9 +91,11 @@ async fn a_claude_code_run_through_its_hooks_is_its_session_and_the_guard_answer
         assert_eq!(hook(&server, pre(n, "make test")).await, (StatusCode::OK, json!({})), "call {n}");
         assert_eq!(hook(&server, post(n)).await.1, json!({}));
     }
+    // Recorded after each answer: wait for them (the session itself may not be stored yet).
     eventually("the three calls stored", || async {
-        let e = server.events(SESSION).await;
-        (kinds(&e).iter().filter(|k| *k == "operation.tool_end").count() == 3).then_some(())
+        let (status, detail) = server.get_json(&format!("/sessions/{SESSION}?limit=10000")).await;
+        let events = detail["events"].as_array().filter(|_| status == StatusCode::OK)?;
+        (kinds(events).iter().filter(|k| *k == "operation.tool_end").count() == 3).then_some(())
     })
     .await;
 
@@ -147,7 +149,9 @@ async fn a_claude_code_run_through_its_hooks_is_its_session_and_the_guard_answer
 
     let events = eventually("the session's end", || async {
         let e = server.events(SESSION).await;
-        kinds(&e).contains(&"session.ended".to_owned()).then_some(e)
+        let k = kinds(&e);
+        // The denial, too, is recorded after its answer.
+        (k.contains(&"session.ended".to_owned()) && k.iter().filter(|k| *k == "aop.guard").count() == 2).then_some(e)
     })
     .await;
     let k = kinds(&events);

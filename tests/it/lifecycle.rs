@@ -478,9 +478,14 @@ async fn the_help_names_every_flag() {
         "--queue-capacity",
         "--stream-buffer",
         "--stall-after",
+        "--notify-max-age",
+        "--public-url",
     ] {
         assert!(start.stdout.contains(flag), "`aop start --help` does not mention {flag}\n{}", start.output());
     }
+    let notify = sandbox.run(&["notify", "test", "--help"]).await;
+    notify.assert_code(0);
+    assert!(notify.stdout.contains("--config"), "{}", notify.output());
 
     let bad = sandbox.run(&["start", "--no-such-flag"]).await;
     assert_eq!(bad.code(), 2, "{}", bad.output());

@@ -44,6 +44,9 @@
 //!   mixed (the same document each way), its text and colours, its exit codes.
 //! - [`packaging`]: the wheel and npm packages of `scripts/package.sh` installed and run, what
 //!   `cargo package` holds, `aop --version` and `aop completions`.
+//! - [`notify`]: alert notifications to a real webhook receiver — each alert once and signed,
+//!   retries with one delivery id, receivers down, collectors killed, a fleet delivering once, the
+//!   rate cap's summary, Slack's shape, `aop notify test`, refusals, counts and delivery states.
 //! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh
 //!   clusters, databases, crashes and restarts, terminated sessions, TLS.
 
@@ -63,6 +66,7 @@ mod hooks;
 mod hostile;
 mod ingest;
 mod lifecycle;
+mod notify;
 mod ops;
 mod otlp;
 mod otlp_clients;

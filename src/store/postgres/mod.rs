@@ -156,6 +156,7 @@ impl PgStore {
             shared: Arc::clone(&shared),
             detect: opts.detect,
             feed: Arc::clone(&wake),
+            outbox: opts.outbox,
         };
         let writer = tokio::spawn(writer.run(rx));
         tokio::spawn(feed::listen(target.clone(), Arc::clone(&wake), stop.clone()));
@@ -281,6 +282,31 @@ impl Store for PgStore {
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         Box::pin(self.read(move |c| Box::pin(read::alerts(c, q, before))))
+    }
+
+    fn claim_deliveries(
+        &self,
+        targets: Vec<String>,
+        limit: usize,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, Result<outbox::Claimed, StoreError>> {
+        Box::pin(self.read(move |c| Box::pin(read::claim_deliveries(c, targets, limit, lease_ms))))
+    }
+
+    fn settle_deliveries(&self, settled: Vec<outbox::Settle>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.submit(move |r| Job::Settle(settled, r)))
+    }
+
+    fn expire_deliveries(&self, keep: Vec<String>, max_age_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(self.submit(move |r| Job::Expire(keep, max_age_ms, r)))
+    }
+
+    fn delivery_counts(&self) -> BoxFuture<'_, Result<outbox::DeliveryCounts, StoreError>> {
+        Box::pin(self.read(|c| Box::pin(read::delivery_counts(c))))
+    }
+
+    fn deliveries(&self, session_id: String) -> BoxFuture<'_, Result<Option<Vec<outbox::DeliveryRow>>, StoreError>> {
+        Box::pin(self.read(move |c| Box::pin(read::deliveries(c, session_id))))
     }
 
     fn health(&self) -> StoreHealth {

@@ -5,6 +5,7 @@
 use super::feed::Envelope;
 use super::{classify, pool_error};
 use crate::model::{SessionRow, SessionState};
+use crate::store::outbox::{Claimed, DeliveryCounts, DeliveryRow, Due, MAX_SESSION_DELIVERIES};
 use crate::store::{
     AlertPage, AlertQuery, DetailQuery, ExportStream, FeedEvent, SessionDetail, SessionPage, SessionQuery, StoreError,
     StoredEvent,
@@ -24,12 +25,18 @@ const ROW_COLUMNS: &str = "s.id, s.state, s.alert_count, \
      (SELECT count(*) FROM aop_sessions c WHERE c.parent_id = s.id), s.last_seen_us, s.pinned";
 
 fn row_from(r: &Row) -> (SessionRow, i64) {
-    let id: String = r.get(0);
-    let state: &str = r.get(1);
-    let mut row =
-        serde_json::from_str::<SessionState>(state).unwrap_or_else(|_| SessionState::new(&id)).view(r.get(2), r.get(3));
-    row.pinned = r.get(5);
-    (row, r.get(4))
+    row_at(r, 0)
+}
+
+/// The [`ROW_COLUMNS`] starting at column `at`.
+fn row_at(r: &Row, at: usize) -> (SessionRow, i64) {
+    let id: String = r.get(at);
+    let state: &str = r.get(at + 1);
+    let mut row = serde_json::from_str::<SessionState>(state)
+        .unwrap_or_else(|_| SessionState::new(&id))
+        .view(r.get(at + 2), r.get(at + 3));
+    row.pinned = r.get(at + 5);
+    (row, r.get(at + 4))
 }
 
 fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
@@ -260,4 +267,88 @@ async fn export_chunk(c: &mut Client, sid: i64, after: i64) -> Result<Option<(Ve
     }
     let more = rows.len() as i64 == EXPORT_CHUNK_ROWS || bytes.len() >= EXPORT_CHUNK_BYTES;
     Ok(Some((bytes, more.then_some(last))))
+}
+
+/// Claims the deliveries due now for these targets: their `next_ms` is pushed `lease_ms` ahead,
+/// in the statement that picks them, skipping rows another instance is claiming. Whoever claims
+/// a row delivers it; if it dies, the row is due again once the lease is over.
+pub(super) async fn claim_deliveries(
+    c: &mut Client,
+    targets: Vec<String>,
+    limit: usize,
+    lease_ms: i64,
+) -> Result<Claimed, Error> {
+    let sql = format!(
+        "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms), \
+         due AS (SELECT d.alert_id, d.target FROM aop_deliveries d, now \
+                 WHERE d.done_ms IS NULL AND d.next_ms <= now.ms AND d.target = ANY($1) \
+                 ORDER BY d.next_ms LIMIT $2 FOR UPDATE OF d SKIP LOCKED), \
+         claimed AS (UPDATE aop_deliveries d SET next_ms = now.ms + $3 FROM due, now \
+                     WHERE d.alert_id = due.alert_id AND d.target = due.target \
+                     RETURNING d.alert_id, d.target, d.attempts, d.created_ms) \
+         SELECT cl.alert_id, cl.target, cl.attempts, cl.created_ms, a.session_id, a.type, a.body, \
+                (SELECT ms FROM now), {ROW_COLUMNS} \
+         FROM claimed cl JOIN aop_alerts a ON a.id = cl.alert_id JOIN aop_sessions s ON s.sid = a.sid"
+    );
+    let rows = c.query(&sql, &[&targets, &(limit as i64), &lease_ms]).await?;
+    let mut out = Claimed::default();
+    for r in &rows {
+        let alert_id: i64 = r.get(0);
+        out.now_ms = r.get(7);
+        out.due.push(Due {
+            alert_id,
+            target: r.get(1),
+            attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+            created_ms: r.get(3),
+            session_id: r.get(4),
+            kind: r.get(5),
+            alert: crate::detect::with_alert_id(r.get(6), alert_id),
+            session: row_at(r, 8).0,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) async fn delivery_counts(c: &mut Client) -> Result<DeliveryCounts, Error> {
+    let r = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM aop_deliveries WHERE done_ms IS NULL), \
+                    (SELECT count(*) FROM aop_deliveries WHERE state = 'failed')",
+            &[],
+        )
+        .await?;
+    Ok(DeliveryCounts { pending: r.get::<_, i64>(0) as u64, failed: r.get::<_, i64>(1) as u64 })
+}
+
+/// A session's deliveries, or `None` when it does not exist.
+pub(super) async fn deliveries(c: &mut Client, id: String) -> Result<Option<Vec<DeliveryRow>>, Error> {
+    let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+    let Some(found) = tx.query_opt("SELECT sid FROM aop_sessions WHERE id = $1 AND event_count > 0", &[&id]).await?
+    else {
+        return Ok(None);
+    };
+    let sid: i64 = found.get(0);
+    let rows = tx
+        .query(
+            "SELECT d.alert_id, a.type, d.target, d.state, d.attempts, d.created_ms, d.next_ms, d.done_ms, d.error \
+             FROM aop_alerts a JOIN aop_deliveries d ON d.alert_id = a.id WHERE a.sid = $1 \
+             ORDER BY d.alert_id, d.target LIMIT $2",
+            &[&sid, &MAX_SESSION_DELIVERIES],
+        )
+        .await?
+        .iter()
+        .map(|r| DeliveryRow {
+            alert_id: r.get(0),
+            alert_type: r.get(1),
+            target: r.get(2),
+            state: r.get(3),
+            attempts: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
+            created_ms: r.get(5),
+            next_ms: r.get(6),
+            done_ms: r.get(7),
+            error: r.get(8),
+        })
+        .collect();
+    tx.commit().await?;
+    Ok(Some(rows))
 }

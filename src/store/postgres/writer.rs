@@ -18,6 +18,7 @@ use crate::detect::{with_alert_id, DetectConfig, NewAlert};
 use crate::model::Event;
 use crate::store::apply::{Live, Tracked};
 use crate::store::job::{Command, Job, Reply};
+use crate::store::outbox::{Outbox, Settle, Settled, NEVER_ATTEMPTED};
 use crate::store::{Outcome, Retention, StoreError};
 use deadpool_postgres::{Object, Pool, Transaction};
 use std::borrow::Cow;
@@ -104,6 +105,8 @@ pub(super) struct Writer {
     /// Pokes this instance's feed after a commit, so its own events go out without waiting
     /// for the notification's round trip.
     pub(super) feed: Arc<Notify>,
+    /// The notification targets alerts go to.
+    pub(super) outbox: Arc<Outbox>,
 }
 
 /// A write about to be stored, with its outcome's place in its job's answer.
@@ -120,6 +123,8 @@ struct Pending<'a> {
 struct Written {
     sessions: HashMap<String, Tracked>,
     alerts: u64,
+    /// Deliveries were written: wake the delivery worker.
+    deliveries: bool,
 }
 
 fn rfc3339_ms(ms: i64) -> String {
@@ -229,6 +234,7 @@ impl Writer {
     }
 
     fn committed(&mut self, written: Written) {
+        let deliveries = written.deliveries;
         self.shared.mark_writable();
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         self.shared.alerts.fetch_add(written.alerts, Ordering::Relaxed);
@@ -238,12 +244,15 @@ impl Writer {
         }
         self.live.committed();
         self.feed.notify_one();
+        if deliveries {
+            self.outbox.wake.notify_one();
+        }
     }
 
     async fn try_ingest(&mut self, jobs: &[Vec<Event>]) -> Result<(Vec<Vec<Outcome>>, Written), Failure> {
         let detect = self.detect.clone();
         self.client().await.map_err(Failure::Fatal)?;
-        let Writer { conn, live, .. } = self;
+        let Writer { conn, live, outbox, .. } = self;
         let tx = conn.as_mut().expect("connected above").transaction().await?;
         let ids: BTreeSet<String> = jobs.iter().flatten().map(|e| e.session_id.clone()).collect();
         let mut sessions = lock_sessions(&tx, &ids, live, &detect).await?;
@@ -289,7 +298,7 @@ impl Writer {
         if accepted.is_empty() {
             // Only retries and conflicts: nothing to order, so the head is left alone.
             tx.commit().await?;
-            return Ok((outcomes, Written { sessions, alerts: 0 }));
+            return Ok((outcomes, Written { sessions, alerts: 0, deliveries: false }));
         }
         let (mut head, mut notices, now_ms) = lock_head(&tx).await?;
         let created_at = rfc3339_ms(now_ms);
@@ -323,10 +332,14 @@ impl Writer {
         }
         let mut alert_counts: HashMap<i64, i64> = HashMap::new();
         let mut alerts = Vec::with_capacity(raised.len());
+        let mut deliveries = false;
         for (sid, session_id, agent, event_id, a) in &raised {
             notices += 1;
             *alert_counts.entry(*sid).or_default() += 1;
-            alerts.push(store_alert(&tx, *sid, session_id, agent, *event_id, a, &created_at, notices, now_ms));
+            let targets: Vec<&str> = outbox.targets_for(a.kind, agent).collect();
+            deliveries |= !targets.is_empty();
+            let at = At { created_at: &created_at, notice: notices, now_ms };
+            alerts.push(store_alert(&tx, *sid, session_id, agent, *event_id, a, at, targets));
         }
         // Everything written under the head's lock goes in one pipelined round trip, so the
         // lock (the fleet's one ordering point) is held for as little as the commit needs.
@@ -344,7 +357,7 @@ impl Writer {
             release_head(&tx, head, notices),
         )?;
         tx.commit().await?;
-        Ok((outcomes, Written { sessions, alerts: raised.len() as u64 }))
+        Ok((outcomes, Written { sessions, alerts: raised.len() as u64, deliveries }))
     }
 
     /// Deletion, pins, stalls and retention, each in a transaction of its own.
@@ -365,10 +378,20 @@ impl Writer {
             }
             Job::Stalls(reply) => {
                 let detect = self.detect.clone();
-                let r = self.txn(|tx| Box::pin(stalls(tx, detect.clone()))).await;
+                let outbox = Arc::clone(&self.outbox);
+                let r = self.txn(|tx| Box::pin(stalls(tx, detect.clone(), Arc::clone(&outbox)))).await;
                 if matches!(r, Ok(n) if n > 0) {
                     self.feed.notify_one();
+                    self.outbox.wake.notify_one();
                 }
+                let _ = reply.send(r);
+            }
+            Job::Settle(settled, reply) => {
+                let r = self.txn(|tx| Box::pin(settle_deliveries(tx, settled.clone()))).await;
+                let _ = reply.send(r);
+            }
+            Job::Expire(keep, max_age_ms, reply) => {
+                let r = self.txn(|tx| Box::pin(expire_deliveries(tx, keep.clone(), max_age_ms))).await;
                 let _ = reply.send(r);
             }
             Job::Retain(policy, reply) => {
@@ -565,6 +588,15 @@ async fn release_head(tx: &Transaction<'_>, events: i64, notices: i64) -> Result
     Ok(())
 }
 
+/// When an alert is stored: its `created_at`, its notice's position and the database's clock.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    created_at: &'a str,
+    notice: i64,
+    now_ms: i64,
+}
+
+/// Stores an alert, its notice for every instance's feed and its deliveries to `targets`.
 #[allow(clippy::too_many_arguments)]
 async fn store_alert(
     tx: &Transaction<'_>,
@@ -573,10 +605,10 @@ async fn store_alert(
     agent: &str,
     event_id: Option<i64>,
     a: &NewAlert,
-    created_at: &str,
-    notice: i64,
-    now_ms: i64,
+    at: At<'_>,
+    targets: Vec<&str>,
 ) -> Result<(), Failure> {
+    let At { created_at, notice, now_ms } = at;
     let body = a.to_json(session_id, None, Some(created_at));
     let id: i64 = tx
         .q1(
@@ -591,6 +623,14 @@ async fn store_alert(
         &[&notice, &session_id, &agent, &a.kind.as_str(), &with_alert_id(&body, id), &now_ms],
     )
     .await?;
+    if !targets.is_empty() {
+        tx.x(
+            "INSERT INTO aop_deliveries (alert_id, target, state, created_ms, next_ms) \
+             SELECT $1, t, 'pending', $3, $3 FROM unnest($2::text[]) AS t",
+            &[&id, &targets, &now_ms],
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -659,6 +699,7 @@ async fn delete(tx: &Transaction<'_>, id: String) -> Result<bool, Failure> {
 /// Deletes a locked session and tells every feed (taking the head for the notice's position).
 async fn delete_sid(tx: &Transaction<'_>, sid: i64, id: &str) -> Result<(), Failure> {
     tx.x("DELETE FROM aop_events WHERE sid = $1", &[&sid]).await?;
+    tx.x("DELETE FROM aop_deliveries WHERE alert_id IN (SELECT id FROM aop_alerts WHERE sid = $1)", &[&sid]).await?;
     tx.x("DELETE FROM aop_alerts WHERE sid = $1", &[&sid]).await?;
     tx.x("DELETE FROM aop_sessions WHERE sid = $1", &[&sid]).await?;
     let (events, notices, now_ms) = lock_head(tx).await?;
@@ -680,7 +721,7 @@ async fn pin(tx: &Transaction<'_>, id: String, pinned: bool) -> Result<bool, Fai
 /// Alerts running sessions silent past the stall threshold (the database's clock). Each is
 /// locked and marked in the transaction that alerts it, and sessions another instance is
 /// writing or checking are skipped: one alert in the fleet, whichever instance's timer fires.
-async fn stalls(tx: &Transaction<'_>, cfg: DetectConfig) -> Result<usize, Failure> {
+async fn stalls(tx: &Transaction<'_>, cfg: DetectConfig, outbox: Arc<Outbox>) -> Result<usize, Failure> {
     if !cfg.stall_enabled {
         return Ok(0);
     }
@@ -730,7 +771,9 @@ async fn stalls(tx: &Transaction<'_>, cfg: DetectConfig) -> Result<usize, Failur
     let created_at = rfc3339_ms(now_ms);
     for (sid, id, agent, alert) in &raised {
         notices += 1;
-        store_alert(tx, *sid, id, agent, None, alert, &created_at, notices, now_ms).await?;
+        let targets: Vec<&str> = outbox.targets_for(alert.kind, agent).collect();
+        let at = At { created_at: &created_at, notice: notices, now_ms };
+        store_alert(tx, *sid, id, agent, None, alert, at, targets).await?;
         tx.x("UPDATE aop_sessions SET stalled = true, alert_count = alert_count + 1 WHERE sid = $1", &[sid]).await?;
     }
     release_head(tx, events, notices).await?;
@@ -758,4 +801,39 @@ async fn retain(tx: &Transaction<'_>, policy: Retention) -> Result<usize, Failur
         delete_sid(tx, r.get(0), r.get::<_, &str>(1)).await?;
     }
     Ok(rows.len())
+}
+
+/// The database's clock, in ms since the epoch.
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// Records attempts' outcomes (on the database's clock). Only a waiting delivery changes.
+async fn settle_deliveries(tx: &Transaction<'_>, settled: Vec<Settle>) -> Result<(), Failure> {
+    let sql = format!(
+        "UPDATE aop_deliveries SET state = $3, attempts = $4, next_ms = {NOW_MS} + $5, \
+         done_ms = CASE WHEN $6 THEN {NOW_MS} END, error = coalesce($7, error) \
+         WHERE alert_id = $1 AND target = $2 AND done_ms IS NULL"
+    );
+    for s in &settled {
+        let (state, after_ms, done, error) = match &s.outcome {
+            Settled::Delivered => ("delivered", 0, true, None),
+            Settled::Summarised => ("summarised", 0, true, None),
+            Settled::Retry { after_ms, error } => ("pending", *after_ms, false, Some(error.as_str())),
+            Settled::Failed { error } => ("failed", 0, true, Some(error.as_str())),
+        };
+        let attempts = i32::try_from(s.attempts).unwrap_or(i32::MAX);
+        tx.x(&sql, &[&s.alert_id, &s.target, &state, &attempts, &after_ms, &done, &error]).await?;
+    }
+    Ok(())
+}
+
+/// Gives up waiting deliveries older than `max_age_ms` that nobody holds (a claim pushes
+/// `next_ms` past now), but those of the targets in `keep`.
+async fn expire_deliveries(tx: &Transaction<'_>, keep: Vec<String>, max_age_ms: i64) -> Result<usize, Failure> {
+    let sql = format!(
+        "UPDATE aop_deliveries SET state = 'failed', done_ms = {NOW_MS}, error = coalesce(error, $2) \
+         WHERE done_ms IS NULL AND next_ms <= {NOW_MS} AND created_ms <= {NOW_MS} - $1 \
+         AND NOT (target = ANY($3))"
+    );
+    let n = tx.x(&sql, &[&max_age_ms, &NEVER_ATTEMPTED, &keep]).await?;
+    Ok(n as usize)
 }

@@ -66,6 +66,8 @@ pub struct Options {
     pub detect: crate::detect::DetectConfig,
     /// A hard cap on the database's size: past it, writes fail (503) instead of filling the disk.
     pub max_bytes: Option<u64>,
+    /// The notification targets alerts are delivered to.
+    pub outbox: Arc<super::outbox::Outbox>,
 }
 
 pub struct SqliteStore {
@@ -238,7 +240,7 @@ impl SqliteStore {
 
         let shared = Arc::new(Shared { writable: AtomicBool::new(true), ..Default::default() });
         let (tx, rx) = sync_channel(opts.queue_capacity.max(1));
-        let writer = Writer::new(conn, hub, Arc::clone(&shared), opts.detect, max_pages);
+        let writer = Writer::new(conn, hub, Arc::clone(&shared), opts.detect, max_pages, opts.outbox);
         let handle = std::thread::Builder::new()
             .name("aop-writer".into())
             .spawn(move || writer.run(rx))
@@ -409,6 +411,32 @@ impl Store for SqliteStore {
             return Box::pin(std::future::ready(Ok(Some((*f).clone()))));
         }
         Box::pin(self.readers.run(move |c| Ok(read::session_state(c, &id)?.map(|s| board::Facts::of_state(&s)))))
+    }
+
+    fn claim_deliveries(
+        &self,
+        targets: Vec<String>,
+        limit: usize,
+        _lease_ms: i64,
+    ) -> BoxFuture<'_, Result<outbox::Claimed, StoreError>> {
+        let now = writer::now_ms();
+        Box::pin(self.readers.run(move |c| read::due_deliveries(c, &targets, limit, now)))
+    }
+
+    fn settle_deliveries(&self, settled: Vec<outbox::Settle>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.submit(move |r| Job::Settle(settled, r)))
+    }
+
+    fn expire_deliveries(&self, keep: Vec<String>, max_age_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(self.submit(move |r| Job::Expire(keep, max_age_ms, r)))
+    }
+
+    fn delivery_counts(&self) -> BoxFuture<'_, Result<outbox::DeliveryCounts, StoreError>> {
+        Box::pin(self.readers.run(read::delivery_counts))
+    }
+
+    fn deliveries(&self, session_id: String) -> BoxFuture<'_, Result<Option<Vec<outbox::DeliveryRow>>, StoreError>> {
+        Box::pin(self.readers.run(move |c| read::deliveries(c, &session_id)))
     }
 
     fn health(&self) -> StoreHealth {

@@ -2,6 +2,7 @@
 
 use super::connect::{self, Access};
 use crate::model::{SessionRow, SessionState};
+use crate::store::outbox::{Claimed, DeliveryCounts, DeliveryRow, Due, MAX_SESSION_DELIVERIES};
 use crate::store::{
     AlertPage, AlertQuery, DetailQuery, ExportStream, FeedEvent, SessionDetail, SessionPage, SessionQuery, StoreError,
     StoredEvent,
@@ -88,11 +89,16 @@ const ROW_COLUMNS: &str =
     "s.id, s.state, s.alert_count, (SELECT COUNT(*) FROM sessions c WHERE c.parent_id = s.id), s.last_seen_us, s.pinned";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(SessionRow, i64)> {
-    let id: String = r.get(0)?;
-    let state: String = r.get(1)?;
-    let mut row = decode_state(&id, &state).view(r.get(2)?, r.get(3)?);
-    row.pinned = r.get(5)?;
-    Ok((row, r.get(4)?))
+    row_at(r, 0)
+}
+
+/// The [`ROW_COLUMNS`] starting at column `at`.
+fn row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<(SessionRow, i64)> {
+    let id: String = r.get(at)?;
+    let state: String = r.get(at + 1)?;
+    let mut row = decode_state(&id, &state).view(r.get(at + 2)?, r.get(at + 3)?);
+    row.pinned = r.get(at + 5)?;
+    Ok((row, r.get(at + 4)?))
 }
 
 /// `GET /sessions`, after `cursor` (decoded by the caller: [`SessionQuery::after`]).
@@ -259,6 +265,76 @@ pub(super) fn alerts(c: &Connection, q: &AlertQuery, before: Option<i64>) -> rus
     let rows: Vec<(i64, String)> =
         stmt.query_map(params_from_iter(args), |r| Ok((r.get(0)?, alert_json(r)?)))?.collect::<Result<_, _>>()?;
     Ok(q.page(rows))
+}
+
+/// The deliveries due at `now_ms` for these targets, with their alerts and sessions. Nothing is
+/// written: this file has one worker, which holds what it sends until it settles it.
+pub(super) fn due_deliveries(
+    c: &Connection,
+    targets: &[String],
+    limit: usize,
+    now_ms: i64,
+) -> rusqlite::Result<Claimed> {
+    let targets = serde_json::to_string(targets).unwrap_or_else(|_| "[]".to_owned());
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT d.alert_id, d.target, d.attempts, d.created_ms, a.session_id, a.type, a.body, {ROW_COLUMNS} \
+         FROM deliveries d JOIN alerts a ON a.id = d.alert_id JOIN sessions s ON s.sid = a.sid \
+         WHERE d.done_ms IS NULL AND d.next_ms <= ?1 AND d.target IN (SELECT value FROM json_each(?2)) \
+         ORDER BY d.next_ms LIMIT ?3"
+    ))?;
+    let due = stmt
+        .query_map(params![now_ms, targets, limit as i64], |r| {
+            let alert_id: i64 = r.get(0)?;
+            let (session, _) = row_at(r, 7)?;
+            Ok(Due {
+                alert_id,
+                target: r.get(1)?,
+                attempts: r.get(2)?,
+                created_ms: r.get(3)?,
+                session_id: r.get(4)?,
+                kind: r.get(5)?,
+                alert: crate::detect::with_alert_id(r.get_ref(6)?.as_str()?, alert_id),
+                session,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Claimed { now_ms, due })
+}
+
+pub(super) fn delivery_counts(c: &Connection) -> rusqlite::Result<DeliveryCounts> {
+    c.prepare_cached(
+        "SELECT (SELECT count(*) FROM deliveries WHERE done_ms IS NULL), \
+                (SELECT count(*) FROM deliveries WHERE state = 'failed')",
+    )?
+    .query_row([], |r| Ok(DeliveryCounts { pending: r.get::<_, i64>(0)? as u64, failed: r.get::<_, i64>(1)? as u64 }))
+}
+
+/// A session's deliveries (at most [`MAX_SESSION_DELIVERIES`]), or `None` when it does not exist.
+pub(super) fn deliveries(c: &Connection, id: &str) -> rusqlite::Result<Option<Vec<DeliveryRow>>> {
+    snapshot(c, |c| {
+        let Some(sid) = session_sid(c, id)? else { return Ok(None) };
+        let mut stmt = c.prepare_cached(
+            "SELECT d.alert_id, a.type, d.target, d.state, d.attempts, d.created_ms, d.next_ms, d.done_ms, d.error \
+             FROM alerts a JOIN deliveries d ON d.alert_id = a.id WHERE a.sid = ?1 \
+             ORDER BY d.alert_id, d.target LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![sid, MAX_SESSION_DELIVERIES], |r| {
+                Ok(DeliveryRow {
+                    alert_id: r.get(0)?,
+                    alert_type: r.get(1)?,
+                    target: r.get(2)?,
+                    state: r.get(3)?,
+                    attempts: r.get(4)?,
+                    created_ms: r.get(5)?,
+                    next_ms: r.get(6)?,
+                    done_ms: r.get(7)?,
+                    error: r.get(8)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(rows))
+    })
 }
 
 /// The few envelope fields a stream filter reads, taken from a stored (already valid) event.

@@ -59,6 +59,27 @@ const MIGRATIONS: &[&str] = &[
     // v3. `GET /sessions?conversation=ID` reads one conversation's sessions in the list's order.
     "CREATE INDEX sessions_by_conversation ON sessions(conversation, last_seen_us DESC, id DESC) \
      WHERE conversation IS NOT NULL;",
+    // v4. The notification outbox: one row per (alert, target), inserted with the alert, so a
+    // delivery is as durable as its alert. `target` is the target's key (a hash; the URL holds
+    // tokens and is never stored). `next_ms` is when the next attempt is due, `done_ms` when it
+    // was delivered, summarised or given up: a row is waiting exactly while it has none. A
+    // session's rows are found through its alerts (`alerts_by_session`), so no column or index
+    // is spent on that. The partial index is all the worker's polls read, and it only ever holds
+    // what is waiting.
+    "
+    CREATE TABLE deliveries (
+        alert_id   INTEGER NOT NULL,
+        target     TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        next_ms    INTEGER NOT NULL,
+        done_ms    INTEGER,
+        error      TEXT,
+        PRIMARY KEY (alert_id, target)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_due ON deliveries(next_ms) WHERE done_ms IS NULL;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -283,18 +304,18 @@ mod tests {
             (
                 "DROP TABLE sessions; CREATE VIEW sessions AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL \
                  SELECT x + 1 FROM c) SELECT x AS sid FROM c",
-                r#"its "sessions" is a view where aop's schema (version 3) has a table"#,
+                r#"its "sessions" is a view where aop's schema (version 4) has a table"#,
             ),
             (
                 "CREATE TRIGGER spin AFTER INSERT ON events BEGIN SELECT 1; END",
-                r#"it has trigger "spin" on "events", which aop's schema (version 3) does not"#,
+                r#"it has trigger "spin" on "events", which aop's schema (version 4) does not"#,
             ),
             ("CREATE INDEX by_body ON events(body)", r#"index "by_body" on "events""#),
             ("CREATE TABLE mine (x)", r#"it has table "mine", which"#),
-            ("ALTER TABLE alerts ADD COLUMN extra TEXT", r#"its table "alerts" differs from aop's schema (version 3)"#),
+            ("ALTER TABLE alerts ADD COLUMN extra TEXT", r#"its table "alerts" differs from aop's schema (version 4)"#),
             (
                 "DROP INDEX sessions_parent",
-                r#"it lacks index "sessions_parent" on "sessions" of aop's schema (version 3)"#,
+                r#"it lacks index "sessions_parent" on "sessions" of aop's schema (version 4)"#,
             ),
             ("CREATE TABLE x (a); PRAGMA user_version = 0", "another application's SQLite database"),
             ("PRAGMA user_version = -1", "its schema version (-1) is not one aop writes"),

@@ -5,6 +5,7 @@
 use super::writer::{Writer, RETAIN_BATCH};
 use crate::detect;
 use crate::hub::Message;
+use crate::store::outbox::{Settle, Settled, NEVER_ATTEMPTED};
 use crate::store::Retention;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::Ordering;
@@ -110,6 +111,9 @@ impl Writer {
             .optional()?;
         let Some(sid) = sid else { return Ok(false) };
         self.conn.prepare_cached("DELETE FROM events WHERE sid = ?1")?.execute([sid])?;
+        self.conn
+            .prepare_cached("DELETE FROM deliveries WHERE alert_id IN (SELECT id FROM alerts WHERE sid = ?1)")?
+            .execute([sid])?;
         self.conn.prepare_cached("DELETE FROM alerts WHERE sid = ?1")?.execute([sid])?;
         self.conn.prepare_cached("DELETE FROM sessions WHERE sid = ?1")?.execute([sid])?;
         self.live.remove(id);
@@ -117,6 +121,39 @@ impl Writer {
         self.facts.push((id.to_owned(), crate::store::board::Facts::default()));
         self.published.push(Message::session_deleted(id.to_owned()));
         Ok(true)
+    }
+
+    /// Records attempts' outcomes. Only a waiting delivery changes: one settled already (or whose
+    /// session was deleted meanwhile) stays as it is.
+    pub(super) fn settle_deliveries(&mut self, settled: &[Settle]) -> rusqlite::Result<()> {
+        for s in settled {
+            let (state, next_ms, done_ms, error) = match &s.outcome {
+                Settled::Delivered => ("delivered", self.now_ms, Some(self.now_ms), None),
+                Settled::Summarised => ("summarised", self.now_ms, Some(self.now_ms), None),
+                Settled::Retry { after_ms, error } => ("pending", self.now_ms + after_ms, None, Some(error.as_str())),
+                Settled::Failed { error } => ("failed", self.now_ms, Some(self.now_ms), Some(error.as_str())),
+            };
+            self.conn
+                .prepare_cached(
+                    "UPDATE deliveries SET state = ?3, attempts = ?4, next_ms = ?5, done_ms = ?6, \
+                     error = coalesce(?7, error) WHERE alert_id = ?1 AND target = ?2 AND done_ms IS NULL",
+                )?
+                .execute(params![s.alert_id, s.target, state, s.attempts, next_ms, done_ms, error])?;
+        }
+        Ok(())
+    }
+
+    /// Gives up waiting deliveries older than `max_age_ms` whose targets are not in `keep` (the
+    /// worker gives up on its own targets' deliveries as it settles them).
+    pub(super) fn expire_deliveries(&mut self, keep: &[String], max_age_ms: i64) -> rusqlite::Result<usize> {
+        let keep = serde_json::to_string(keep).unwrap_or_else(|_| "[]".to_owned());
+        self.conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'failed', done_ms = ?1, error = coalesce(error, ?3) \
+                 WHERE done_ms IS NULL AND next_ms <= ?1 AND created_ms <= ?1 - ?2 \
+                 AND target NOT IN (SELECT value FROM json_each(?4))",
+            )?
+            .execute(params![self.now_ms, max_age_ms, NEVER_ATTEMPTED, keep])
     }
 
     /// Gives the pages retention freed back to the file system, then restores the size cap (SQLite

@@ -14,6 +14,7 @@ use crate::model::Event;
 use crate::store::apply::{ChildEnd, Live, Tracked};
 use crate::store::board::Facts;
 use crate::store::job::{tell, Command, Job, Reply};
+use crate::store::outbox::Outbox;
 use crate::store::{Outcome, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -78,6 +79,10 @@ pub(super) struct Writer {
     pub(super) shrink_due: bool,
     /// What the guard will read of the sessions the open transaction changed.
     pub(super) facts: Vec<(String, Facts)>,
+    /// The notification targets alerts go to.
+    outbox: Arc<Outbox>,
+    /// The open transaction wrote deliveries: wake the delivery worker once it commits.
+    pub(super) delivering: bool,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -98,6 +103,7 @@ impl Writer {
         shared: Arc<Shared>,
         detect: DetectConfig,
         max_pages: Option<u64>,
+        outbox: Arc<Outbox>,
     ) -> Self {
         conn.set_prepared_statement_cache_capacity(32);
         let mut w = Writer {
@@ -113,6 +119,8 @@ impl Writer {
             published: Vec::new(),
             shrink_due: false,
             facts: Vec::new(),
+            outbox,
+            delivering: false,
         };
         if let Err(e) = w.load_silent() {
             tracing::error!(error = %e, "cannot read running sessions; stalls will not be detected for them");
@@ -166,6 +174,8 @@ impl Writer {
             Job::Stalls(reply) => settle(reply, self.stalls()),
             Job::Pin(id, pinned, reply) => settle(reply, self.pin(&id, pinned)),
             Job::Retain(policy, reply) => settle(reply, self.retain(&policy)),
+            Job::Settle(settled, reply) => settle(reply, self.settle_deliveries(&settled)),
+            Job::Expire(keep, max_age_ms, reply) => settle(reply, self.expire_deliveries(&keep, max_age_ms)),
         }
     }
 
@@ -174,6 +184,7 @@ impl Writer {
         self.txn_events = 0;
         self.published.clear();
         self.shrink_due = false;
+        self.delivering = false;
         let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
         let mut failed: Vec<Failed> = Vec::new();
         let mut unrun = Vec::new();
@@ -247,6 +258,9 @@ impl Writer {
                 self.shared.alerts.fetch_add(1, Ordering::Relaxed);
             }
             self.hub.publish(msg);
+        }
+        if std::mem::take(&mut self.delivering) {
+            self.outbox.wake.notify_one();
         }
     }
 
@@ -424,6 +438,16 @@ impl Writer {
             self.conn
                 .prepare_cached("UPDATE sessions SET alert_count = alert_count + 1 WHERE sid = ?1")?
                 .execute([sid])?;
+            // Without targets this loop never runs: ingest costs what it did before notifications.
+            for target in self.outbox.targets_for(a.kind, agent_id) {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO deliveries (alert_id, target, state, created_ms, next_ms) \
+                         VALUES (?1, ?2, 'pending', ?3, ?3)",
+                    )?
+                    .execute(params![id, target, self.now_ms])?;
+                self.delivering = true;
+            }
             let data = with_alert_id(&body, id);
             self.published.push(Message::alert(
                 session_id.to_owned(),

@@ -75,9 +75,9 @@ pub(crate) const ENDLESS_TRIGGER: &str = "
 ";
 
 /// Takes an aop database back to schema version 1, as an aop of that version left it (it had no
-/// `conversation` column, nor its index).
-pub(crate) const SCHEMA_VERSION_1: &str =
-    "DROP INDEX sessions_by_conversation; ALTER TABLE sessions DROP COLUMN conversation; PRAGMA user_version = 1;";
+/// `conversation` column, nor its index, nor the notification outbox).
+pub(crate) const SCHEMA_VERSION_1: &str = "DROP TABLE deliveries; DROP INDEX sessions_by_conversation; \
+     ALTER TABLE sessions DROP COLUMN conversation; PRAGMA user_version = 1;";
 
 /// An aop database named `name` in the sandbox, made by the real binary (one session of one
 /// event), then changed by `sql` (nothing if empty).

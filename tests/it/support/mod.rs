@@ -4,7 +4,8 @@
 //! hand ([`h2c`]), readings of what a process holds ([`resources`]), the Python OpenTelemetry
 //! clients of `tests/otel/` in their pinned environment ([`pyenv`]), real PostgreSQL servers of
 //! the tests' own, from the machine's packages ([`pg`]), and the real coding-agent CLIs run
-//! offline against a scripted model ([`agents`]).
+//! offline against a scripted model ([`agents`]), and a webhook receiver that records what it
+//! gets ([`webhook`]).
 //!
 //! Tests never read the machine's `~/.aop`: every process gets a fresh temporary `HOME` and a
 //! scrubbed environment (no `AOP_*`, no `RUST_LOG`).
@@ -19,6 +20,7 @@ pub(crate) mod raw;
 pub(crate) mod resources;
 pub(crate) mod server;
 pub(crate) mod sse;
+pub(crate) mod webhook;
 
 pub(crate) use events::{at, event, export_with_a_huge_line, ndjson, EventExt};
 pub(crate) use server::{Finished, Launch, Sandbox, TestServer};

@@ -344,7 +344,7 @@ pub(crate) fn make_ca(dir: &Path) -> PathBuf {
 
 /// A certificate for `localhost` and 127.0.0.1 signed by the CA of [`make_ca`] in `dir`:
 /// `server.pem` and `server.key` (mode 0600, as the server requires).
-fn make_server_cert(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn make_server_cert(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(
         dir.join("server.cnf"),
         "[req]\ndistinguished_name = dn\nprompt = no\n\
