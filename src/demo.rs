@@ -22,6 +22,70 @@ pub struct DemoArgs {
     /// Access token, when the collector requires one.
     #[arg(long, env = "AOP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A webhook (http or https) that receives the demo's alerts as JSON notifications. Targets
+    /// live only in a collector's config file, so with this the demo runs a collector of its own
+    /// (on a free port, a temporary database) instead of using --url.
+    #[arg(long, value_name = "URL")]
+    pub notify: Option<String>,
+}
+
+/// A collector the demo runs for itself (`--notify`): its address, and how to stop it.
+struct Own {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<anyhow::Result<()>>,
+    dir: std::path::PathBuf,
+}
+
+impl Own {
+    async fn start(webhook: &str, run: &str) -> Result<Own, String> {
+        let mut table = toml::Table::new();
+        table.insert("name".into(), "aop demo".into());
+        table.insert("url".into(), webhook.into());
+        let targets = crate::notify::targets(Some(toml::Value::Array(vec![toml::Value::Table(table)])))
+            .map_err(|e| format!("--notify: {e}"))?;
+        let dir = std::env::temp_dir().join(format!("aop-demo-{run}-{}", std::process::id()));
+        let mut config = crate::config::Config::with_db(dir.join("events.db"));
+        config.port = 0;
+        config.notify.targets = targets;
+        let app =
+            crate::app::App::build(config).await.map_err(|e| format!("cannot start the demo's collector: {e}"))?;
+        let url = format!("http://{}", app.addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let served = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Ok(Own { url, stop, served, dir })
+    }
+
+    /// Waits (up to 30 s) until no delivery is pending, says how it went, and stops.
+    async fn finish(self, target: &Arc<Target>) {
+        let mut said = "still pending after 30 s".to_owned();
+        for _ in 0..300 {
+            let health = match Conn::connect(target).await {
+                Ok(mut c) => c
+                    .request("GET", "/health", None, b"")
+                    .await
+                    .ok()
+                    .and_then(|r| serde_json::from_slice::<Value>(r.body).ok()),
+                Err(_) => None,
+            };
+            let notify = health.as_ref().map(|h| &h["notify"]);
+            if let Some(n) = notify.filter(|n| n["pending"] == 0) {
+                said = if n["failed"] == 0 {
+                    "delivered".to_owned()
+                } else {
+                    format!("{} failed (see the session's alerts)", n["failed"])
+                };
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!("  notifications to --notify: {said}");
+        let _ = self.stop.send(());
+        let _ = self.served.await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 const TOPICS: [&str; 6] = [
@@ -310,7 +374,22 @@ pub fn run(args: DemoArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let target = match Target::parse(&args.url, args.token.as_deref(), false) {
+        let run = format!(
+            "{:x}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        );
+        let own = match args.notify.as_deref() {
+            Some(webhook) => match Own::start(webhook, &run).await {
+                Ok(own) => Some(own),
+                Err(e) => {
+                    eprintln!("aop demo: {}", crate::clean::text(&e));
+                    return ExitCode::from(2);
+                }
+            },
+            None => None,
+        };
+        let url = own.as_ref().map_or(args.url.as_str(), |o| o.url.as_str());
+        let target = match Target::parse(url, args.token.as_deref(), false) {
             Ok(t) => Arc::new(t),
             Err(e) => {
                 eprintln!("aop demo: {}", crate::clean::text(&e.to_string()));
@@ -322,10 +401,12 @@ pub fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
         let speed = if args.speed.is_finite() && args.speed > 0.0 { args.speed } else { 1.0 };
-        let run = format!(
-            "{:x}",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-        );
+        if own.is_some() {
+            println!(
+                "aop demo: a collector of its own at {} (a temporary database), its alerts to --notify",
+                target.url
+            );
+        }
         println!(
             "aop demo: {} research agents reporting to {} — watch {}/dashboard/",
             args.agents.max(1),
@@ -348,6 +429,9 @@ pub fn run(args: DemoArgs) -> ExitCode {
                     failed = true;
                 }
             }
+        }
+        if let Some(own) = own {
+            own.finish(&target).await;
         }
         if failed {
             ExitCode::FAILURE

@@ -228,7 +228,7 @@ async fn bad_guard_and_stop_requests_get_a_reason_and_change_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     // The token, the content type and the Origin rules hold on every new endpoint.
-    for path in ["/guard", "/sessions/careful/stop", "/sessions/careful/resume"] {
+    for path in ["/guard", "/sessions/careful/stop", "/sessions/careful/resume", "/hooks/claude-code"] {
         let bare = server.request(Method::POST, path).header("content-type", "application/json").body("{}");
         assert_eq!(TestServer::send_json(bare).await.0, StatusCode::UNAUTHORIZED, "{path}");
         let foreign = server
@@ -286,4 +286,24 @@ async fn the_demos_looping_agent_asks_the_guard_and_is_told_ask() {
         (asks == 2).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_with_notify_delivers_its_loop_alert_to_the_webhook() {
+    let receiver = crate::support::webhook::Receiver::start().await;
+    let sandbox = crate::support::Sandbox::new();
+    let hook = receiver.url("/demo");
+    let out = sandbox.run(&["demo", "--notify", &hook, "--agents", "1", "--speed", "20"]).await;
+    out.assert_code(0);
+    assert!(out.stdout.contains("aop's guard says ask"), "{}", out.output());
+    assert!(out.stdout.contains("notifications to --notify: delivered"), "{}", out.output());
+    let delivered = receiver.delivered();
+    let kinds: Vec<Value> = delivered.iter().map(|r| r.json()["alert"]["type"].clone()).collect();
+    assert!(kinds.contains(&json!("loop")), "the loop alert reached the webhook: {kinds:?}");
+    let the_loop = delivered.iter().find(|r| r.json()["alert"]["type"] == "loop").unwrap().json();
+    assert_eq!(the_loop["session"]["agent_id"], "research-agent");
+    assert!(the_loop["link"].as_str().unwrap().contains("/dashboard/#/sessions/"), "{the_loop}");
+    let refused = sandbox.run(&["demo", "--notify", "ftp://example.com/x"]).await;
+    assert_eq!(refused.code(), 2, "{}", refused.output());
+    assert!(refused.stderr.contains("http:// or https://"), "{}", refused.output());
 }
