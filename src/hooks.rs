@@ -48,15 +48,12 @@ fn s<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     body.get(key).and_then(Value::as_str).filter(|v| !v.is_empty())
 }
 
+/// At most `max` bytes of `text`, with an ellipsis when cut.
 fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
+    match crate::detect::cut(text, max) {
+        (kept, true) => format!("{kept}…"),
+        (kept, false) => kept,
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 impl Hook {

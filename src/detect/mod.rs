@@ -38,6 +38,7 @@ mod testkit;
 pub use alert::{with_alert_id, AlertKind, NewAlert, Severity};
 pub use config::DetectConfig;
 pub use detector::{stall_check, GuardView, SessionDetector};
+pub(crate) use json::cut;
 pub(crate) use json::{canonical, digest, quote};
 pub use loops::{LoopVerdict, LoopView, MAX_CALLS};
 pub use replay::{replay, ReplayError, ReplayReport};

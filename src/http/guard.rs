@@ -84,14 +84,9 @@ async fn latest_alert(store: &dyn Store, session: &str, kind: &str) -> Option<i6
 /// Stores the decision in the session without holding up the answer.
 fn record(app: &AppState, facts: Facts, call: &Call, answer: &Answer) {
     let input = serde_json::to_string(&call.input).unwrap_or_default();
-    let (input, truncated) = if input.len() <= RECORDED_INPUT {
-        (call.input.clone(), false)
-    } else {
-        let mut cut = RECORDED_INPUT;
-        while !input.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        (Value::String(format!("{}…", &input[..cut])), true)
+    let (input, truncated) = match crate::detect::cut(&input, RECORDED_INPUT) {
+        (_, false) => (call.input.clone(), false),
+        (kept, true) => (Value::String(format!("{kept}…")), true),
     };
     let payload = json!({
         "decision": answer.decision,
