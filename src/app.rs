@@ -41,6 +41,8 @@ pub struct App {
     idle_end: Option<Duration>,
     /// The delivery worker of notifications, started with the timers.
     notifier: crate::notify::worker::Worker,
+    /// `/mcp` offers `stop_session`.
+    mcp_allow_stop: bool,
 }
 
 impl App {
@@ -99,6 +101,7 @@ impl App {
         };
         let max_connections = config.max_connections;
         let idle_end = config.idle_end;
+        let mcp_allow_stop = config.mcp_allow_stop;
         Ok(App {
             listener,
             addr,
@@ -110,6 +113,7 @@ impl App {
             max_connections,
             idle_end,
             notifier,
+            mcp_allow_stop,
         })
     }
 
@@ -121,7 +125,7 @@ impl App {
     /// requests finish (bounded), and lets the writer commit what is queued.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
-        let router = http::router(self.state.clone(), self.security);
+        let router = http::router(self.state.clone(), self.security, self.mcp_allow_stop);
         let metrics = Arc::clone(&self.state.metrics);
         let mut serving =
             tokio::spawn(crate::serve::serve(self.listener, router, token.clone(), self.max_connections, metrics));

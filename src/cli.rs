@@ -50,6 +50,22 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Alert notifications: `aop notify test` sends a sample alert to every [[notify]] target of the config file.
     Notify(NotifyArgs),
+    /// Serve MCP over stdin/stdout for an agent or IDE (Claude Code, Cursor, Codex, Claude Desktop): tools that ask a running collector about runs.
+    Mcp(McpArgs),
+}
+
+/// `aop mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// The collector the tools ask.
+    #[arg(long, env = "AOP_URL", default_value = "http://127.0.0.1:4317")]
+    pub url: String,
+    /// The collector's access token, when it requires one.
+    #[arg(long, env = "AOP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Offer the stop_session tool (the operator's stop of a run).
+    #[arg(long, env = "AOP_MCP_ALLOW_STOP")]
+    pub mcp_allow_stop: bool,
 }
 
 /// `aop notify …`.
@@ -195,6 +211,10 @@ pub struct StartArgs {
     /// The collector's URL as people reach it (behind a proxy, or listening on all interfaces), for links in notifications. [default: the address it listens on]
     #[arg(long, env = "AOP_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// Offer the stop_session tool on /mcp: an MCP client may then stop runs, as the dashboard's Stop button does.
+    #[arg(long, env = "AOP_MCP_ALLOW_STOP")]
+    #[serde(default)]
+    pub mcp_allow_stop: bool,
     /// The config file's notification targets, `[[notify]]` tables (README, "Notifications"): in
     /// the file only, so nothing but its owner can make aop call an address.
     #[arg(skip)]
@@ -562,6 +582,7 @@ impl StartArgs {
             format!("invalid config file {}", path.as_deref().unwrap_or(std::path::Path::new("")).display())
         })?;
         c.notify = config::notify(targets, s.notify_max_age, s.public_url.as_deref())?;
+        c.mcp_allow_stop = s.mcp_allow_stop;
         c.check()?;
         Ok(c)
     }

@@ -57,6 +57,8 @@ pub struct Config {
     pub guard: crate::guard::Policy,
     /// Where alerts are delivered (the config file's `[[notify]]` tables), and for how long.
     pub notify: crate::notify::Settings,
+    /// Whether `/mcp` offers `stop_session` (off: an MCP client may read, not act).
+    pub mcp_allow_stop: bool,
 }
 
 impl Config {
@@ -85,6 +87,7 @@ impl Config {
             idle_end: Some(DEFAULT_IDLE_END),
             guard: crate::guard::Policy::default(),
             notify: crate::notify::Settings::default(),
+            mcp_allow_stop: false,
         }
     }
 

@@ -21,6 +21,8 @@
 //! - [`hooks`]: Claude Code's hook events read as steps of its session, and the guard's answer in
 //!   its hook output form. No I/O.
 //! - [`compare`]: two runs aligned step by step, their first divergence and deltas. No I/O.
+//! - [`mcp`]: the MCP server: tools that ask the collector's API about runs, at `/mcp` (in
+//!   process) and as `aop mcp` over stdio (over HTTP).
 //! - [`diff`]: `aop diff`, two runs compared from files or a collector, rendered side by side.
 //! - [`copy`]: `aop copy`, every session's events from one store into another.
 //! - [`demo`]: `aop demo`, simulated agents for a first look at the dashboard.
@@ -46,6 +48,7 @@ pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod jsonl;
+pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod notify;

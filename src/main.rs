@@ -21,7 +21,8 @@ const EXIT_DIFF_TROUBLE: u8 = 2;
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    init_logging();
+    // Over stdio the client shows a server's stderr as its log: the SDK's info lines are noise there.
+    init_logging(if matches!(cli.command, Command::Mcp(_)) { "warn" } else { "info" });
     match cli.command {
         Command::Start(args) => {
             let start_matches = matches.subcommand_matches("start").cloned().unwrap_or_default();
@@ -45,6 +46,26 @@ fn main() -> ExitCode {
         Command::Notify(args) => match args.command {
             NotifyCommand::Test(args) => notify_test(args),
         },
+        Command::Mcp(args) => mcp(args),
+    }
+}
+
+/// `aop mcp`: MCP over stdio until the client closes stdin.
+fn mcp(args: aop::cli::McpArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("aop: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let token = args.token.as_deref().filter(|t| !t.is_empty());
+    match runtime.block_on(aop::mcp::stdio(&args.url, token, args.mcp_allow_stop)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aop mcp: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 
@@ -62,10 +83,10 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AOP_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -549,4 +549,25 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn guard_answers_are_the_same_whatever_their_alerts_ids() {
+        let guard = |id: &str, alert: i64, decision: &str| {
+            Event::parse(
+                &json!({
+                    "spec": "aop/1.0", "session_id": id, "agent_id": "bot", "sequence": 7,
+                    "timestamp": "2026-04-03T10:00:07.000Z", "type": "aop.guard",
+                    "payload": {"tool": "search", "decision": decision, "input": {"q": "x"},
+                        "reasons": [{"type": "loop", "alert_id": alert, "message": "search was called 4 times"}]},
+                })
+                .to_string(),
+            )
+            .unwrap()
+        };
+        let (a, b, c) = (guard("a", 1, "ask"), guard("b", 3, "ask"), guard("c", 3, "deny"));
+        let [a, b, c] = [&a, &b, &c].map(|e| Step::of(e).unwrap());
+        assert!(a.same(&b), "{a:?} {b:?}");
+        assert!(!a.same(&c) && a.pairs(&c));
+        assert_eq!(a.summary, "guard: ask search — search was called 4 times");
+    }
 }

@@ -112,6 +112,21 @@ impl Step {
                 let pair = digest(&[kind, service, method, endpoint]);
                 Step::new(ev, pair, digest(&[kind, service, method, endpoint, &status]), None, summary)
             }
+            "aop.guard" => {
+                // The guard's answer: the same when it gave the same decision for the same call
+                // and reasons. Its reasons name alerts by id, which differs in every run.
+                let tool = p.tool().unwrap_or("?");
+                let decision = p.str("decision").unwrap_or("?");
+                let input = p.get("input").map_or_else(String::new, canonical);
+                let reasons: Vec<&str> = p
+                    .get("reasons")
+                    .and_then(Value::as_array)
+                    .map(|r| r.iter().filter_map(|r| r.get("message")?.as_str()).collect())
+                    .unwrap_or_default();
+                let summary = format!("guard: {decision} {tool} — {}", reasons.join("; "));
+                let same = digest(&[kind, tool, decision, &input, &reasons.join("\n")]);
+                Step::new(ev, digest(&[kind, tool]), same, None, summary)
+            }
             _ => {
                 // A custom type: the same when its payload is, apart from the span it came from
                 // (every run's spans have ids of their own).

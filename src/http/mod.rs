@@ -145,12 +145,34 @@ fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-pub fn router(state: AppState, security: Security) -> Router {
+/// The MCP endpoint, served by the MCP SDK rather than from the table.
+const MCP_PATH: &str = "/mcp";
+const MCP_DOCS: &[(&str, &str)] = &[(
+    "POST",
+    "MCP (Streamable HTTP, stateless): tools to list, read and compare sessions and alerts (aop mcp serves them over stdio)",
+)];
+
+/// The collector: every route of the table, `/mcp`, and the guard in front of them all.
+/// `mcp_allow_stop` offers the MCP `stop_session` tool.
+pub fn router(state: AppState, security: Security, mcp_allow_stop: bool) -> Router {
     let security = Arc::new(security);
+    let shutdown = state.shutdown.child_token();
+    let api = api(state);
+    let mcp = crate::mcp::http_service(api.clone(), mcp_allow_stop, shutdown);
+    api.route_service(MCP_PATH, mcp)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&security), security::guard))
+        .layer(security.cors())
+}
+
+/// The routes of the table, unguarded: what the MCP tools call in process (a request to `/mcp`
+/// has passed the guard already).
+fn api(state: AppState) -> Router {
     let table = endpoints();
+    let docs = MCP_DOCS.iter().map(|(method, doc)| (format!("{method} {MCP_PATH}"), (*doc).into()));
     let index: serde_json::Map<String, serde_json::Value> = table
         .iter()
         .flat_map(|e| e.docs.iter().map(move |(method, doc)| (format!("{method} {}", e.path), (*doc).into())))
+        .chain(docs)
         .collect();
     let mut router = Router::new();
     for e in table {
@@ -163,6 +185,4 @@ pub fn router(state: AppState, security: Security) -> Router {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
         .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&security), security::guard))
-        .layer(security.cors())
 }

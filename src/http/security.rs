@@ -100,13 +100,16 @@ impl Security {
             }))
             .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
             // Browser OTLP exporters may gzip their bodies, and read `Retry-After` to back off.
+            // MCP's browser clients (an inspector on localhost) send its version and session headers.
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::CONTENT_ENCODING,
                 header::AUTHORIZATION,
                 HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("mcp-protocol-version"),
+                HeaderName::from_static("mcp-session-id"),
             ])
-            .expose_headers([header::RETRY_AFTER])
+            .expose_headers([header::RETRY_AFTER, HeaderName::from_static("mcp-session-id")])
             .max_age(std::time::Duration::from_secs(600))
     }
 }
@@ -238,7 +241,8 @@ async fn check(sec: &Security, mut req: Request, next: Next) -> Result<Response,
             "{from} {host:?} is not a name of this collector; add it with --allow-host if you meant it (this check stops DNS rebinding)"
         )));
     }
-    if !is_safe(req.method()) {
+    // MCP's transport rules refuse a foreign Origin on every request to its endpoint, reads too.
+    if !is_safe(req.method()) || req.uri().path() == "/mcp" {
         // Any page the user visits can send a write (a no-cors fetch, a beacon, a form) even
         // though it cannot read the answer: refuse foreign origins before anything is stored.
         if let Some(origin) = req.headers().get(header::ORIGIN) {
