@@ -47,7 +47,8 @@
 //! - [`notify`]: alert notifications to a real webhook receiver — each alert once and signed,
 //!   retries with one delivery id, receivers down, collectors killed, a fleet delivering once, the
 //!   rate cap's summary, Slack's shape, `aop notify test`, refusals, counts and delivery states.
-//! - [`mcp`]: the MCP server through the official Python SDK over stdio and Streamable HTTP —
+//! - [`mcp`]: the MCP server through the official Python SDK over stdio and Streamable HTTP and the
+//!   TypeScript SDK over HTTP —
 //!   every tool, the same answers both ways, paging, bounds, bad arguments, the token and Origin
 //!   rules, `stop_session` only when allowed, the README's client configurations.
 //! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh

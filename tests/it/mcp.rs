@@ -490,3 +490,59 @@ async fn answers_about_a_100_000_event_session_stay_within_the_bound() {
     assert_eq!(tail["next_sequence"], Value::Null);
     server.get_ok("/health").await;
 }
+
+fn numbers_as_floats(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(a) => Value::Array(a.iter().map(numbers_as_floats).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), numbers_as_floats(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// `@modelcontextprotocol/sdk` on npm: the official TypeScript SDK.
+const TS_SDK_VERSION: &str = "1.32.2";
+
+/// The TypeScript SDK installed once into `target/` (as the coding agents are), its prefix.
+fn typescript_sdk() -> PathBuf {
+    crate::support::agents::npm_install("@modelcontextprotocol/sdk", TS_SDK_VERSION, |prefix| {
+        let manifest = prefix.join("node_modules/@modelcontextprotocol/sdk/package.json");
+        let text = std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        if v["version"] == TS_SDK_VERSION {
+            Ok(prefix.to_owned())
+        } else {
+            Err(format!("{} holds version {}", manifest.display(), v["version"]))
+        }
+    })
+}
+
+/// The official TypeScript SDK over HTTP (its client checks each structured answer against the
+/// tool's output schema): every call answered as the Python SDK's is.
+#[tokio::test]
+async fn the_typescript_sdk_gets_the_same_answers() {
+    let server = filled(&[]).await;
+    let calls = the_calls(&json!("loop"));
+    let prefix = tokio::task::spawn_blocking(typescript_sdk).await.expect("the install");
+    let file = server.sandbox().path().join("ts-calls.json");
+    std::fs::write(&file, calls.to_string()).expect("the calls file");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.mjs");
+    let mut node = std::process::Command::new("node");
+    node.arg(&script).arg(server.url("/mcp")).arg(TOKEN).arg(&file).env("MCP_SDK", &prefix);
+    let out = tokio::task::spawn_blocking(move || node.output()).await.expect("joined").expect("node runs");
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "client.mjs failed: {}\n{said}", out.status);
+    let ts: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{said}"));
+    assert_eq!(ts["server"]["name"], "aop", "{ts}");
+    let ts = Seen(ts);
+    let py = over_http(&server, &calls).await;
+    assert_eq!(ts.tools(), py.tools());
+    for k in 0..calls.as_array().unwrap().len() {
+        let (t, p) = (ts.call(k), py.call(k));
+        assert!(t.get("protocol_error").is_none(), "call {k}: {t}");
+        // JavaScript has one number type: 4.0 comes back as 4.
+        let (ts_doc, py_doc) = (numbers_as_floats(&t["structured"]), numbers_as_floats(&p["structured"]));
+        assert_eq!((&t["is_error"], &ts_doc, &t["text"]), (&p["is_error"], &py_doc, &p["text"]), "call {k}");
+    }
+    assert_eq!(ts.ok(11)["similar_to"], GOOD);
+}

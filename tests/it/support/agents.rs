@@ -66,7 +66,7 @@ fn isolation_refused() -> Option<&'static str> {
 
 /// An npm package installed once into `target/agents-<name>-<version>` and its executable, which
 /// `usable` finds and checks; panics with npm's output if the install fails or does not run.
-fn npm_install(package: &str, version: &str, usable: impl Fn(&Path) -> Result<PathBuf, String>) -> PathBuf {
+pub(crate) fn npm_install(package: &str, version: &str, usable: impl Fn(&Path) -> Result<PathBuf, String>) -> PathBuf {
     let name = package.trim_start_matches('@').replace('/', "-");
     let prefix = target_dir().join(format!("agents-{name}-{version}"));
     if let Ok(bin) = usable(&prefix) {
