@@ -1,5 +1,6 @@
 //! Workload 4: reads on a large store: the sessions list (plain, filtered, searched), the first
-//! detail page of a very long session, that session's export, and comparisons of it.
+//! detail page of a very long session, that session's export, comparisons of it, and the MCP
+//! tools `get_session` and `compare_with_similar` on it.
 //!
 //! The store is loaded once: its session ids carry its size, not the run id, and a marker session
 //! written after a complete load makes later runs skip loading. Its events are replayable (fixed
@@ -340,9 +341,39 @@ async fn write_marker(ctx: &mut Ctx, layout: &Layout, meta: &MarkerMeta) -> Resu
 
 /// Sequential GETs of `path` for `duration`: latency per request, at concurrency 1.
 async fn timed_gets(ctx: &Ctx, label: &str, path: &str, duration: Duration) -> Result<(), String> {
+    timed(ctx, label, &Ask { method: "GET", path, body: None, extra: &[] }, |_| true, duration).await
+}
+
+/// One request a read figure repeats.
+struct Ask<'a> {
+    method: &'a str,
+    path: &'a str,
+    body: Option<&'a [u8]>,
+    extra: &'a [(&'a str, &'a str)],
+}
+
+/// One request and its whole answer.
+async fn once(conn: &mut Conn, ask: &Ask<'_>) -> std::io::Result<(u16, Vec<u8>)> {
+    let content_type = ask.body.map(|_| "application/json");
+    conn.send(ask.method, ask.path, content_type, ask.body.unwrap_or_default(), ask.extra).await?;
+    let head = conn.read_head().await?;
+    let mut answer = Vec::new();
+    conn.read_body_with(&head, &mut |b| answer.extend_from_slice(b)).await?;
+    Ok((head.status, answer))
+}
+
+/// Sequential requests for `duration`: latency per request, at concurrency 1. An answer counts
+/// when it is a 200 and `good` takes its body.
+async fn timed(
+    ctx: &Ctx,
+    label: &str,
+    ask: &Ask<'_>,
+    good: impl Fn(&[u8]) -> bool,
+    duration: Duration,
+) -> Result<(), String> {
     let mut conn = Conn::connect(&ctx.target).await.map_err(|e| format!("cannot connect: {e}"))?;
     for _ in 0..WARM_UP {
-        let _ = conn.get(path).await;
+        let _ = once(&mut conn, ask).await;
         if conn.closed {
             conn = Conn::connect(&ctx.target).await.map_err(|e| e.to_string())?;
         }
@@ -354,14 +385,16 @@ async fn timed_gets(ctx: &Ctx, label: &str, path: &str, duration: Duration) -> R
     let deadline = started + duration;
     while Instant::now() < deadline && samples.len() + (errors as usize) < MAX_READS {
         let t = Instant::now();
-        match tokio::time::timeout(ingest::REQUEST_TIMEOUT, conn.get(path)).await {
-            Ok(Ok(r)) if r.head.status == 200 => {
+        match tokio::time::timeout(ingest::REQUEST_TIMEOUT, once(&mut conn, ask)).await {
+            Ok(Ok((200, answer))) if good(&answer) => {
                 samples.push(micros(t.elapsed()));
-                bytes += r.body.len() as u64;
+                bytes += answer.len() as u64;
             }
-            Ok(Ok(r)) => {
+            Ok(Ok((status, answer))) => {
                 errors += 1;
-                first_error.get_or_insert_with(|| format!("HTTP {}", r.head.status));
+                first_error.get_or_insert_with(|| {
+                    format!("HTTP {status}: {}", String::from_utf8_lossy(&answer).chars().take(200).collect::<String>())
+                });
             }
             Ok(Err(e)) => {
                 errors += 1;
@@ -389,6 +422,29 @@ async fn timed_gets(ctx: &Ctx, label: &str, path: &str, duration: Duration) -> R
         first_error.map(|e| format!(" [first error: {e}]")).unwrap_or_default(),
     ));
     Ok(())
+}
+
+/// Sequential calls of an MCP tool on `/mcp` (stateless, JSON answers, as any client sends
+/// them): latency per call. A call whose result is an error counts as an error.
+async fn timed_tool(
+    ctx: &Ctx,
+    label: &str,
+    tool: &str,
+    args: serde_json::Value,
+    duration: Duration,
+) -> Result<(), String> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args},
+    })
+    .to_string();
+    let extra = [("Accept", "application/json, text/event-stream"), ("MCP-Protocol-Version", "2025-11-25")];
+    let ask = Ask { method: "POST", path: "/mcp", body: Some(body.as_bytes()), extra: &extra };
+    let good = |answer: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(answer)
+            .ok()
+            .is_some_and(|v| v["result"]["isError"] == serde_json::Value::Bool(false))
+    };
+    timed(ctx, label, &ask, good, duration).await
 }
 
 /// Repeated exports of the long session: lines per second, and the server's RSS meanwhile.
@@ -529,6 +585,23 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), String> {
         ctx,
         &format!("compare (the {big_len}-event session with a {}-event one)", layout.len_of(1)),
         &format!("/sessions/{big}/compare/{other}"),
+        d,
+    )
+    .await?;
+    // What an agent asking about a run waits for: the MCP tools on the same store.
+    timed_tool(
+        ctx,
+        &format!("MCP get_session (tools/call on /mcp, the {big_len}-event session, its first 200 steps)"),
+        "get_session",
+        serde_json::json!({ "id": big }),
+        d,
+    )
+    .await?;
+    timed_tool(
+        ctx,
+        &format!("MCP compare_with_similar (tools/call on /mcp, the {big_len}-event session)"),
+        "compare_with_similar",
+        serde_json::json!({ "id": big }),
         d,
     )
     .await
