@@ -344,33 +344,23 @@ pub(crate) fn comparison(c: &Comparison, similar_to: Option<&str>, max_steps: us
         counts[s.kind as usize] += 1;
     }
     let differing: Vec<_> = c.steps.iter().filter(|s| s.kind != Kind::Same).collect();
-    let summary = |s: &Option<String>| s.as_deref().map(|t| cut(t, 160));
-    let steps: Vec<Value> = differing
-        .iter()
-        .take(max_steps)
-        .map(|s| {
-            json!({
-                "kind": kind_name(s.kind),
-                "type": s.event_type,
-                "a_sequence": s.a_sequence,
-                "b_sequence": s.b_sequence,
-                "a_summary": summary(&s.a_summary),
-                "b_summary": summary(&s.b_summary),
-            })
-        })
-        .collect();
-    let omitted = differing.len() - steps.len();
-    let first = c.first_divergence.map(|d| {
-        let s = &c.steps[d.index];
+    let pair = |s: &crate::compare::StepPair| {
+        let summary = |t: &Option<String>| t.as_deref().map(|t| cut(t, 160));
         json!({
-            "index": d.index,
             "kind": kind_name(s.kind),
             "type": s.event_type,
-            "a_sequence": d.a_sequence,
-            "b_sequence": d.b_sequence,
+            "a_sequence": s.a_sequence,
+            "b_sequence": s.b_sequence,
             "a_summary": summary(&s.a_summary),
             "b_summary": summary(&s.b_summary),
         })
+    };
+    let steps: Vec<Value> = differing.iter().take(max_steps).map(|s| pair(s)).collect();
+    let omitted = differing.len() - steps.len();
+    let first = c.first_divergence.map(|d| {
+        let mut v = pair(&c.steps[d.index]);
+        v["index"] = json!(d.index);
+        v
     });
     let [same, changed, only_a, only_b] = counts;
     let mut structured = json!({
