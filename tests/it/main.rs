@@ -50,6 +50,9 @@
 //! - [`notify`]: alert notifications to a real webhook receiver — each alert once and signed,
 //!   retries with one delivery id, receivers down, collectors killed, a fleet delivering once, the
 //!   rate cap's summary, Slack's shape, `aop notify test`, refusals, counts and delivery states.
+//! - [`mcp`]: the MCP server through the official Python SDK over stdio and Streamable HTTP —
+//!   every tool, the same answers both ways, paging, bounds, bad arguments, the token and Origin
+//!   rules, `stop_session` only when allowed, the README's client configurations.
 //! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh
 //!   clusters, databases, crashes and restarts, terminated sessions, TLS.
 
@@ -70,6 +73,7 @@ mod hooks;
 mod hostile;
 mod ingest;
 mod lifecycle;
+mod mcp;
 mod notify;
 mod ops;
 mod otlp;

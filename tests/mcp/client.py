@@ -2,10 +2,13 @@
 tests/otel/requirements.txt) and prints what it saw as one JSON document, for tests/it/mcp.rs
 to judge.
 
-    client.py --stdio AOP_BINARY --url URL [--token T] [--allow-stop] < calls.json
-    client.py --http URL/mcp [--token T] [--origin O] < calls.json
+    client.py --stdio AOP_BINARY --url URL [--token T] [--allow-stop] --calls calls.json
+    client.py --http URL/mcp [--token T] [--origin O] --calls calls.json
+    client.py --config FILE --name aop --calls calls.json
 
-`calls.json` is a list of [tool, arguments]. The output: the server's name, the tools listed
+`calls.json` is a list of [tool, arguments]. `--config` reads an MCP client's configuration file
+(`{"mcpServers": {NAME: {"command", "args", "env"} or {"url", "headers"}}}`, as Cursor, Claude
+Desktop and Claude Code's `.mcp.json` write it) and connects as it says. The output: the server's name, the tools listed
 (names, schemas) and, per call, isError, the structured content and the text; or, when the
 connection itself fails, {"refused": "<the error>"}.
 """
@@ -13,7 +16,6 @@ connection itself fails, {"refused": "<the error>"}.
 import argparse
 import asyncio
 import json
-import sys
 
 import httpx2
 from mcp import Client
@@ -28,8 +30,20 @@ def flatten(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def from_config(path, name):
+    """The server a client's config file names: a command to run, or a URL."""
+    with open(path, encoding="utf-8") as f:
+        entry = json.load(f)["mcpServers"][name]
+    if "command" in entry:
+        return StdioServerParameters(command=entry["command"], args=entry.get("args", []), env=entry.get("env"))
+    http = httpx2.AsyncClient(headers=entry.get("headers", {}), timeout=120)
+    return streamable_http_client(entry["url"], http_client=http)
+
+
 async def run(args, calls):
-    if args.stdio:
+    if args.config:
+        server = from_config(args.config, args.name)
+    elif args.stdio:
         cmd = ["mcp", "--url", args.url]
         if args.token:
             cmd += ["--token", args.token]
@@ -79,8 +93,12 @@ def main():
     p.add_argument("--token")
     p.add_argument("--origin")
     p.add_argument("--allow-stop", action="store_true")
+    p.add_argument("--config", help="an MCP client's config file")
+    p.add_argument("--name", default="aop", help="the server's name in --config")
+    p.add_argument("--calls", required=True, help="a JSON file: [[tool, arguments], ...]")
     args = p.parse_args()
-    calls = json.load(sys.stdin)
+    with open(args.calls, encoding="utf-8") as f:
+        calls = json.load(f)
     print(json.dumps(asyncio.run(run(args, calls))))
 
 

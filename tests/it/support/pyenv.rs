@@ -176,9 +176,15 @@ fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 /// Runs `tests/otel/<script> <args>` in the environment, with `envs` added, and returns its
 /// summary; panics with everything it printed if it fails, hangs or prints no JSON summary.
 pub(crate) async fn run_script(script: &str, args: &[&str], envs: &[(&str, &str)]) -> Ran {
+    run_python(&otel_dir().join(script), args, envs).await
+}
+
+/// Runs a Python script of the tests (any folder) in the environment, as [`run_script`] does.
+pub(crate) async fn run_python(path: &Path, args: &[&str], envs: &[(&str, &str)]) -> Ran {
+    let script = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let python = venv_python().await;
     let mut cmd = Command::new(&python);
-    cmd.arg(otel_dir().join(script)).args(args);
+    cmd.arg(path).args(args);
     let mut cmd = scrubbed(cmd);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in envs {
