@@ -23,6 +23,9 @@
 //!   exporters and two `openai` instrumentors, run from `tests/otel/` in a pinned environment).
 //! - [`coding_agents`]: the real Claude Code and Codex CLIs, offline in a loopback-only network
 //!   namespace against a scripted model, their OTLP logs, metrics and spans sent to aop.
+//! - [`coding_agents_mcp`]: the same CLIs asking aop about runs over MCP, each configured with the
+//!   README's block for it — Claude Code over HTTP (`claude mcp add`) and stdio (`.mcp.json`), Codex
+//!   over stdio (`[mcp_servers.aop]`).
 //! - [`guard`]: `POST /guard` and the operator's stop — each condition and its decision, asks and
 //!   denies recorded and streamed, stop and resume (in a fleet too), bad input, token and Origin.
 //! - [`hooks`]: Claude Code's hook events — one session with its telemetry, one step per tool
@@ -59,6 +62,7 @@ mod support;
 mod alerts;
 mod browser;
 mod coding_agents;
+mod coding_agents_mcp;
 mod compare;
 mod copy;
 mod detect;

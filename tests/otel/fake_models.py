@@ -16,6 +16,11 @@ conversation already holds, so a request sent again gets the same step again:
     loop      the same shell command five times, then a final answer
     subagent  (Claude Code) call the Agent tool for a general-purpose subagent, then a final answer;
               the subagent runs one shell command, then answers
+    mcp       ask aop over MCP: its `list_sessions` tool for the runs of research-agent, then its
+              `compare_with_similar` tool with the id of the failed run that list named (read from
+              the tool result the conversation holds), then a final answer; the tools are the
+              offered ones whose names end in `list_sessions` and `compare_with_similar` (Claude Code
+              names them `mcp__aop__list_sessions`, …)
 
 Claude Code marks its subagents' requests with the header `x-claude-code-agent-id` (the subagent's
 id, as in its telemetry's `agent_id`; the main thread's requests have none) and with
@@ -52,31 +57,97 @@ FINAL_LOOP = "Done: I ran the same command five times."
 SUBAGENT_TASK = "Run `ls -1` in the working directory and report what it prints."
 SUBAGENT_ANSWER = "The working directory holds README.md, main.py and notes.txt."
 FINAL_SUBAGENT = "Done: the subagent listed the files: README.md, main.py and notes.txt."
+MCP_AGENT = "research-agent"
+FINAL_MCP = "Done: the failed run {failed} left the path of {similar} where aop says."
+FINAL_MCP_NOT_FOUND = "I found no failed run of research-agent in what list_sessions answered."
 
 
 # --------------------------------------------------------------------------- scenarios
 #
-# A step is one of ("list",), ("read", file), ("run", command), ("agent", task) or ("answer", text):
-# what the model asks for next. Each wire protocol turns it into the tool the client offered. A
-# scenario is given how many tool results the conversation holds and whether a subagent asks.
+# A step is one of ("list",), ("read", file), ("run", command), ("agent", task), ("mcp", tool,
+# arguments) or ("answer", text): what the model asks for next. Each wire protocol turns it into the
+# tool the client offered. A scenario is given each tool result the conversation holds, in order, as
+# (the name of the tool called, the result as text) — how many there are says how far it got — and
+# whether a subagent asks.
 
 
-def basic(done: int, sub: bool = False):
+def basic(done: list, sub: bool = False):
+    done = len(done)
     steps = [("list",), ("read", "README.md"), ("run", FAILING_COMMAND)]
     return steps[done] if done < len(steps) else ("answer", FINAL_BASIC)
 
 
-def loop(done: int, sub: bool = False):
+def loop(done: list, sub: bool = False):
+    done = len(done)
     return ("run", LOOP_COMMAND) if done < 5 else ("answer", FINAL_LOOP)
 
 
-def subagent(done: int, sub: bool = False):
+def subagent(done: list, sub: bool = False):
+    done = len(done)
     if sub:
         return ("run", LOOP_COMMAND) if done < 1 else ("answer", SUBAGENT_ANSWER)
     return ("agent", SUBAGENT_TASK) if done < 1 else ("answer", FINAL_SUBAGENT)
 
 
-SCENARIOS = {"basic": basic, "loop": loop, "subagent": subagent}
+def json_document(text: str):
+    """The first JSON object in a tool result's text, or None: clients pass an MCP tool's
+    structured answer on as JSON with words of their own around it (Claude Code adds reminders
+    after it, Codex puts "Wall time: … Output:" before it)."""
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", text):
+        try:
+            return decoder.raw_decode(text, match.start())[0]
+        except ValueError:
+            continue
+    return None
+
+
+def failed_run(listed: str):
+    """The id of the first failed session in a `list_sessions` answer: from its JSON document
+    (`{"sessions": [{id, status, …}]}`) if the client passed that on, else from its text, where
+    each session is a line `ID · agent AGENT · STATUS · …`."""
+    document = json_document(listed)
+    if isinstance(document, dict) and isinstance(document.get("sessions"), list):
+        for row in document["sessions"]:
+            if isinstance(row, dict) and row.get("status") == "failed":
+                return row.get("id")
+    for line in listed.splitlines():
+        match = re.match(r"^(\S+) · agent (\S+) · failed\b", line.strip())
+        if match:
+            return match.group(1)
+    return None
+
+
+def is_mcp_tool(name: str, tool: str) -> bool:
+    """Whether `name` is how a client names the MCP tool `tool`: as it is, or prefixed with its
+    server (`mcp__aop__list_sessions`)."""
+    return name == tool or name.endswith("__" + tool)
+
+
+def mcp(done: list, sub: bool = False):
+    # The results of aop's tools (a client may have run others first, e.g. to load their schemas).
+    answers = {}
+    for name, text in done:
+        for tool in ("list_sessions", "compare_with_similar"):
+            if is_mcp_tool(name, tool):
+                answers.setdefault(tool, text)
+    if "list_sessions" not in answers:
+        return ("mcp", "list_sessions", {"agent": MCP_AGENT})
+    failed = failed_run(answers["list_sessions"])
+    if not failed:
+        return ("answer", FINAL_MCP_NOT_FOUND)
+    if "compare_with_similar" not in answers:
+        return ("mcp", "compare_with_similar", {"id": failed})
+    compared = answers["compare_with_similar"]
+    document = json_document(compared)
+    similar = document.get("similar_to") if isinstance(document, dict) else None
+    if not similar:
+        found = re.search(r"^A: (\S+) · agent ", compared, re.M)
+        similar = found.group(1) if found else "its most similar run"
+    return ("answer", FINAL_MCP.format(failed=failed, similar=similar))
+
+
+SCENARIOS = {"basic": basic, "loop": loop, "subagent": subagent, "mcp": mcp}
 
 
 def tokens(value) -> int:
@@ -103,6 +174,56 @@ def anthropic_tool_results(request: dict) -> list:
         if message.get("role") == "user" and isinstance(content, list):
             results.extend(block for block in content if block.get("type") == "tool_result")
     return results
+
+
+def anthropic_tool_uses(request: dict) -> list:
+    uses = []
+    for message in request.get("messages", []):
+        content = message.get("content")
+        if message.get("role") == "assistant" and isinstance(content, list):
+            uses.extend(block for block in content if block.get("type") == "tool_use")
+    return uses
+
+
+def anthropic_done(request: dict) -> list:
+    """The conversation's tool results as (tool name, text)."""
+    names = {use.get("id"): use.get("name", "") for use in anthropic_tool_uses(request)}
+    results = anthropic_tool_results(request)
+    return [(names.get(r.get("tool_use_id"), ""), result_text(r.get("content"))) for r in results]
+
+
+def result_text(content) -> str:
+    """A tool result's content as text: a string as it is, blocks' texts joined by newlines."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(result_text(part) for part in content)
+    if isinstance(content, dict):
+        return content["text"] if isinstance(content.get("text"), str) else json.dumps(content)
+    return ""
+
+
+def offered_mcp_tool(names, tool: str) -> str:
+    """The offered tool that is aop's MCP tool `tool`: the name ending in `__tool` (clients prefix
+    an MCP server's tools with its name), aop's first. A LookupError if none is."""
+    found = sorted((n for n in names if n and is_mcp_tool(n, tool)), key=lambda n: "aop" not in n)
+    if not found:
+        raise LookupError(f"no MCP tool {tool!r} among those offered: {sorted(n for n in names if n)}")
+    return found[0]
+
+
+def deferred_mcp_tool(request: dict, tool: str):
+    """Claude Code's name for the MCP tool `tool` when it defers it: it offers `ToolSearch` and only
+    names the deferred tools in a system reminder, and a model must load a tool's schema with
+    ToolSearch ("select:NAME") before it may call it. None if it is not deferred."""
+    names = {t.get("name") for t in request.get("tools", []) if isinstance(t, dict)}
+    if "ToolSearch" not in names:
+        return None
+    found = sorted(
+        {m for text in strings(request.get("messages", [])) for m in re.findall(r"\bmcp__\w+?__" + tool + r"\b", text)},
+        key=lambda n: "aop" not in n,
+    )
+    return found[0] if found else None
 
 
 def strings(value):
@@ -144,6 +265,17 @@ def anthropic_reply(request: dict, step, cwd: str):
             "subagent_type": "general-purpose",
             "run_in_background": False,
         }
+    elif kind == "mcp":
+        offered = [t.get("name") for t in request.get("tools", []) if isinstance(t, dict)]
+        try:
+            tool, args = offered_mcp_tool(offered, step[1]), step[2]
+        except LookupError:
+            deferred = deferred_mcp_tool(request, step[1])
+            searched = [u for u in anthropic_tool_uses(request) if u.get("name") == "ToolSearch"]
+            if not deferred or any(deferred in json.dumps(u.get("input")) for u in searched):
+                raise  # not deferred, or loading it did not make it callable
+            # As a model does: load the deferred tool's schema, then call it at the next step.
+            tool, args = "ToolSearch", {"query": f"select:{deferred}", "max_results": 5}
     elif kind == "read":
         path = os.path.join(cwd, step[1]) if cwd else step[1]
         tool, args = "Read", {"file_path": path}
@@ -208,12 +340,33 @@ def openai_tool_results(request: dict) -> list:
     return [item for item in items if isinstance(item, dict) and item.get("type") in kinds]
 
 
+def openai_done(request: dict) -> list:
+    """The conversation's tool results as (tool name, text)."""
+    items = [item for item in request.get("input", []) if isinstance(item, dict)]
+    calls = [item for item in items if item.get("type") in ("function_call", "custom_tool_call")]
+    names = {item.get("call_id"): item.get("name", "") for item in calls}
+    return [(names.get(r.get("call_id"), ""), result_text(r.get("output"))) for r in openai_tool_results(request)]
+
+
 def offered_shell(request: dict) -> str:
     names = {tool.get("name") for tool in request.get("tools", []) if isinstance(tool, dict)}
     for name in SHELL_TOOLS:
         if name in names:
             return name
     raise LookupError(f"no shell tool among those offered: {sorted(n for n in names if n)}")
+
+
+def offered_namespaced_tool(request: dict, tool: str) -> tuple:
+    """Codex offers an MCP server's tools as one `namespace` tool (`mcp__aop`) holding its functions
+    (`list_sessions`); a call names both, in `namespace` and `name`. (namespace, name) of aop's
+    tool `tool`, or (None, name) if it is offered as a plain function."""
+    spaces = [t for t in request.get("tools", []) if isinstance(t, dict) and t.get("type") == "namespace"]
+    for space in sorted(spaces, key=lambda t: "aop" not in str(t.get("name"))):
+        names = [t.get("name") for t in space.get("tools", []) if isinstance(t, dict)]
+        if tool in names:
+            return space.get("name"), tool
+    offered = [t.get("name") for t in request.get("tools", []) if isinstance(t, dict)]
+    return None, offered_mcp_tool(offered, tool)
 
 
 def openai_reply(request: dict, step) -> list:
@@ -229,15 +382,22 @@ def openai_reply(request: dict, step) -> list:
                 "content": [{"type": "output_text", "text": step[1], "annotations": []}],
             }
         ]
-    command = {"list": "ls -la", "read": f"cat {step[-1]}", "run": step[-1]}[kind]
-    tool = offered_shell(request)
+    namespace = None
+    if kind == "mcp":
+        namespace, tool = offered_namespaced_tool(request, step[1])
+        arguments = step[2]
+    else:
+        command = {"list": "ls -la", "read": f"cat {step[-1]}", "run": step[-1]}[kind]
+        tool = offered_shell(request)
+        arguments = SHELL_TOOLS[tool](command)
     return [
         {
             "type": "function_call",
             "id": f"fc_{secrets.token_hex(12)}",
             "call_id": f"call_{secrets.token_hex(12)}",
             "name": tool,
-            "arguments": json.dumps(SHELL_TOOLS[tool](command)),
+            **({"namespace": namespace} if namespace else {}),
+            "arguments": json.dumps(arguments),
             "status": "completed",
         }
     ]
@@ -315,16 +475,16 @@ class Handler(BaseHTTPRequestHandler):
         status, content_type, data = 404, "application/json", None
         try:
             if self.command == "POST" and path == "/v1/messages" and isinstance(body, dict):
-                done = len(anthropic_tool_results(body))
+                done = anthropic_done(body)
                 sub = bool(self.headers.get("x-claude-code-agent-id"))
                 step = self.server.scenario(done, sub)
                 blocks, stop = anthropic_reply(body, step, working_directory(body, self.server.workdir))
-                entry["answer"] = {"step": done, "subagent": sub, "content": blocks, "stop_reason": stop}
+                entry["answer"] = {"step": len(done), "subagent": sub, "content": blocks, "stop_reason": stop}
                 status, content_type, data = 200, "text/event-stream", anthropic_stream(body, blocks, stop)
             elif self.command == "POST" and path == "/v1/responses" and isinstance(body, dict):
-                done = len(openai_tool_results(body))
+                done = openai_done(body)
                 items = openai_reply(body, self.server.scenario(done))
-                entry["answer"] = {"step": done, "output": items}
+                entry["answer"] = {"step": len(done), "output": items}
                 status, content_type, data = 200, "text/event-stream", openai_stream(body, items)
         except LookupError as e:
             status, data = 400, json.dumps({"error": {"type": "invalid_request_error", "message": str(e)}}).encode()

@@ -19,6 +19,7 @@ JSON object on stdout:
     exit_code, stdout, stderr, seconds            the CLI's (stdout parsed: Claude Code's
                                                   --output-format json object, Codex's --json lines)
     model_requests                                every request the fake model server got, in order
+    seeded, mcp                                   aop's answer to --seed, what --mcp did (null without)
     aop: addr, sessions, events {id: [...]},      what aop holds (sessions and alerts as listed,
          alerts, metrics {series: value},         each session's events in order), its /metrics,
          flush_seconds, exit_code, stderr         how long the final flush took, its exit after SIGTERM
@@ -28,6 +29,15 @@ run: @AOP_URL@ (http://127.0.0.1:PORT), @AOP_PORT@, @MODEL_URL@ and @WORK@ (the 
 
 --keep-store PATH copies aop's SQLite database to PATH once aop has stopped (and checkpointed it),
 so that another `aop start --db PATH` can serve what the run stored (the dashboard's tests do).
+
+--seed FILE posts the aop events of an NDJSON file to aop's /events before the CLI starts (runs for
+it to ask about; aop's answer is `seeded` in the output). --mcp http|stdio makes aop an MCP server
+of the CLI with the README's `<!-- mcp: … -->` block for it: Claude Code's `claude mcp add` line,
+run for real in the throwaway home (its output is `mcp` in the output), or its `.mcp.json`, put in
+the project; Codex's `[mcp_servers.aop]` table, added to its config.toml. aop then listens on the
+README's address (its default port, free in the namespace), so the blocks work as written, a
+folder holding `aop` (the binary under test) leads the CLI's PATH, and Claude Code also gets the
+tools the README's `claude -p` line allows.
 
 It exits non-zero, saying why on stderr, when it cannot run (not isolated, a process that does not
 start) or when the CLI does not finish within --timeout; the CLI's own failure is not one: its
@@ -40,6 +50,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -48,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -57,6 +69,7 @@ PROMPTS = {
     "basic": "List the files, read README.md, then try a command that fails.",
     "loop": "Run `ls -1` five times.",
     "subagent": "Have a general-purpose subagent list the files.",
+    "mcp": "Ask aop why the last research-agent run failed and how it differs from a good run.",
 }
 
 CLAUDE_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
@@ -172,12 +185,12 @@ def start_models(work: str, scenario: str) -> tuple:
     return proc, int(port)
 
 
-def start_aop(binary: str, work: str, extra: list) -> tuple:
+def start_aop(binary: str, work: str, extra: list, port: int = 0) -> tuple:
     """The collector, exec'd directly (not through a shell), so SIGTERM reaches aop itself."""
     home = os.path.join(work, "aop-home")
     os.makedirs(home, exist_ok=True)
     log = os.path.join(work, "aop.stderr")
-    cmd = [binary, "start", "--port", "0", "--db", os.path.join(work, "aop", "events.db"), "--no-open", *extra]
+    cmd = [binary, "start", "--port", str(port), "--db", os.path.join(work, "aop", "events.db"), "--no-open", *extra]
     os.makedirs(os.path.join(work, "aop"), exist_ok=True)
     env = {"PATH": "/usr/bin:/bin", "HOME": home}
     with open(log, "wb") as err, open(os.path.join(work, "aop.stdout"), "wb") as out:
@@ -272,6 +285,28 @@ def read_back(base: str) -> dict:
     return {"sessions": sessions, "events": events, "alerts": alerts.get("alerts", alerts), "metrics": metrics(base)}
 
 
+def seed(base: str, path: str) -> dict:
+    """Posts the events of an NDJSON file to aop's /events before the CLI runs (runs for it to ask
+    about), and waits until every session they name is listed; returns aop's answer."""
+    with open(path, "rb") as f:
+        body = f.read()
+    sessions = {json.loads(line)["session_id"] for line in body.splitlines() if line.strip()}
+    request = urllib.request.Request(
+        f"{base}/events", data=body, method="POST", headers={"Content-Type": "application/x-ndjson"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        raise Failure(f"--seed {path}: aop answered {e.code}: {e.read()[:2000]!r}") from e
+    deadline = time.monotonic() + 20
+    while not sessions <= {row["id"] for row in get_json(base, "/sessions?limit=1000")["sessions"]}:
+        if time.monotonic() > deadline:
+            raise Failure(f"--seed {path}: aop does not list the sessions {sorted(sessions)}: {answer}")
+        time.sleep(0.05)
+    return answer
+
+
 # --------------------------------------------------------------------------- the CLIs
 
 
@@ -304,11 +339,22 @@ def readme_settings(name: str) -> str:
     """The fenced block after `<!-- settings: NAME -->` in the README: the telemetry settings a
     user is told to set, which the CLIs run with exactly (aop's address and the protocol under
     test put in)."""
+    return readme_block("settings", name)
+
+
+def readme_mcp(name: str) -> str:
+    """The fenced block after `<!-- mcp: NAME -->` in the README: how a user makes aop an MCP
+    server of the CLI, which the CLI is configured with exactly."""
+    return readme_block("mcp", name)
+
+
+def readme_block(kind: str, name: str) -> str:
+    """The fenced block after `<!-- KIND: NAME -->` in the README."""
     with open(README, encoding="utf-8") as f:
         text = f.read()
-    found = re.search(r"<!-- settings: " + re.escape(name) + r" -->\n```\w*\n(.*?)```", text, re.S)
+    found = re.search(r"<!-- " + re.escape(kind) + ": " + re.escape(name) + r" -->\n```\w*\n(.*?)```", text, re.S)
     if not found:
-        raise SystemExit(f"README.md has no settings block {name!r}")
+        raise SystemExit(f"README.md has no {kind} block {name!r}")
     return found.group(1)
 
 
@@ -325,10 +371,63 @@ def readme_env(name: str, aop_port: int, protocol: str) -> dict:
     return env
 
 
+def aop_on_path(args, work: str) -> str:
+    """A folder holding `aop`, the binary under test, for a PATH: an MCP client's `"command": "aop"`
+    runs it."""
+    bindir = os.path.join(work, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    link = os.path.join(bindir, "aop")
+    if not os.path.lexists(link):
+        os.symlink(os.path.abspath(args.aop), link)
+    return bindir
+
+
+def claude_mcp(args, env: dict, cwd: str, base: str) -> dict:
+    """aop made an MCP server of Claude Code as the README says: over HTTP by running its
+    `claude mcp add` line (in the project, with the CLI's environment: the server is kept in the
+    throwaway home's ~/.claude.json), over stdio by its `.mcp.json` block put in the project.
+    Returns what was done, for the output."""
+    if args.mcp == "http":
+        words = shlex.split(readme_mcp("claude-code-add").strip())
+        if words[:3] != ["claude", "mcp", "add"]:
+            raise Failure(f"the README's claude-code-add block is not a `claude mcp add` line: {words}")
+        cmd = [args.claude, *(w.replace(README_ADDRESS, base) for w in words[1:])]
+        out = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        get = [args.claude, "mcp", "get", "aop"]
+        listed = subprocess.run(get, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        said = {
+            "command": cmd,
+            "exit_code": out.returncode,
+            "stdout": out.stdout.decode(errors="replace"),
+            "stderr": out.stderr.decode(errors="replace"),
+            "get": listed.stdout.decode(errors="replace") + listed.stderr.decode(errors="replace"),
+        }
+        if out.returncode != 0:
+            raise Failure(f"{' '.join(cmd)} exited with {out.returncode}: {said}")
+        return said
+    text = readme_mcp("claude-code-json")
+    with open(os.path.join(cwd, ".mcp.json"), "w", encoding="utf-8") as f:
+        f.write(text)
+    return {"file": os.path.join(cwd, ".mcp.json"), "text": text}
+
+
+def readme_allowed_tools() -> list:
+    """The tools the README's `claude -p` line allows (`--allowedTools`): aop's, which headless
+    Claude Code refuses to call otherwise."""
+    words = shlex.split(readme_mcp("claude-code-headless").strip())
+    allowed = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("--allowedTools", "--allowed-tools")]
+    tools = [t for value in allowed for t in re.split(r"[,\s]+", value) if t]
+    if not tools:
+        raise Failure(f"the README's claude-code-headless line allows no tools: {words}")
+    return tools
+
+
 def claude_command(args, work: str, aop_port: int, model_port: int, values: dict) -> tuple:
     home = os.path.join(work, "home")
     os.makedirs(home, exist_ok=True)
     bindir = os.path.dirname(os.path.abspath(args.claude))
+    if args.mcp:
+        bindir = f"{aop_on_path(args, work)}:{bindir}"
     env = {
         "PATH": f"{bindir}:/usr/bin:/bin",
         "HOME": home,
@@ -359,7 +458,7 @@ def claude_command(args, work: str, aop_port: int, model_port: int, values: dict
         "--model",
         "claude-sonnet-4-5",
         "--allowedTools",
-        "Bash,Read",
+        ",".join(["Bash", "Read", *(readme_allowed_tools() if args.mcp else [])]),
     ]
     if args.settings:
         settings = os.path.join(work, "settings.json")
@@ -372,7 +471,7 @@ def claude_command(args, work: str, aop_port: int, model_port: int, values: dict
     return cmd, env
 
 
-def codex_config(protocol: str, traces: bool, aop_port: int, model_port: int) -> str:
+def codex_config(protocol: str, traces: bool, aop_port: int, model_port: int, mcp: bool = False) -> str:
     def readme(name: str) -> list:
         text = readme_settings(name).replace(README_ADDRESS, f"http://127.0.0.1:{aop_port}")
         return [line.replace('protocol = "binary"', f'protocol = "{protocol}"') for line in text.splitlines()]
@@ -397,6 +496,9 @@ def codex_config(protocol: str, traces: bool, aop_port: int, model_port: int) ->
     lines += readme("codex")
     if traces:
         lines += readme("codex-traces")
+    if mcp:
+        # aop as an MCP server, as the README's `[mcp_servers.aop]` table says.
+        lines += ["", *readme_mcp("codex").splitlines()]
     # Without these, Codex looks up github.com, api.github.com and chatgpt.com.
     lines += [
         "",
@@ -420,9 +522,9 @@ def codex_command(args, work: str, aop_port: int, model_port: int) -> tuple:
     os.makedirs(home, exist_ok=True)
     os.makedirs(codex_home, exist_ok=True)
     with open(os.path.join(codex_home, "config.toml"), "w", encoding="utf-8") as f:
-        f.write(codex_config(args.protocol, args.traces, aop_port, model_port))
+        f.write(codex_config(args.protocol, args.traces, aop_port, model_port, bool(args.mcp)))
     env = {
-        "PATH": "/usr/bin:/bin",
+        "PATH": f"{aop_on_path(args, work)}:/usr/bin:/bin" if args.mcp else "/usr/bin:/bin",
         "HOME": home,
         "CODEX_HOME": codex_home,
         "FAKE_API_KEY": "sk-fake-key",
@@ -513,7 +615,10 @@ def run(args, work: str) -> dict:
     models, model_port = start_models(work, args.scenario)
     aop = None
     try:
-        aop, addr = start_aop(args.aop, work, args.aop_arg)
+        # A CLI asking aop over MCP finds it where the README's configuration says (aop's default
+        # address), which the namespace has free.
+        port = urllib.parse.urlsplit(README_ADDRESS).port if args.mcp else 0
+        aop, addr = start_aop(args.aop, work, args.aop_arg, port)
         base = f"http://{addr}"
         aop_port = int(addr.rsplit(":", 1)[1])
         values = {
@@ -529,6 +634,8 @@ def run(args, work: str) -> dict:
         for pair in args.env:
             key, _, value = pair.partition("=")
             env[key] = substitute(value, values)
+        seeded = seed(base, args.seed) if args.seed else None
+        mcp = claude_mcp(args, env, cwd, base) if args.mcp and args.cli == "claude" else None
         cli_version = version(cmd[0], env)
         code, stdout, stderr, seconds = run_cli(cmd, env, cwd, work, args.timeout)
         at_exit = received(base)
@@ -554,6 +661,8 @@ def run(args, work: str) -> dict:
         "stdout": parse_stdout(args.cli, stdout),
         "stderr": stderr[-20000:],
         "model_requests": recorded(work),
+        "seeded": seeded,
+        "mcp": mcp,
         "aop": stored,
     }
 
@@ -576,6 +685,14 @@ def main() -> int:
     parser.add_argument("--aop-arg", action="append", default=[], help="one more argument for `aop start`")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="one more variable for the CLI")
     parser.add_argument("--prompt", help="instead of the scenario's own prompt")
+    parser.add_argument("--seed", metavar="FILE", help="NDJSON events to post to aop's /events before the CLI runs")
+    parser.add_argument(
+        "--mcp",
+        choices=("http", "stdio"),
+        help="make aop an MCP server of the CLI with the README's block: Claude Code over HTTP (its "
+        "`claude mcp add` line) or stdio (its .mcp.json); Codex over stdio (its [mcp_servers.aop]); "
+        "aop then listens on the README's address and `aop` is on the CLI's PATH",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds the CLI may take")
     parser.add_argument("--work", help="the run's folder (kept); default: a temporary one, removed after")
     parser.add_argument(
@@ -594,6 +711,8 @@ def main() -> int:
         parser.error(f"--{args.cli} is required")
     if args.settings and args.cli != "claude":
         parser.error("--settings is for Claude Code")
+    if args.mcp == "http" and args.cli != "claude":
+        parser.error("--mcp http is for Claude Code (Codex's block is a stdio server)")
 
     work = os.path.abspath(args.work) if args.work else tempfile.mkdtemp(prefix="aop-agent-")
     os.makedirs(work, exist_ok=True)

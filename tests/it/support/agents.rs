@@ -177,6 +177,18 @@ pub(crate) struct AgentRun {
     traces: bool,
     settings: Option<PathBuf>,
     keep_store: Option<PathBuf>,
+    seed: Option<PathBuf>,
+    mcp: Option<Mcp>,
+}
+
+/// How a CLI is made to reach aop's MCP server, each as the README's block for it says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mcp {
+    /// Claude Code: the README's `claude mcp add --transport http …` line, run in the throwaway home.
+    Http,
+    /// Claude Code: the README's `.mcp.json` in the project; Codex: its `[mcp_servers.aop]` table.
+    /// Either way `aop mcp`, the binary under test, started by the CLI.
+    Stdio,
 }
 
 impl AgentRun {
@@ -200,6 +212,8 @@ impl AgentRun {
             traces: false,
             settings: None,
             keep_store: None,
+            seed: None,
+            mcp: None,
         }
     }
 
@@ -219,6 +233,20 @@ impl AgentRun {
     /// a collector of the test's own to serve (`aop start --db file`).
     pub(crate) fn keep_store(mut self, file: &Path) -> AgentRun {
         self.keep_store = Some(file.to_owned());
+        self
+    }
+
+    /// Events (NDJSON) posted to aop's `/events` before the CLI starts: runs for it to ask about.
+    pub(crate) fn seed(mut self, ndjson: &Path) -> AgentRun {
+        self.seed = Some(ndjson.to_owned());
+        self
+    }
+
+    /// aop as an MCP server of the CLI, configured with the README's block for `how`. aop then
+    /// listens where that block says (its default address, free in the run's namespace), `aop` is
+    /// on the CLI's PATH, and Claude Code gets the tools the README's `claude -p` line allows.
+    pub(crate) fn mcp(mut self, how: Mcp) -> AgentRun {
+        self.mcp = Some(how);
         self
     }
 
@@ -258,6 +286,14 @@ impl AgentRun {
         if let Some(store) = &self.keep_store {
             cmd.arg("--keep-store").arg(store);
         }
+        if let Some(seed) = &self.seed {
+            cmd.arg("--seed").arg(seed);
+        }
+        match self.mcp {
+            Some(Mcp::Http) => cmd.args(["--mcp", "http"]),
+            Some(Mcp::Stdio) => cmd.args(["--mcp", "stdio"]),
+            None => &mut cmd,
+        };
         cmd.env("PYTHONDONTWRITEBYTECODE", "1").stdin(Stdio::null());
         let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
