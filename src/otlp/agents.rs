@@ -232,7 +232,12 @@ fn model_call(agent: Agent, a: Attrs<'_>, success: bool, error: Option<String>) 
 
 /// A tool's result: its call, started `duration_ms` before the record and ended at it.
 fn tool_call(a: Attrs<'_>) -> Vec<Step> {
-    let tool = a.str(&["tool_name"]).unwrap_or("tool").to_owned();
+    let tool = match a.str(&["tool_name"]) {
+        // Claude Code names every MCP call `mcp_tool` and the real one in its parameters: named
+        // as its model and its hooks name it, calls of different tools are different steps.
+        Some("mcp_tool") => mcp_tool(a).unwrap_or_else(|| "mcp_tool".to_owned()),
+        other => other.unwrap_or("tool").to_owned(),
+    };
     let id = a.str(&["tool_use_id", "call_id"]);
     let mut start = Map::new();
     start.insert("tool".into(), tool.clone().into());
@@ -274,6 +279,16 @@ fn tool_call(a: Attrs<'_>) -> Vec<Step> {
         Step { kind: "operation.tool_start", payload: start, before_ns, in_parent: false },
         Step { kind: "operation.tool_end", payload: end, before_ns: 0, in_parent: false },
     ]
+}
+
+/// `mcp__<server>__<tool>` from Claude Code's `tool_parameters` (a JSON text, or a map).
+fn mcp_tool(a: Attrs<'_>) -> Option<String> {
+    let params = match json_of(a.first(&["tool_parameters"])?) {
+        Json::String(text) => serde_json::from_str(&text).ok()?,
+        other => other,
+    };
+    let name = |key: &str| params.get(key).and_then(Json::as_str).filter(|s| !s.is_empty());
+    Some(format!("mcp__{}__{}", name("mcp_server_name")?, name("mcp_tool_name")?))
 }
 
 /// A number sent as a number or as a string (`"85"`, `"0.0021"`).
@@ -492,5 +507,14 @@ mod tests {
         };
         assert_eq!(steps(Agent::ClaudeCode, "tool_result", &params)[0].payload["input"]["file_path"], "README.md");
         assert!(steps(Agent::ClaudeCode, "hook_execution_start", &rec(&[])).is_empty());
+        let params = r#"{"mcp_server_name":"aop","mcp_tool_name":"list_sessions"}"#;
+        let mcp = rec(&[("tool_name", "mcp_tool"), ("tool_parameters", params), ("success", "true")]);
+        let call = steps(Agent::ClaudeCode, "tool_result", &mcp);
+        assert_eq!(
+            (&call[0].payload["tool"], &call[1].payload["tool"]),
+            (&Json::from("mcp__aop__list_sessions"), &Json::from("mcp__aop__list_sessions"))
+        );
+        let unnamed = rec(&[("tool_name", "mcp_tool"), ("tool_parameters", "{}")]);
+        assert_eq!(steps(Agent::ClaudeCode, "tool_result", &unnamed)[0].payload["tool"], "mcp_tool");
     }
 }

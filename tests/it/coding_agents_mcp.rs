@@ -222,14 +222,15 @@ fn claude_asked_aop(ran: &Ran, runs: &Runs, scope: &str) {
     // aop's record of the CLI's own session holds both calls, made to the server configured so.
     let calls: Vec<(String, String, String)> = cli_events(ran, runs)
         .iter()
-        .filter(|e| e["type"] == "operation.tool_end" && e["payload"]["tool"] == "mcp_tool")
+        .filter(|e| e["type"] == "operation.tool_end" && text(&e["payload"]["tool"]).starts_with("mcp__"))
         .map(|e| {
             let a = &e["payload"]["otel"]["attributes"];
             let params: Value = serde_json::from_str(&text(&a["tool_parameters"])).unwrap_or_default();
-            (text(&params["mcp_server_name"]), text(&params["mcp_tool_name"]), text(&a["mcp_server_scope"]))
+            (text(&e["payload"]["tool"]), text(&params["mcp_server_name"]), text(&a["mcp_server_scope"]))
         })
         .collect();
-    let want = |tool: &str| ("aop".to_owned(), tool.to_owned(), scope.to_owned());
+    // Named as the model and the hooks name it, not `mcp_tool` as the telemetry does.
+    let want = |tool: &str| (format!("mcp__aop__{tool}"), "aop".to_owned(), scope.to_owned());
     assert_eq!(calls, [want("list_sessions"), want("compare_with_similar")], "{}", ran.describe());
     assert_eq!(ran.json["aop"]["exit_code"], 0, "aop stops cleanly on SIGTERM\n{out}");
 }

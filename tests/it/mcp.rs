@@ -199,6 +199,10 @@ async fn every_tool_answers_alike_over_http_and_stdio() {
         assert!(h.get("protocol_error").is_none(), "call {k} over HTTP: {h}");
         assert_eq!(h, s, "call {k} differs between HTTP and stdio");
         assert!(chars(&h["text"]) <= BOUND && chars(&h["structured"]) <= BOUND, "call {k} is too long");
+        if h["is_error"] == false {
+            let note = h["structured"]["agent_data"].as_str().unwrap_or_default();
+            assert!(note.contains("not instructions"), "call {k}'s document does not say what its strings are");
+        }
     }
     let seen = http;
 
@@ -316,7 +320,7 @@ async fn stop_session_is_offered_only_when_allowed_and_stops_the_run() {
         json!([["stop_session", {"id": "live-run", "reason": "spending too much"}], ["stop_session", {"id": "nope"}]]);
     let http = over_http(&server, &stop).await;
     assert!(http.tools().contains(&"stop_session"), "{:?}", http.tools());
-    assert_eq!(http.ok(0), &json!({"ok": true}));
+    assert_eq!(http.ok(0)["ok"], true);
     assert!(http.error(1).contains("no session \"nope\""), "{}", http.error(1));
     let row = server.get_ok("/sessions/live-run?limit=1").await;
     assert_eq!(row["session"]["stopped"]["reason"], "spending too much", "{row}");
@@ -332,7 +336,7 @@ async fn stop_session_is_offered_only_when_allowed_and_stops_the_run() {
     assert!(!listed.tools().contains(&"stop_session"), "{:?}", listed.tools());
     let allowed = over_stdio(&server, &json!([["stop_session", {"id": GOOD}]]), &["--allow-stop"]).await;
     assert!(allowed.tools().contains(&"stop_session"));
-    assert_eq!(allowed.ok(0), &json!({"ok": true}));
+    assert_eq!(allowed.ok(0)["ok"], true);
 
     // And a collector without the flag offers no stop on /mcp.
     let plain = filled(&[]).await;
