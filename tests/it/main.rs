@@ -53,7 +53,8 @@
 //! - [`mcp`]: the MCP server through the official Python SDK over stdio and Streamable HTTP and the
 //!   TypeScript SDK over HTTP —
 //!   every tool, the same answers both ways, paging, bounds, bad arguments, the token and Origin
-//!   rules, `stop_session` only when allowed, the README's client configurations.
+//!   rules, `stop_session` only when allowed, the README's client configurations, two instances on
+//!   one PostgreSQL.
 //! - [`pg_harness`]: the PostgreSQL servers tests start for themselves ([`support::pg`]) — fresh
 //!   clusters, databases, crashes and restarts, terminated sessions, TLS.
 

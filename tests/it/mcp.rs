@@ -61,7 +61,11 @@ fn looping_run() -> Vec<Value> {
 
 /// A collector (`extra` flags) holding the two runs and the fillers (older than both).
 async fn filled(extra: &[&str]) -> TestServer {
-    let server = Launch::new().token(TOKEN).args(extra.iter().copied()).start().await;
+    fill(Launch::new().token(TOKEN).args(extra.iter().copied()).start().await).await
+}
+
+/// `server` (whose token is [`TOKEN`]) with the two runs and the fillers.
+async fn fill(server: TestServer) -> TestServer {
     let mut events = good_run();
     events.extend(looping_run());
     for f in 0..FILLERS {
@@ -549,4 +553,21 @@ async fn the_typescript_sdk_gets_the_same_answers() {
         assert_eq!((&t["is_error"], &ts_doc, &t["text"]), (&p["is_error"], &py_doc, &p["text"]), "call {k}");
     }
     assert_eq!(ts.ok(11)["similar_to"], GOOD);
+}
+
+/// The tools on a fleet's store: two instances on one PostgreSQL answer alike, whichever one
+/// stored the runs, over HTTP (stateless: no MCP session ties a client to an instance).
+#[tokio::test]
+async fn two_instances_on_postgres_answer_alike() {
+    let pg = crate::support::pg::Pg::shared();
+    let url = pg.create_db();
+    let a = fill(Launch::new().db(&url).token(TOKEN).start().await).await;
+    let b = Launch::new().db(&url).token(TOKEN).start().await;
+    let calls = json!([["compare_with_similar", {"id": BAD}], ["get_session", {"id": BAD}], ["list_sessions", {"agent": AGENT}]]);
+    let (from_a, from_b) = (over_http(&a, &calls).await, over_http(&b, &calls).await);
+    assert_eq!(from_a.ok(0)["similar_to"], GOOD);
+    assert_eq!(from_b.ok(0)["first_divergence"]["b_summary"], "search → failed: timeout");
+    for k in 0..3 {
+        assert_eq!(from_a.call(k), from_b.call(k), "call {k} differs between the instances");
+    }
 }
