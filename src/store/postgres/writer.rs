@@ -17,7 +17,7 @@ use super::{classify, pool_error, Shared};
 use crate::detect::{with_alert_id, DetectConfig, NewAlert};
 use crate::model::Event;
 use crate::store::apply::{Live, Tracked};
-use crate::store::job::{Command, Job, Reply};
+use crate::store::job::{Command, Job, Reply, Upkeep};
 use crate::store::outbox::{Outbox, Settle, Settled, NEVER_ATTEMPTED};
 use crate::store::{Outcome, Retention, StoreError};
 use deadpool_postgres::{Object, Pool, Transaction};
@@ -150,9 +150,9 @@ impl Writer {
                         events += evs.len();
                         batches.push((evs, reply));
                     }
-                    Command::Run(other) => {
+                    Command::Run(Job::Upkeep(job)) => {
                         events += 1;
-                        others.push(other);
+                        others.push(job);
                     }
                     Command::Shutdown => {
                         stop = true;
@@ -360,10 +360,10 @@ impl Writer {
         Ok((outcomes, Written { sessions, alerts: raised.len() as u64, deliveries }))
     }
 
-    /// Deletion, pins, stalls and retention, each in a transaction of its own.
-    async fn upkeep(&mut self, job: Job) {
+    /// Deletion, pins, stalls, retention and deliveries, each in a transaction of its own.
+    async fn upkeep(&mut self, job: Upkeep) {
         match job {
-            Job::Delete(id, reply) => {
+            Upkeep::Delete(id, reply) => {
                 let r = self.txn(|tx| Box::pin(delete(tx, id.clone()))).await;
                 if matches!(r, Ok(true)) {
                     self.live.remove(&id);
@@ -372,11 +372,11 @@ impl Writer {
                 }
                 let _ = reply.send(r);
             }
-            Job::Pin(id, pinned, reply) => {
+            Upkeep::Pin(id, pinned, reply) => {
                 let r = self.txn(|tx| Box::pin(pin(tx, id.clone(), pinned))).await;
                 let _ = reply.send(r);
             }
-            Job::Stalls(reply) => {
+            Upkeep::Stalls(reply) => {
                 let detect = self.detect.clone();
                 let outbox = Arc::clone(&self.outbox);
                 let r = self.txn(|tx| Box::pin(stalls(tx, detect.clone(), Arc::clone(&outbox)))).await;
@@ -386,15 +386,15 @@ impl Writer {
                 }
                 let _ = reply.send(r);
             }
-            Job::Settle(settled, reply) => {
+            Upkeep::Settle(settled, reply) => {
                 let r = self.txn(|tx| Box::pin(settle_deliveries(tx, settled.clone()))).await;
                 let _ = reply.send(r);
             }
-            Job::Expire(keep, max_age_ms, reply) => {
+            Upkeep::Expire(keep, max_age_ms, reply) => {
                 let r = self.txn(|tx| Box::pin(expire_deliveries(tx, keep.clone(), max_age_ms))).await;
                 let _ = reply.send(r);
             }
-            Job::Retain(policy, reply) => {
+            Upkeep::Retain(policy, reply) => {
                 let r = self.txn(|tx| Box::pin(retain(tx, policy))).await;
                 if matches!(r, Ok(n) if n > 0) {
                     self.live.clear();
@@ -402,7 +402,6 @@ impl Writer {
                 }
                 let _ = reply.send(r);
             }
-            Job::Ingest(..) => unreachable!("handled by run"),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::hub::{Hub, Message, MessageKind};
 use crate::model::Event;
 use crate::store::apply::{ChildEnd, Live, Tracked};
 use crate::store::board::Facts;
-use crate::store::job::{tell, Command, Job, Reply};
+use crate::store::job::{tell, Command, Job, Reply, Upkeep};
 use crate::store::outbox::Outbox;
 use crate::store::{Outcome, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -36,17 +36,17 @@ pub(super) const RETAIN_BATCH: usize = 200;
 fn weight(job: &Job) -> usize {
     match job {
         Job::Ingest(evs, _) => evs.len(),
-        Job::Retain(..) => RETAIN_BATCH * 10,
-        _ => 1,
+        Job::Upkeep(Upkeep::Retain(..)) => RETAIN_BATCH * 10,
+        Job::Upkeep(_) => 1,
     }
 }
 
 /// A job that ran inside the open transaction: its answer waits for the commit's fate.
-type Answer = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+pub(super) type Answer = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
 /// A job that failed (and so took its group down): its caller is told why.
-type Failed = Box<dyn FnOnce(&StoreError) + Send>;
+pub(super) type Failed = Box<dyn FnOnce(&StoreError) + Send>;
 
-fn settle<T: Send + 'static>(
+pub(super) fn settle<T: Send + 'static>(
     reply: Reply<T>,
     result: rusqlite::Result<T>,
 ) -> Result<Answer, (rusqlite::Error, Failed)> {
@@ -170,12 +170,7 @@ impl Writer {
     fn run_job(&mut self, job: Job) -> Result<Answer, (rusqlite::Error, Failed)> {
         match job {
             Job::Ingest(evs, reply) => settle(reply, self.ingest(evs)),
-            Job::Delete(id, reply) => settle(reply, self.delete(&id)),
-            Job::Stalls(reply) => settle(reply, self.stalls()),
-            Job::Pin(id, pinned, reply) => settle(reply, self.pin(&id, pinned)),
-            Job::Retain(policy, reply) => settle(reply, self.retain(&policy)),
-            Job::Settle(settled, reply) => settle(reply, self.settle_deliveries(&settled)),
-            Job::Expire(keep, max_age_ms, reply) => settle(reply, self.expire_deliveries(&keep, max_age_ms)),
+            Job::Upkeep(job) => self.upkeep(job),
         }
     }
 
