@@ -1,15 +1,19 @@
 //! The PostgreSQL backend: any number of `aop` instances on one database behave as one collector.
 //!
-//! Each instance has one writer task ([`writer`]: group commit, session rows locked in the
-//! database, positions from one locked counter), a feed ([`feed`]) that publishes to this
+//! Each instance has one writer task ([`writer`]: group commit; its ingest transaction,
+//! [`ingest`], locks session rows in the database and takes positions from one locked counter;
+//! its other jobs are [`upkeep`]), a feed ([`feed`]) that publishes to this
 //! instance's subscribers what *any* instance committed, in position order (woken by
 //! `LISTEN/NOTIFY`, with a poll beside it), and a bounded pool of connections for reads
 //! ([`read`]). Nothing a client sees depends on which instance it talks to.
 
 pub mod conn;
 mod feed;
+mod ingest;
 mod read;
 mod schema;
+mod sql;
+mod upkeep;
 mod writer;
 
 use super::counters::Shared;

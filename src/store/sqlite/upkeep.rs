@@ -3,8 +3,8 @@
 //! group transactions like ingest, so they never race it.
 
 use super::writer::{settle, Answer, Failed, Writer, RETAIN_BATCH};
-use crate::detect;
 use crate::hub::Message;
+use crate::store::apply::stall_silence_ms;
 use crate::store::job::Upkeep;
 use crate::store::outbox::{Settle, Settled, NEVER_ATTEMPTED};
 use crate::store::Retention;
@@ -26,11 +26,8 @@ impl Writer {
 
     /// Running sessions silent past the shortest threshold are checked against the stall rule.
     fn stalls(&mut self) -> rusqlite::Result<usize> {
-        if !self.detect.stall_enabled {
-            return Ok(0);
-        }
-        let shortest = self.detect.stall_after_secs.min(self.detect.stall_after_tool_secs);
-        let cutoff = self.now_ms - (shortest * 1000.0) as i64;
+        let Some(silence_ms) = stall_silence_ms(&self.detect) else { return Ok(0) };
+        let cutoff = self.now_ms - silence_ms;
         let candidates: Vec<(i64, String, i64)> = self
             .silent
             .iter()
@@ -41,18 +38,9 @@ impl Writer {
         for (sid, id, heard_ms) in candidates {
             let now = self.now_ms;
             let cfg = self.detect.clone();
-            let t = self.session(&id)?;
-            if t.heard() {
-                continue; // an event arrived earlier in this group
-            }
-            let silent_secs = (now - heard_ms) as f64 / 1000.0;
-            let tool_open = t.detector.has_open_tool_call();
-            let Some(alert) = detect::stall_check(silent_secs, t.state.may_stall(tool_open), tool_open, false, &cfg)
-            else {
-                continue;
-            };
-            let agent = t.state.agent_id().to_owned();
-            self.raise(sid, &id, &agent, None, vec![alert])?;
+            // Not one heard from earlier in this group: `stall` says so.
+            let Some(stalled) = self.session(&id)?.stall(heard_ms, now, &cfg) else { continue };
+            self.raise(None, [stalled])?;
             self.conn.prepare_cached("UPDATE sessions SET stalled = 1 WHERE sid = ?1")?.execute([sid])?;
             self.silent.remove(&sid);
             raised += 1;
