@@ -4,8 +4,10 @@
 //! - [`model`]: the event envelope and its validation, and session derivation. No I/O.
 //! - [`detect`]: the anomaly detectors, pure: (per-session state, event) -> alerts.
 //! - [`store`]: the only code that knows SQL. [`store::apply`] is the backend-independent part of
-//!   ingest (event in, session row and alerts out); the SQLite backend has one writer thread per
-//!   database (group commit) and reads on their own connections.
+//!   ingest (event in, session row and alerts out, and every other decision a writer makes: where
+//!   a held place sends an event, a child's end, stalls), pure; each backend's writer (SQLite: one
+//!   thread per database; PostgreSQL: one task per instance, many on one database) does group
+//!   commit and writes what it says, and reads run on their own connections.
 //! - [`otlp`]: OpenTelemetry trace export requests decoded and mapped to AOP events. No I/O.
 //! - [`hub`]: fans committed events out to live subscribers without ever blocking the writer.
 //! - [`http`]: routes, status codes, SSE framing, the Host/Origin/token/CORS guard, and the

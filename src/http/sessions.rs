@@ -3,6 +3,7 @@
 use super::error::ApiError;
 use super::params::Params;
 use super::state::AppState;
+use crate::store::apply::rfc3339_ms;
 use crate::store::{AlertQuery, DetailQuery, SessionQuery, StoredEvent};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -156,13 +157,6 @@ pub(crate) async fn alerts(State(app): State<AppState>, p: Params) -> Result<Res
     out.push_str(&serde_json::to_string(&page.next_cursor).unwrap_or_else(|_| "null".into()));
     out.push('}');
     Ok(json_response(out))
-}
-
-/// A time on the store's clock (ms since the epoch) as RFC 3339, like the API's other times.
-fn rfc3339_ms(ms: i64) -> Option<String> {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
 }
 
 /// `GET /sessions/:id/deliveries`: each alert's notifications, one per target, with their state.

@@ -154,7 +154,7 @@ pub(super) async fn listen(target: super::conn::Target, wake: Arc<Notify>, stop:
             let (client, mut connection) = target.connect().await?;
             let mut rx = Box::pin(futures_util::stream::poll_fn(move |cx| connection.poll_message(cx)));
             // The connection is driven by the stream; LISTEN completes while we read it.
-            let sql = format!("LISTEN {}", super::writer::CHANNEL);
+            let sql = format!("LISTEN {}", super::sql::CHANNEL);
             let listen = client.batch_execute(&sql);
             tokio::pin!(listen);
             loop {

@@ -1,19 +1,23 @@
 //! The PostgreSQL backend: any number of `aop` instances on one database behave as one collector.
 //!
-//! Each instance has one writer task ([`writer`]: group commit, session rows locked in the
-//! database, positions from one locked counter), a feed ([`feed`]) that publishes to this
+//! Each instance has one writer task ([`writer`]: group commit; its ingest transaction,
+//! [`ingest`], locks session rows in the database and takes positions from one locked counter;
+//! its other jobs are [`upkeep`]), a feed ([`feed`]) that publishes to this
 //! instance's subscribers what *any* instance committed, in position order (woken by
 //! `LISTEN/NOTIFY`, with a poll beside it), and a bounded pool of connections for reads
 //! ([`read`]). Nothing a client sees depends on which instance it talks to.
 
 pub mod conn;
 mod feed;
+mod ingest;
 mod read;
 mod schema;
+mod sql;
+mod upkeep;
 mod writer;
 
 use super::counters::Shared;
-use super::job::{Command, Job, Reply};
+use super::job::{Command, Job, Reply, Upkeep};
 use super::*;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -173,10 +177,10 @@ impl PgStore {
     }
 
     /// Queues a job for the writer and waits for its answer, within [`INGEST_DEADLINE`].
-    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+    async fn submit<T, J: Into<Job>>(&self, job: impl FnOnce(Reply<T>) -> J) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.tx.try_send(Command::Run(job(reply))) {
+        if let Err(e) = self.tx.try_send(Command::Run(job(reply).into())) {
             self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
             return Err(match e {
                 mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
@@ -205,11 +209,11 @@ impl Store for PgStore {
     }
 
     fn delete_session(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.submit(move |r| Job::Delete(id, r)))
+        Box::pin(self.submit(move |r| Upkeep::Delete(id, r)))
     }
 
     fn check_stalls(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.submit(Job::Stalls))
+        Box::pin(self.submit(Upkeep::Stalls))
     }
 
     fn idle_sessions(&self, silent_ms: i64) -> BoxFuture<'_, Result<Vec<SessionState>, StoreError>> {
@@ -217,11 +221,11 @@ impl Store for PgStore {
     }
 
     fn pin(&self, id: String, pinned: bool) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.submit(move |r| Job::Pin(id, pinned, r)))
+        Box::pin(self.submit(move |r| Upkeep::Pin(id, pinned, r)))
     }
 
     fn retain(&self, policy: Retention) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.submit(move |r| Job::Retain(policy, r)))
+        Box::pin(self.submit(move |r| Upkeep::Retain(policy, r)))
     }
 
     fn shutdown(&self) {
@@ -294,11 +298,11 @@ impl Store for PgStore {
     }
 
     fn settle_deliveries(&self, settled: Vec<outbox::Settle>) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.submit(move |r| Job::Settle(settled, r)))
+        Box::pin(self.submit(move |r| Upkeep::Settle(settled, r)))
     }
 
     fn expire_deliveries(&self, keep: Vec<String>, max_age_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.submit(move |r| Job::Expire(keep, max_age_ms, r)))
+        Box::pin(self.submit(move |r| Upkeep::Expire(keep, max_age_ms, r)))
     }
 
     fn delivery_counts(&self) -> BoxFuture<'_, Result<outbox::DeliveryCounts, StoreError>> {

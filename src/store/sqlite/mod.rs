@@ -11,7 +11,7 @@ mod shared;
 mod upkeep;
 mod writer;
 
-use super::job::{Command, Job, Reply};
+use super::job::{Command, Job, Reply, Upkeep};
 use super::*;
 use crate::hub::Hub;
 use rusqlite::ErrorCode;
@@ -293,13 +293,13 @@ impl SqliteStore {
     }
 
     /// Queues a job for the writer and waits for its answer; a full queue is `QueueFull` at once.
-    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+    async fn submit<T, J: Into<Job>>(&self, job: impl FnOnce(Reply<T>) -> J) -> Result<T, StoreError> {
         let Some(writing) = &self.writing else {
             return Err(StoreError::db(ReadOnly));
         };
         let (reply, rx) = oneshot::channel();
         self.shared.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match writing.tx.try_send(Command::Run(job(reply))) {
+        match writing.tx.try_send(Command::Run(job(reply).into())) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
@@ -343,11 +343,11 @@ impl Store for SqliteStore {
     }
 
     fn delete_session(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.submit(move |r| Job::Delete(id, r)))
+        Box::pin(self.submit(move |r| Upkeep::Delete(id, r)))
     }
 
     fn check_stalls(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.submit(Job::Stalls))
+        Box::pin(self.submit(Upkeep::Stalls))
     }
 
     fn idle_sessions(&self, silent_ms: i64) -> BoxFuture<'_, Result<Vec<SessionState>, StoreError>> {
@@ -356,11 +356,11 @@ impl Store for SqliteStore {
     }
 
     fn pin(&self, id: String, pinned: bool) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.submit(move |r| Job::Pin(id, pinned, r)))
+        Box::pin(self.submit(move |r| Upkeep::Pin(id, pinned, r)))
     }
 
     fn retain(&self, policy: Retention) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.submit(move |r| Job::Retain(policy, r)))
+        Box::pin(self.submit(move |r| Upkeep::Retain(policy, r)))
     }
 
     fn shutdown(&self) {
@@ -424,11 +424,11 @@ impl Store for SqliteStore {
     }
 
     fn settle_deliveries(&self, settled: Vec<outbox::Settle>) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.submit(move |r| Job::Settle(settled, r)))
+        Box::pin(self.submit(move |r| Upkeep::Settle(settled, r)))
     }
 
     fn expire_deliveries(&self, keep: Vec<String>, max_age_ms: i64) -> BoxFuture<'_, Result<usize, StoreError>> {
-        Box::pin(self.submit(move |r| Job::Expire(keep, max_age_ms, r)))
+        Box::pin(self.submit(move |r| Upkeep::Expire(keep, max_age_ms, r)))
     }
 
     fn delivery_counts(&self) -> BoxFuture<'_, Result<outbox::DeliveryCounts, StoreError>> {

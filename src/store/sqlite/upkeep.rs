@@ -2,22 +2,32 @@
 //! deletion, pins, and giving freed pages back to the file system. They run in the writer's
 //! group transactions like ingest, so they never race it.
 
-use super::writer::{Writer, RETAIN_BATCH};
-use crate::detect;
+use super::writer::{settle, Answer, Failed, Writer, RETAIN_BATCH};
 use crate::hub::Message;
+use crate::store::apply::stall_silence_ms;
+use crate::store::job::Upkeep;
 use crate::store::outbox::{Settle, Settled, NEVER_ATTEMPTED};
 use crate::store::Retention;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::Ordering;
 
 impl Writer {
-    /// Running sessions silent past the shortest threshold are checked against the stall rule.
-    pub(super) fn stalls(&mut self) -> rusqlite::Result<usize> {
-        if !self.detect.stall_enabled {
-            return Ok(0);
+    /// Runs one upkeep job inside the open transaction.
+    pub(super) fn upkeep(&mut self, job: Upkeep) -> Result<Answer, (rusqlite::Error, Failed)> {
+        match job {
+            Upkeep::Delete(id, reply) => settle(reply, self.delete(&id)),
+            Upkeep::Stalls(reply) => settle(reply, self.stalls()),
+            Upkeep::Pin(id, pinned, reply) => settle(reply, self.pin(&id, pinned)),
+            Upkeep::Retain(policy, reply) => settle(reply, self.retain(&policy)),
+            Upkeep::Settle(settled, reply) => settle(reply, self.settle_deliveries(&settled)),
+            Upkeep::Expire(keep, max_age_ms, reply) => settle(reply, self.expire_deliveries(&keep, max_age_ms)),
         }
-        let shortest = self.detect.stall_after_secs.min(self.detect.stall_after_tool_secs);
-        let cutoff = self.now_ms - (shortest * 1000.0) as i64;
+    }
+
+    /// Running sessions silent past the shortest threshold are checked against the stall rule.
+    fn stalls(&mut self) -> rusqlite::Result<usize> {
+        let Some(silence_ms) = stall_silence_ms(&self.detect) else { return Ok(0) };
+        let cutoff = self.now_ms - silence_ms;
         let candidates: Vec<(i64, String, i64)> = self
             .silent
             .iter()
@@ -28,18 +38,9 @@ impl Writer {
         for (sid, id, heard_ms) in candidates {
             let now = self.now_ms;
             let cfg = self.detect.clone();
-            let t = self.session(&id)?;
-            if t.heard() {
-                continue; // an event arrived earlier in this group
-            }
-            let silent_secs = (now - heard_ms) as f64 / 1000.0;
-            let tool_open = t.detector.has_open_tool_call();
-            let Some(alert) = detect::stall_check(silent_secs, t.state.may_stall(tool_open), tool_open, false, &cfg)
-            else {
-                continue;
-            };
-            let agent = t.state.agent_id().to_owned();
-            self.raise(sid, &id, &agent, None, vec![alert])?;
+            // Not one heard from earlier in this group: `stall` says so.
+            let Some(stalled) = self.session(&id)?.stall(heard_ms, now, &cfg) else { continue };
+            self.raise(None, [stalled])?;
             self.conn.prepare_cached("UPDATE sessions SET stalled = 1 WHERE sid = ?1")?.execute([sid])?;
             self.silent.remove(&sid);
             raised += 1;
@@ -47,7 +48,7 @@ impl Writer {
         Ok(raised)
     }
 
-    pub(super) fn pin(&mut self, id: &str, pinned: bool) -> rusqlite::Result<bool> {
+    fn pin(&mut self, id: &str, pinned: bool) -> rusqlite::Result<bool> {
         let changed = self
             .conn
             .prepare_cached("UPDATE sessions SET pinned = ?2 WHERE id = ?1 AND event_count > 0")?
@@ -57,7 +58,7 @@ impl Writer {
 
     /// Deletes the oldest ended, unpinned sessions: those older than the policy's age, then more
     /// while the live data is over its size. Running and pinned sessions are never touched.
-    pub(super) fn retain(&mut self, policy: &Retention) -> rusqlite::Result<usize> {
+    fn retain(&mut self, policy: &Retention) -> rusqlite::Result<usize> {
         let oldest = |conn: &Connection, before_ms: i64, limit: usize| -> rusqlite::Result<Vec<String>> {
             conn.prepare_cached(
                 "SELECT id FROM sessions WHERE status != 'running' AND pinned = 0 AND event_count > 0 AND heard_ms < ?1 \
@@ -103,7 +104,7 @@ impl Writer {
         Ok(deleted)
     }
 
-    pub(super) fn delete(&mut self, id: &str) -> rusqlite::Result<bool> {
+    fn delete(&mut self, id: &str) -> rusqlite::Result<bool> {
         let sid: Option<i64> = self
             .conn
             .prepare_cached("SELECT sid FROM sessions WHERE id = ?1")?
@@ -125,7 +126,7 @@ impl Writer {
 
     /// Records attempts' outcomes. Only a waiting delivery changes: one settled already (or whose
     /// session was deleted meanwhile) stays as it is.
-    pub(super) fn settle_deliveries(&mut self, settled: &[Settle]) -> rusqlite::Result<()> {
+    fn settle_deliveries(&mut self, settled: &[Settle]) -> rusqlite::Result<()> {
         for s in settled {
             let (state, next_ms, done_ms, error) = match &s.outcome {
                 Settled::Delivered => ("delivered", self.now_ms, Some(self.now_ms), None),
@@ -145,7 +146,7 @@ impl Writer {
 
     /// Gives up waiting deliveries older than `max_age_ms` whose targets are not in `keep` (the
     /// worker gives up on its own targets' deliveries as it settles them).
-    pub(super) fn expire_deliveries(&mut self, keep: &[String], max_age_ms: i64) -> rusqlite::Result<usize> {
+    fn expire_deliveries(&mut self, keep: &[String], max_age_ms: i64) -> rusqlite::Result<usize> {
         let keep = serde_json::to_string(keep).unwrap_or_else(|_| "[]".to_owned());
         self.conn
             .prepare_cached(

@@ -8,12 +8,12 @@
 //! Upkeep jobs (stalls, retention, deletion, pins) are in [`super::upkeep`].
 
 use super::shared::{classify, Shared};
-use crate::detect::{with_alert_id, DetectConfig, NewAlert};
+use crate::detect::{with_alert_id, DetectConfig};
 use crate::hub::{Hub, Message, MessageKind};
 use crate::model::Event;
-use crate::store::apply::{ChildEnd, Live, Tracked};
+use crate::store::apply::{self, Live, Place, Probe, Raised, Saved, Tracked};
 use crate::store::board::Facts;
-use crate::store::job::{tell, Command, Job, Reply};
+use crate::store::job::{tell, Command, Job, Reply, Upkeep};
 use crate::store::outbox::Outbox;
 use crate::store::{Outcome, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -26,9 +26,6 @@ use std::sync::Arc;
 /// the first request in a group prompt. A larger batch is committed in several transactions, so
 /// no single commit publishes more than this many messages at once to the stream's ring.
 const MAX_GROUP_EVENTS: usize = 4096;
-/// How far a span's event may move past the sequence its clock gave it: that many events of one
-/// trace would have to share a microsecond.
-const MAX_SPAN_PROBES: i64 = 1024;
 /// Sessions deleted by one retention pass: bounds the transaction (the next pass continues).
 pub(super) const RETAIN_BATCH: usize = 200;
 
@@ -36,17 +33,17 @@ pub(super) const RETAIN_BATCH: usize = 200;
 fn weight(job: &Job) -> usize {
     match job {
         Job::Ingest(evs, _) => evs.len(),
-        Job::Retain(..) => RETAIN_BATCH * 10,
-        _ => 1,
+        Job::Upkeep(Upkeep::Retain(..)) => RETAIN_BATCH * 10,
+        Job::Upkeep(_) => 1,
     }
 }
 
 /// A job that ran inside the open transaction: its answer waits for the commit's fate.
-type Answer = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+pub(super) type Answer = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
 /// A job that failed (and so took its group down): its caller is told why.
-type Failed = Box<dyn FnOnce(&StoreError) + Send>;
+pub(super) type Failed = Box<dyn FnOnce(&StoreError) + Send>;
 
-fn settle<T: Send + 'static>(
+pub(super) fn settle<T: Send + 'static>(
     reply: Reply<T>,
     result: rusqlite::Result<T>,
 ) -> Result<Answer, (rusqlite::Error, Failed)> {
@@ -87,13 +84,6 @@ pub(super) struct Writer {
 
 pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-fn rfc3339_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 impl Writer {
@@ -170,12 +160,7 @@ impl Writer {
     fn run_job(&mut self, job: Job) -> Result<Answer, (rusqlite::Error, Failed)> {
         match job {
             Job::Ingest(evs, reply) => settle(reply, self.ingest(evs)),
-            Job::Delete(id, reply) => settle(reply, self.delete(&id)),
-            Job::Stalls(reply) => settle(reply, self.stalls()),
-            Job::Pin(id, pinned, reply) => settle(reply, self.pin(&id, pinned)),
-            Job::Retain(policy, reply) => settle(reply, self.retain(&policy)),
-            Job::Settle(settled, reply) => settle(reply, self.settle_deliveries(&settled)),
-            Job::Expire(keep, max_age_ms, reply) => settle(reply, self.expire_deliveries(&keep, max_age_ms)),
+            Job::Upkeep(job) => self.upkeep(job),
         }
     }
 
@@ -289,10 +274,10 @@ impl Writer {
                 })
                 .optional()?;
             let tracked = match found {
-                Some((sid, state, detector, upto)) => {
-                    let mut t = Tracked::loaded(sid, id, &state, detector.as_deref(), upto);
-                    self.catch_up(&mut t)?;
-                    t
+                Some((key, state, detector, upto)) => {
+                    let detector = detector.as_deref();
+                    let saved = Saved { key, rev: 0, id, state: &state, detector, detect_upto: upto };
+                    Tracked::restore(saved, self.stored_after(key, upto)?, &self.detect)
                 }
                 None => {
                     self.conn
@@ -309,18 +294,13 @@ impl Writer {
         Ok(self.live.get_mut(id).expect("checked above"))
     }
 
-    /// Replays the events stored after the session's saved detector state into it.
-    fn catch_up(&self, t: &mut Tracked) -> rusqlite::Result<()> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id, body FROM events WHERE sid = ?1 AND id > ?2 ORDER BY id")?;
-        let mut rows = stmt.query(params![t.key, t.detect_upto()])?;
-        while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            if let Ok(ev) = Event::parse(row.get_ref(1)?.as_str().unwrap_or_default()) {
-                t.replay(id, &ev, &self.detect);
-            }
-        }
-        Ok(())
+    /// The session's events stored after its saved detector state (about a checkpoint's worth at
+    /// most), to catch the detector up.
+    fn stored_after(&self, sid: i64, upto: i64) -> rusqlite::Result<Vec<(i64, String)>> {
+        self.conn
+            .prepare_cached("SELECT id, body FROM events WHERE sid = ?1 AND id > ?2 ORDER BY id")?
+            .query_map(params![sid, upto], |r| Ok((r.get(0)?, r.get_ref(1)?.as_str().unwrap_or_default().to_owned())))?
+            .collect()
     }
 
     fn ingest(&mut self, events: Vec<Event>) -> rusqlite::Result<Vec<Outcome>> {
@@ -338,10 +318,13 @@ impl Writer {
             let cfg = &self.detect;
             let tracked = self.live.get_mut(&ev.session_id).expect("loaded above");
             let applied = tracked.apply(id, &ev, cfg);
-            let agent = tracked.state.agent_id().to_owned();
-            self.raise(sid, &ev.session_id, &agent, Some(id), applied.alerts)?;
+            self.raise(Some(id), applied.alerts)?;
             if let Some(end) = applied.child_end {
-                self.child_ended(&end, id)?;
+                // Its parent hears of it, and may raise an alert of its own.
+                let cfg = self.detect.clone();
+                let parent = self.session(&end.parent)?;
+                let raised = end.tell(parent, &cfg);
+                self.raise(Some(id), raised)?;
             }
             outcomes.push(Outcome::Stored { id });
             let (session_id, agent_id, kind) = (ev.session_id.clone(), ev.agent_id.clone(), ev.kind.clone());
@@ -356,9 +339,7 @@ impl Writer {
 
     /// Inserts the event, or says why not: the same event is stored (a retry), or another one
     /// holds its sequence. An event derived from a span moves to the next free sequence instead
-    /// (its sequence comes from the span's clock, which other spans may share); a retry of it
-    /// finds itself on the way there, since sequences are only ever filled, never freed, while
-    /// the session exists.
+    /// ([`apply::place`] decides; this reads what it asks for).
     fn insert(&mut self, sid: i64, ev: Event) -> rusqlite::Result<Result<Event, Outcome>> {
         let inserted = self
             .conn
@@ -369,66 +350,47 @@ impl Writer {
         if inserted == 1 {
             return Ok(Ok(ev));
         }
-        let Some(span) = ev.span_ref() else {
-            let stored: String = self
+        let Some(mut probe) = Probe::of(&ev) else {
+            let held: String = self
                 .conn
                 .prepare_cached("SELECT body FROM events WHERE sid = ?1 AND seq = ?2")?
                 .query_row(params![sid, ev.sequence], |r| r.get(0))?;
-            return Ok(Err(if Event::same_content(&stored, ev.raw()) {
-                Outcome::Duplicate
-            } else {
-                Outcome::Conflict
-            }));
+            return Ok(Err(apply::place::refused(&ev, &held)));
         };
-        let mut free = ev.sequence;
+        let window = probe.window();
+        let mut decided = None;
         {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT seq, body FROM events WHERE sid = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3")?;
-            let mut rows = stmt.query(params![sid, ev.sequence, MAX_SPAN_PROBES])?;
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT seq, body FROM events WHERE sid = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq",
+            )?;
+            let mut rows = stmt.query(params![sid, window.start, window.end])?;
             while let Some(row) = rows.next()? {
-                if row.get::<_, i64>(0)? != free {
+                decided = probe.step(row.get(0)?, row.get_ref(1)?.as_str().unwrap_or_default());
+                if decided.is_some() {
                     break;
                 }
-                if span.matches_stored(row.get_ref(1)?.as_str().unwrap_or_default()) {
-                    return Ok(Err(Outcome::Duplicate));
-                }
-                free += 1;
             }
         }
-        if free - ev.sequence >= MAX_SPAN_PROBES {
-            return Ok(Err(Outcome::Conflict));
+        match decided.unwrap_or_else(|| probe.finish()) {
+            Place::Refused(outcome) => Ok(Err(outcome)),
+            Place::Moved(moved) => {
+                self.conn
+                    .prepare_cached("INSERT INTO events (sid, seq, body) VALUES (?1, ?2, ?3)")?
+                    .execute(params![sid, moved.sequence, moved.raw()])?;
+                Ok(Ok(*moved))
+            }
         }
-        let Ok(moved) = ev.with_sequence(free) else { return Ok(Err(Outcome::Conflict)) };
-        self.conn.prepare_cached("INSERT INTO events (sid, seq, body) VALUES (?1, ?2, ?3)")?.execute(params![
-            sid,
-            moved.sequence,
-            moved.raw()
-        ])?;
-        Ok(Ok(moved))
-    }
-
-    /// Children failing together are alerted on their parent.
-    fn child_ended(&mut self, end: &ChildEnd, event_id: i64) -> rusqlite::Result<()> {
-        let cfg = self.detect.clone();
-        let parent = self.session(&end.parent)?;
-        let alert = parent.child_ended(end, &cfg);
-        let (sid, agent) = (parent.key, parent.state.agent_id().to_owned());
-        self.raise(sid, &end.parent, &agent, Some(event_id), alert.into_iter().collect())
     }
 
     /// Stores alerts (in the transaction of their trigger) and queues them for the stream.
     pub(super) fn raise(
         &mut self,
-        sid: i64,
-        session_id: &str,
-        agent_id: &str,
         event_id: Option<i64>,
-        alerts: Vec<NewAlert>,
+        raised: impl IntoIterator<Item = Raised>,
     ) -> rusqlite::Result<()> {
-        let created_at = rfc3339_ms(self.now_ms);
-        for a in alerts {
-            let body = a.to_json(session_id, None, Some(&created_at));
+        for Raised { key: sid, session_id, agent_id, alert: a } in raised {
+            let created_at = apply::rfc3339_ms(self.now_ms).unwrap_or_default();
+            let body = a.to_json(&session_id, None, Some(&created_at));
             self.conn
                 .prepare_cached(
                     "INSERT INTO alerts (sid, session_id, type, event_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -439,7 +401,7 @@ impl Writer {
                 .prepare_cached("UPDATE sessions SET alert_count = alert_count + 1 WHERE sid = ?1")?
                 .execute([sid])?;
             // Without targets this loop never runs: ingest costs what it did before notifications.
-            for target in self.outbox.targets_for(a.kind, agent_id) {
+            for target in self.outbox.targets_for(a.kind, &agent_id) {
                 self.conn
                     .prepare_cached(
                         "INSERT INTO deliveries (alert_id, target, state, created_ms, next_ms) \
@@ -449,12 +411,7 @@ impl Writer {
                 self.delivering = true;
             }
             let data = with_alert_id(&body, id);
-            self.published.push(Message::alert(
-                session_id.to_owned(),
-                agent_id.to_owned(),
-                a.kind.as_str().to_owned(),
-                data,
-            ));
+            self.published.push(Message::alert(session_id, agent_id, a.kind.as_str().to_owned(), data));
         }
         Ok(())
     }
@@ -470,30 +427,28 @@ impl Writer {
              conversation = ?13 \
              WHERE sid = ?1",
         )?;
-        for (t, snap) in self.live.snapshots() {
-            self.facts.push((t.state.id.clone(), t.facts()));
-            let s = &t.state;
-            let (detector, upto) = snap.detector.map_or((None, 0), |(d, upto)| (Some(d), upto));
+        for (t, row) in self.live.changes() {
+            self.facts.push((row.id.to_owned(), t.facts()));
             stmt.execute(params![
-                t.key,
-                s.agent_id(),
-                s.parent_session_id(),
-                s.goal(),
-                s.status(),
-                s.last_seen_us(),
-                s.event_count(),
-                snap.state,
-                detector,
-                upto,
-                snap.heard,
+                row.key,
+                row.agent_id,
+                row.parent_id,
+                row.goal,
+                row.status,
+                row.last_seen_us,
+                row.event_count,
+                row.state,
+                row.detector,
+                row.detect_upto,
+                row.heard,
                 self.now_ms,
-                s.conversation_id()
+                row.conversation
             ])?;
-            if snap.heard {
-                if s.is_running() {
-                    self.silent.insert(t.key, (s.id.clone(), self.now_ms));
+            if row.heard {
+                if row.running {
+                    self.silent.insert(row.key, (row.id.to_owned(), self.now_ms));
                 } else {
-                    self.silent.remove(&t.key);
+                    self.silent.remove(&row.key);
                 }
             }
         }

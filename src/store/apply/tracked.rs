@@ -1,25 +1,14 @@
-//! Event in, session row and alerts out: the part of ingest every store backend shares, above SQL.
-//!
-//! A backend stores an event, then hands it here with its global position: the session's derived
-//! state ([`SessionState`]) and its detectors ([`SessionDetector`]) fold it, and what comes back is
-//! the alerts to store and what the parent must hear when a child ends. The backend writes what
-//! [`Tracked::snapshot`] says in the same transaction, and keeps running sessions in a [`Live`]
-//! cache so a hot session is not re-read per event.
-//!
-//! Restart safety without writing kilobytes per event: the detector state is saved every
-//! [`DETECT_CHECKPOINT`] events (and whenever the session ends or a child's end changed it); on
-//! load, the backend replays the events stored after the saved position through
-//! [`Tracked::replay`], which rebuilds the state without raising the alerts again.
+//! A session as a writer holds it: derived state and detectors, when the detector state is due to
+//! be saved, how it is read back and caught up, and what a child's end tells its parent.
 
+use super::Raised;
 use crate::detect::{DetectConfig, NewAlert, SessionDetector};
 use crate::model::{Event, SessionState};
-use std::collections::HashMap;
+use crate::store::board::Facts;
 
 /// Events after which a session's detector state is saved again; on load, at most this many
 /// stored events are replayed into it.
 pub const DETECT_CHECKPOINT: u32 = 32;
-/// Sessions kept in memory; beyond this the cache is emptied (states are re-read on demand).
-pub const MAX_CACHED_SESSIONS: usize = 20_000;
 
 /// A session as the writer holds it between events.
 #[derive(Debug, Clone)]
@@ -48,8 +37,9 @@ pub struct Tracked {
 #[derive(Debug, Default, PartialEq)]
 pub struct Applied {
     /// Alerts to store on this session, triggered by this event.
-    pub alerts: Vec<NewAlert>,
-    /// The session ended with this event and has a parent, whose detector must hear of it.
+    pub alerts: Vec<Raised>,
+    /// The session ended with this event and has a parent, whose detector must hear of it: the
+    /// backend loads the parent and calls [`ChildEnd::tell`].
     pub child_end: Option<ChildEnd>,
 }
 
@@ -62,15 +52,32 @@ pub struct ChildEnd {
     pub at_us: i64,
 }
 
-/// What a backend writes for a changed session, in the transaction of the events that changed it.
+/// What a backend writes for a changed session, in the transaction of the events that changed it
+/// (as columns: [`super::SessionColumns`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
-    /// The derived state, as JSON (the row's columns come from [`Tracked::state`]).
+    /// The derived state, as JSON (the row's other columns come from [`Tracked::state`]).
     pub state: String,
     /// The detector state, as JSON, when it is due to be saved, with the position it covers.
     pub detector: Option<(String, i64)>,
     /// The session was heard from since the last snapshot.
     pub heard: bool,
+}
+
+/// A session row as a backend reads it back, to rebuild the session from
+/// ([`Tracked::restore`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Saved<'a> {
+    pub key: i64,
+    pub rev: i64,
+    pub id: &'a str,
+    /// The derived state's JSON.
+    pub state: &'a str,
+    /// The detector state's JSON, if one was saved.
+    pub detector: Option<&'a str>,
+    /// The position the saved detector state covers: the backend reads the session's events
+    /// stored after it, to replay.
+    pub detect_upto: i64,
 }
 
 impl Tracked {
@@ -89,31 +96,42 @@ impl Tracked {
         }
     }
 
-    /// A session read back from the store: its saved state, and the detector saved at position
-    /// `detect_upto` (unreadable or missing states start over, as another version's might).
-    /// Replay the events stored after `detect_upto` into it before applying new ones.
-    pub fn loaded(key: i64, id: &str, state: &str, detector: Option<&str>, detect_upto: i64) -> Tracked {
-        Tracked {
-            key,
-            rev: 0,
-            state: serde_json::from_str(state).unwrap_or_else(|_| SessionState::new(id)),
-            detector: detector.and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default(),
+    /// A session read back from the store, its detector caught up: `stored_after` is the
+    /// session's events stored after `saved.detect_upto`, as (position, body) in position order.
+    /// Unreadable or missing saved states start over (another version's might be); a body that no
+    /// longer parses is skipped. The replayed events' alerts were raised (and stored) when they
+    /// first arrived, so none is raised again.
+    pub fn restore<B: AsRef<str>>(
+        saved: Saved<'_>,
+        stored_after: impl IntoIterator<Item = (i64, B)>,
+        cfg: &DetectConfig,
+    ) -> Tracked {
+        let mut t = Tracked {
+            key: saved.key,
+            rev: saved.rev,
+            state: serde_json::from_str(saved.state).unwrap_or_else(|_| SessionState::new(saved.id)),
+            detector: saved.detector.and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default(),
             dirty: false,
             heard: false,
-            detect_upto,
+            detect_upto: saved.detect_upto,
             detect_unsaved: 0,
             detect_must_save: false,
+        };
+        for (position, body) in stored_after {
+            if let Ok(ev) = Event::parse(body.as_ref()) {
+                t.replay(position, &ev, cfg);
+            }
         }
+        t
     }
 
-    /// The position the saved detector state covers: replay the session's events after it.
+    /// The position the detector has seen up to.
     pub fn detect_upto(&self) -> i64 {
         self.detect_upto
     }
 
-    /// Feeds an event stored after the saved detector state back into it. Its alerts were raised
-    /// (and stored) when it first arrived, so they are dropped.
-    pub fn replay(&mut self, position: i64, ev: &Event, cfg: &DetectConfig) {
+    /// Feeds an event stored after the saved detector state back into it, dropping its alerts.
+    fn replay(&mut self, position: i64, ev: &Event, cfg: &DetectConfig) {
         let _ = self.detector.observe(ev, cfg);
         self.detect_upto = position;
         self.detect_unsaved += 1;
@@ -138,20 +156,17 @@ impl Tracked {
         } else {
             None
         };
-        Applied { alerts, child_end }
+        Applied { alerts: alerts.into_iter().map(|a| self.raised(a)).collect(), child_end }
     }
 
-    /// Tells this (parent) session's detector that a child ended.
-    pub fn child_ended(&mut self, end: &ChildEnd, cfg: &DetectConfig) -> Option<NewAlert> {
-        let alert = self.detector.observe_child_end(&end.child, &end.status, end.at_us, cfg);
-        self.dirty = true;
-        self.detect_must_save = true;
-        alert
+    /// An alert on this session, as it is stored.
+    pub fn raised(&self, alert: NewAlert) -> Raised {
+        Raised { key: self.key, session_id: self.state.id.clone(), agent_id: self.state.agent_id().to_owned(), alert }
     }
 
     /// What the guard reads of this session now.
-    pub fn facts(&self) -> super::board::Facts {
-        super::board::Facts { watch: Some(self.detector.guard_view()), ..super::board::Facts::of_state(&self.state) }
+    pub fn facts(&self) -> Facts {
+        Facts { watch: Some(self.detector.guard_view()), ..Facts::of_state(&self.state) }
     }
 
     /// Whether an event arrived since the last snapshot.
@@ -178,103 +193,54 @@ impl Tracked {
     }
 }
 
+impl ChildEnd {
+    /// Tells the parent (the session named [`ChildEnd::parent`], which the backend loads) that
+    /// its child ended: the parent's detector hears it, is saved with the parent's next snapshot
+    /// (replaying the parent's own events would not redo it), and may raise an alert on the
+    /// parent (children failing together).
+    pub fn tell(&self, parent: &mut Tracked, cfg: &DetectConfig) -> Option<Raised> {
+        debug_assert_eq!(parent.state.id, self.parent, "the child's parent");
+        let alert = parent.detector.observe_child_end(&self.child, &self.status, self.at_us, cfg);
+        parent.dirty = true;
+        parent.detect_must_save = true;
+        alert.map(|a| parent.raised(a))
+    }
+}
+
 fn to_json(v: &impl serde::Serialize) -> String {
     // Plain data (strings, numbers, maps with string keys): serialisation cannot fail.
     serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned())
 }
 
-/// The sessions a writer keeps in memory, by id: running ones, so a hot session is not re-read
-/// per event. Ended sessions leave at the end of each transaction (they seldom hear more, and
-/// their detector state was saved as they ended), so the cache does not grow with history.
-#[derive(Debug, Default)]
-pub struct Live {
-    sessions: HashMap<String, Tracked>,
-}
-
-impl Live {
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut Tracked> {
-        self.sessions.get_mut(id)
-    }
-
-    pub fn contains(&self, id: &str) -> bool {
-        self.sessions.contains_key(id)
-    }
-
-    pub fn insert(&mut self, tracked: Tracked) -> &mut Tracked {
-        let id = tracked.state.id.clone();
-        self.sessions.entry(id).insert_entry(tracked).into_mut()
-    }
-
-    pub fn remove(&mut self, id: &str) {
-        self.sessions.remove(id);
-    }
-
-    /// Takes a session out, for a writer that puts it back only if its transaction commits.
-    pub fn take(&mut self, id: &str) -> Option<Tracked> {
-        self.sessions.remove(id)
-    }
-
-    /// Forgets everything: after a rollback, the cache may hold states of undone events.
-    pub fn clear(&mut self) {
-        self.sessions.clear();
-    }
-
-    /// Every changed session with its snapshot, to write before the commit.
-    pub fn snapshots(&mut self) -> Vec<(&Tracked, Snapshot)> {
-        let mut out = Vec::new();
-        for t in self.sessions.values_mut() {
-            if let Some(snap) = t.snapshot() {
-                out.push((&*t, snap));
-            }
-        }
-        out
-    }
-
-    /// After a commit: ended sessions leave; past [`MAX_CACHED_SESSIONS`] everything does.
-    pub fn committed(&mut self) {
-        if self.sessions.len() > MAX_CACHED_SESSIONS {
-            self.sessions.clear();
-        } else {
-            self.sessions.retain(|_, t| t.state.is_running());
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::testing::ev;
     use super::*;
     use crate::detect::AlertKind;
-
-    fn ev(session: &str, parent: Option<&str>, seq: i64, kind: &str, payload: &str) -> Event {
-        let parent = parent.map_or("null".to_owned(), |p| format!("\"{p}\""));
-        Event::parse(&format!(
-            r#"{{"spec":"aop/1.0","session_id":"{session}","parent_session_id":{parent},"agent_id":"a","sequence":{seq},"timestamp":"2026-04-03T10:00:{:02}.000Z","type":"{kind}","payload":{payload}}}"#,
-            seq % 60
-        ))
-        .expect("a valid event")
-    }
 
     fn low_thought(seq: i64) -> Event {
         ev("s", None, seq, "cognition.thought", r#"{"content":"hmm","confidence":"low"}"#)
     }
 
+    fn kinds(raised: &[Raised]) -> Vec<AlertKind> {
+        raised.iter().map(|r| r.alert.kind).collect()
+    }
+
+    fn saved<'a>(key: i64, id: &'a str, state: &'a str, detector: Option<&'a str>, upto: i64) -> Saved<'a> {
+        Saved { key, rev: 0, id, state, detector, detect_upto: upto }
+    }
+
     #[test]
-    fn an_event_updates_the_row_and_raises_the_detectors_alerts() {
+    fn an_event_updates_the_row_and_raises_the_detectors_alerts_on_its_session() {
         let cfg = DetectConfig::default();
         let mut t = Tracked::fresh(7, "s");
         assert!(t.apply(1, &ev("s", None, 1, "session.started", r#"{"goal":"g"}"#), &cfg).alerts.is_empty());
         assert!(t.apply(2, &low_thought(2), &cfg).alerts.is_empty());
         assert!(t.apply(3, &low_thought(3), &cfg).alerts.is_empty());
         let third = t.apply(4, &low_thought(4), &cfg);
-        assert_eq!(third.alerts.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlertKind::ConfidenceDrop]);
+        assert_eq!(kinds(&third.alerts), [AlertKind::ConfidenceDrop]);
+        let r = &third.alerts[0];
+        assert_eq!((r.key, r.session_id.as_str(), r.agent_id.as_str()), (7, "s", "a"));
         assert_eq!(t.state.goal(), Some("g"));
         assert_eq!(t.state.event_count(), 4);
         assert!(t.heard());
@@ -302,28 +268,29 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_replays_to_the_same_detector_without_repeating_alerts() {
+    fn a_restart_catches_up_to_the_same_detector_without_repeating_alerts() {
         let cfg = DetectConfig::default();
         let events: Vec<Event> = (1..=40).map(low_thought).collect();
         let mut live = Tracked::fresh(1, "s");
-        let mut saved = None;
+        let mut saved_row = None;
         let mut alerts_live = 0;
         for (i, e) in events.iter().enumerate() {
             alerts_live += live.apply(i as i64 + 1, e, &cfg).alerts.len();
             if let Some(s) = live.snapshot() {
                 if let Some(d) = s.detector {
-                    saved = Some((s.state, d));
+                    saved_row = Some((s.state, d));
                 }
             }
         }
-        let (state, (detector, upto)) = saved.expect("saved at 32");
+        let (state, (detector, upto)) = saved_row.expect("saved at 32");
         assert_eq!(upto, 32);
-        let mut back = Tracked::loaded(1, "s", &state, Some(&detector), upto);
-        for (i, e) in events.iter().enumerate().skip(upto as usize) {
-            back.replay(i as i64 + 1, e, &cfg);
-        }
+        // What a backend reads back: the row, and the events stored after `detect_upto`.
+        let after = events.iter().enumerate().skip(upto as usize).map(|(i, e)| (i as i64 + 1, e.raw()));
+        let mut back = Tracked::restore(saved(1, "s", &state, Some(&detector), upto), after, &cfg);
         assert_eq!(back.detector, live.detector);
         assert_eq!(back.detect_upto(), 40);
+        assert!(!back.heard(), "catching up is not hearing from the session");
+        assert_eq!(back.snapshot(), None, "nothing to write after catching up");
         assert!(alerts_live > 0);
         // The next event behaves the same either way.
         let next = low_thought(41);
@@ -331,8 +298,32 @@ mod tests {
     }
 
     #[test]
+    fn catching_up_skips_bodies_that_no_longer_parse_and_counts_toward_the_next_save() {
+        let cfg = DetectConfig::default();
+        let (thought, junk) = (low_thought(2), "{\"not\":\"an event\"}");
+        let stored = [(5, thought.raw()), (6, junk)];
+        let mut t = Tracked::restore(saved(1, "s", "{}", None, 4), stored, &cfg);
+        assert_eq!(t.detect_upto(), 5, "the unreadable body is skipped");
+        // 31 more events reach the checkpoint: the replayed one counted.
+        let mut saved_at = None;
+        for seq in 3..=33 {
+            t.apply(seq + 4, &low_thought(seq), &cfg);
+            if let Some((_, upto)) = t.snapshot().and_then(|s| s.detector) {
+                saved_at.get_or_insert(upto);
+            }
+        }
+        assert_eq!(saved_at, Some(37), "saved after {DETECT_CHECKPOINT} events, the replayed one included");
+    }
+
+    #[test]
     fn unreadable_saved_states_start_over() {
-        let t = Tracked::loaded(3, "s", "not json", Some("{\"junk\":"), 12);
+        let none: [(i64, &str); 0] = [];
+        let t = Tracked::restore(
+            Saved { key: 3, rev: 9, id: "s", state: "not json", detector: Some("{\"junk\":"), detect_upto: 12 },
+            none,
+            &DetectConfig::default(),
+        );
+        assert_eq!((t.key, t.rev), (3, 9));
         assert_eq!(t.state.id, "s");
         assert_eq!(t.detector, SessionDetector::default());
         assert_eq!(t.detect_upto(), 12);
@@ -349,18 +340,42 @@ mod tests {
             let mut c = Tracked::fresh(10 + n as i64, child);
             c.apply(2, &ev(child, Some("p"), 1, "session.started", "{}"), &cfg);
             let end = c.apply(3, &ev(child, Some("p"), 2, "session.ended", r#"{"outcome":"failed"}"#), &cfg);
+            assert!(end.alerts.is_empty());
             let end = end.child_end.expect("a child with a parent ended");
             assert_eq!((end.parent.as_str(), end.child.as_str(), end.status.as_str()), ("p", child, "failed"));
-            alerts.extend(parent.child_ended(&end, &cfg));
+            alerts.extend(end.tell(&mut parent, &cfg));
             let snap = parent.snapshot().expect("the parent changed");
             assert!(snap.detector.is_some(), "a child's end is saved at once");
             assert!(!snap.heard, "the parent itself was not heard from");
         }
-        assert_eq!(alerts.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlertKind::ErrorCascade]);
-        // An ended session without a parent tells no one; ending twice tells once.
+        assert_eq!(kinds(&alerts), [AlertKind::ErrorCascade]);
+        let r = &alerts[0];
+        assert_eq!((r.key, r.session_id.as_str(), r.agent_id.as_str()), (1, "p", "a"), "raised on the parent");
+    }
+
+    #[test]
+    fn only_an_ending_with_a_parent_tells_anyone_and_only_once() {
+        let cfg = DetectConfig::default();
         let mut lone = Tracked::fresh(20, "lone");
-        let end = ev("lone", None, 1, "session.ended", "{}");
-        assert_eq!(lone.apply(1, &end, &cfg).child_end, None);
+        assert_eq!(lone.apply(1, &ev("lone", None, 1, "session.ended", "{}"), &cfg).child_end, None);
+        let mut child = Tracked::fresh(21, "c");
+        assert_eq!(child.apply(1, &ev("c", Some("p"), 1, "session.started", "{}"), &cfg).child_end, None);
+        let first = child.apply(2, &ev("c", Some("p"), 2, "session.ended", "{}"), &cfg);
+        assert!(first.child_end.is_some());
+        let again = child.apply(3, &ev("c", Some("p"), 3, "session.ended", "{}"), &cfg);
+        assert_eq!(again.child_end, None, "an ended session ending again tells nobody");
+    }
+
+    #[test]
+    fn with_cascades_off_a_childs_end_is_still_saved_but_raises_nothing() {
+        let cfg = DetectConfig { cascade_enabled: false, ..DetectConfig::default() };
+        let mut parent = Tracked::fresh(1, "p");
+        parent.snapshot();
+        for child in ["c1", "c2", "c3", "c4"] {
+            let end = ChildEnd { parent: "p".into(), child: child.into(), status: "failed".into(), at_us: 1 };
+            assert_eq!(end.tell(&mut parent, &cfg), None);
+        }
+        assert!(parent.snapshot().expect("changed").detector.is_some());
     }
 
     #[test]
@@ -379,22 +394,8 @@ mod tests {
         };
         assert!(t.apply(1, &call(1), &cfg).alerts.is_empty());
         let second = t.apply(2, &call(2), &cfg);
-        assert_eq!(second.alerts.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlertKind::CostSpike]);
-        assert_eq!(second.alerts[0].details["total_cost_usd"], 0.012);
+        assert_eq!(kinds(&second.alerts), [AlertKind::CostSpike]);
+        assert_eq!(second.alerts[0].alert.details["total_cost_usd"], 0.012);
         assert_eq!(t.state.view(0, 0).total_cost_usd, Some(0.012));
-    }
-
-    #[test]
-    fn the_cache_keeps_running_sessions_only() {
-        let cfg = DetectConfig::default();
-        let mut live = Live::default();
-        live.insert(Tracked::fresh(1, "running")).apply(1, &ev("running", None, 1, "session.started", "{}"), &cfg);
-        live.insert(Tracked::fresh(2, "done")).apply(2, &ev("done", None, 1, "session.ended", "{}"), &cfg);
-        assert_eq!(live.snapshots().len(), 2);
-        assert!(live.snapshots().is_empty(), "snapshots are taken once");
-        live.committed();
-        assert!(live.contains("running"));
-        assert!(!live.contains("done"));
-        assert_eq!(live.len(), 1);
     }
 }
