@@ -28,8 +28,10 @@ the clients, a history of 100,000 events in 1,000 other sessions) and a checkpoi
 run the events are counted against pgbench's committed transactions; after each (ii) run the
 sequencer is also run until nothing is left, and every committed group is checked to hold
 positions 1..N with no gap or duplicate, in ticket order within each sequencing step and in
-order within each session. One line is printed per combination, with the 1-minute load
-average at its end; the server is stopped and its directory removed on exit.
+order within each session. One line is printed per combination, ending with its WAL flushes
+(pg_stat_wal, with track_wal_io_timing on), the CPU the server and pgbench (all clients) used
+during it and how busy the whole machine was, in cores, and the 1-minute load average; the
+server is stopped and its directory removed on exit.
 
 Options:
   --duration SECS  length of each measurement (default 20)
@@ -146,7 +148,7 @@ echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; $(nproc) co
 "${as_server[@]}" "$PGBIN/initdb" -D "$tmp/data" -U postgres --auth=trust -E UTF8 --no-locale \
     >"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log" >&2; die "initdb failed (output above)"; }
 "${as_server[@]}" "$PGBIN/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -t 60 \
-    -o "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$tmp -c fsync=on -c synchronous_commit=on" \
+    -o "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$tmp -c fsync=on -c synchronous_commit=on -c track_wal_io_timing=on" \
     start >"$tmp/pg_ctl.log" 2>&1 || { cat "$tmp/pg_ctl.log" "$tmp/server.log" >&2 2>/dev/null; die "the server did not start (output above)"; }
 server_up=1
 
@@ -212,6 +214,62 @@ pgbench_failed() { # name status
     exit 1
 }
 
+# CPU accounting, in clock ticks (USER_HZ), so each line can say how much CPU the server and
+# pgbench used and how busy the whole machine was (it may be shared). The machine's figure comes
+# from /proc/stat, the others from each process's own times, which the kernel keeps differently:
+# their difference says roughly what everything else used, not exactly.
+hz=$(getconf CLK_TCK)
+busy_ticks() {
+    local _cpu user nice system idle iowait irq softirq steal _rest
+    read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+    echo $((user + nice + system + irq + softirq + steal))
+}
+proc_ticks() { # pid [with-children]: its user+system ticks, and its reaped children's
+    local stat fields
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    read -r -a fields <<<"${stat##*) }"
+    if [[ -n ${2:-} ]]; then
+        echo $((fields[11] + fields[12] + fields[13] + fields[14]))
+    else
+        echo $((fields[11] + fields[12]))
+    fi
+}
+server_ticks() { # the postmaster, its live children and those it has reaped
+    local pm child total
+    pm=$(head -n 1 "$tmp/data/postmaster.pid")
+    total=$(proc_ticks "$pm" all)
+    for child in $(ps -o pid= --ppid "$pm"); do
+        total=$((total + $(proc_ticks "$child")))
+    done
+    echo "$total"
+}
+client_ticks() { # this shell's reaped children (pgbench, psql); `times` must run in this shell
+    times >"$tmp/times"
+    tail -n 1 "$tmp/times" | awk -v hz="$hz" '{
+        t = 0
+        for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] }
+        printf "%d", t * hz }'
+}
+cpu_start() {
+    client_ticks >"$tmp/ticks"
+    cpu_client0=$(<"$tmp/ticks")
+    cpu_t0=$(date +%s.%N) cpu_busy0=$(busy_ticks) cpu_server0=$(server_ticks)
+    psql_ -Atc "SELECT pg_stat_reset_shared('wal')" >/dev/null
+}
+cpu_report() { # sets cpu to "WAL ...; cpu: server X, pgbench Y, machine Z cores" since cpu_start
+    local t1 busy server client wal
+    client_ticks >"$tmp/ticks"
+    client=$(( $(<"$tmp/ticks") - cpu_client0 ))
+    t1=$(date +%s.%N) busy=$(( $(busy_ticks) - cpu_busy0 )) server=$(( $(server_ticks) - cpu_server0 ))
+    # WAL flushes (pg_stat_wal, track_wal_io_timing on): how many, how long each took.
+    wal=$(psql_ -At -F ' ' -c "SELECT wal_sync, wal_sync_time, wal_bytes FROM pg_stat_wal")
+    cpu=$(awk -v t="$t1" -v t0="$cpu_t0" -v hz="$hz" -v b="$busy" -v s="$server" -v c="$client" -v wal="$wal" 'BEGIN {
+        d = (t - t0) * hz
+        split(wal, w, " ")
+        printf "WAL %.0f flushes/s, %.2f ms each, %.1f MB/s; cpu: server %.2f, pgbench %.2f, machine %.2f cores",
+            w[1] / (t - t0), (w[1] > 0 ? w[2] / w[1] : 0), w[3] / (t - t0) / 1e6, s / d, c / d, b / d }')
+}
+
 checks_failed=0
 verify() { # name file
     local name=$1 file=$2 out
@@ -240,10 +298,12 @@ for shape in $shapes; do
             psql_ -f "$sql/reset.sql" >/dev/null || die "reset.sql failed before $name"
             vars=(-D "rows=$r" -D "bodies=$bodies" -D "state=$state")
             if [[ $shape == i ]]; then
+                cpu_start
                 PGOPTIONS="-c search_path=head_notify" start_pgbench "$name" "$c" "$threads" "$sql/head_notify.sql" "${vars[@]}"
                 status=0
                 wait "$started_pid" || status=$?
                 bg_pids=()
+                cpu_report
                 [[ $status -eq 0 ]] || pgbench_failed "$name" "$status"
                 PGOPTIONS="-c search_path=head_notify" verify "$name" "$sql/verify_head_notify.sql"
                 # The history holds 100,000 events (reset.sql).
@@ -258,6 +318,7 @@ for shape in $shapes; do
                 extra=""
             else
                 export PGOPTIONS="-c search_path=post_commit"
+                cpu_start
                 # The sequencer first, so it is running when the writers start; a connection
                 # idle inside a transaction is cut after 5 s, as the design note asks.
                 PGOPTIONS="$PGOPTIONS -c idle_in_transaction_session_timeout=5s" \
@@ -279,6 +340,7 @@ for shape in $shapes; do
                 kill "$watch_pid" 2>/dev/null || true
                 wait "$watch_pid" 2>/dev/null || true
                 bg_pids=()
+                cpu_report
                 [[ $status -eq 0 ]] || pgbench_failed "$name" "$status"
                 [[ $seq_status -eq 0 ]] || pgbench_failed "$name-sequencer" "$seq_status"
                 IFS='|' read -r backlog_end numbered_in_run steps_in_run < <(psql_ -At -F '|' -c \
@@ -310,9 +372,9 @@ for shape in $shapes; do
             latency=$(pgbench_figure "$tmp/$name.out" latency)
             failed=$(pgbench_figure "$tmp/$name.out" failed)
             [[ -n $tps && -n $latency ]] || { cat "$tmp/$name.out" >&2; die "could not read pgbench's summary for $name"; }
-            printf '%s c=%-2s rows=%-3s : %.0f tx/s, %.0f rows/s, latency avg %.1f ms%s; %s failed; checks %s; load %s\n' \
+            printf '%s c=%-2s rows=%-3s : %.0f tx/s, %.0f rows/s, latency avg %.1f ms%s; %s failed; checks %s; %s; load %s\n' \
                 "$label" "$c" "$r" "$tps" "$(awk -v t="$tps" -v r="$r" 'BEGIN { print t * r }')" "$latency" \
-                "$extra" "${failed:-0}" "$verified" "$(cut -d' ' -f1 /proc/loadavg)"
+                "$extra" "${failed:-0}" "$verified" "$cpu" "$(cut -d' ' -f1 /proc/loadavg)"
         done
     done
 done
