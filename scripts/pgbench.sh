@@ -257,7 +257,14 @@ cpu_start() {
     psql_ -Atc "SELECT pg_stat_reset_shared('wal')" >/dev/null
 }
 cpu_report() { # sets cpu to "WAL ...; cpu: server X, pgbench Y, machine Z cores" since cpu_start
-    local t1 busy server client wal
+    local t1 busy server client wal pm i
+    # A backend's time moves to the postmaster's children's times only once it is reaped: wait
+    # (at most 5 s) until the clients' backends are gone.
+    pm=$(head -n 1 "$tmp/data/postmaster.pid")
+    for i in $(seq 1 50); do
+        ps -o args= --ppid "$pm" | grep -q '127\.0\.0\.1(' || break
+        sleep 0.1
+    done
     client_ticks >"$tmp/ticks"
     client=$(( $(<"$tmp/ticks") - cpu_client0 ))
     t1=$(date +%s.%N) busy=$(( $(busy_ticks) - cpu_busy0 )) server=$(( $(server_ticks) - cpu_server0 ))
