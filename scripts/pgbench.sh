@@ -328,13 +328,18 @@ for shape in $shapes; do
                 cpu_start
                 # The sequencer first, so it is running when the writers start; a connection
                 # idle inside a transaction is cut after 5 s, as the design note asks.
-                PGOPTIONS="$PGOPTIONS -c idle_in_transaction_session_timeout=5s" \
+                PGOPTIONS="$PGOPTIONS -c idle_in_transaction_session_timeout=5s" PGAPPNAME=aop_sequencer \
                     start_pgbench "$name-sequencer" 1 1 "$sql/sequencer.sql" -D max=10000 -D idle_us=1000
                 seq_pid=$started_pid
-                # The unnumbered backlog, sampled once a second.
+                # Once a second: the unnumbered backlog, and the CPU ticks of the sequencer's
+                # backend ("time backlog ticks"; its last line is at most a second before the end).
                 (
+                    backend=""
                     while sleep 1; do
-                        psql_ -Atc "SELECT count(*) FROM aop_groups WHERE first_pos IS NULL" 2>/dev/null || true
+                        [[ -n $backend ]] || backend=$(psql_ -Atc \
+                            "SELECT pid FROM pg_stat_activity WHERE application_name = 'aop_sequencer'" 2>/dev/null) || true
+                        n=$(psql_ -Atc "SELECT count(*) FROM aop_groups WHERE first_pos IS NULL" 2>/dev/null) || continue
+                        echo "$(date +%s.%N) $n $([[ -n $backend ]] && proc_ticks "$backend" || echo -)"
                     done
                 ) >"$tmp/$name-backlog.out" &
                 watch_pid=$!
@@ -369,10 +374,13 @@ for shape in $shapes; do
                 fi
                 unset PGOPTIONS
                 calls=$(pgbench_figure "$tmp/$name-sequencer.out" tps)
-                backlog_max=$(sort -n "$tmp/$name-backlog.out" | tail -n 1)
-                extra=$(printf '; sequencer %s steps/s (%.0f calls/s), %s groups/step, backlog max %s, at end %s' \
+                backlog_max=$(awk '$2 > m { m = $2 } END { print m + 0 }' "$tmp/$name-backlog.out")
+                # The sequencer backend's CPU between the first and the last sample that saw it.
+                seq_cpu=$(awk -v hz="$hz" '$3 ~ /^[0-9]+$/ && $3 > 0 { if (t0 == "") { t0 = $1; k0 = $3 } t1 = $1; k1 = $3 }
+                    END { if (t1 > t0) printf "%.2f", (k1 - k0) / hz / (t1 - t0); else print "?" }' "$tmp/$name-backlog.out")
+                extra=$(printf '; sequencer %s steps/s (%.0f calls/s), %s groups/step, %s cores, backlog max %s, at end %s' \
                     "$(awk -v s="$steps_in_run" -v d="$duration" 'BEGIN { printf "%.0f", s / d }')" "$calls" \
-                    "$(ratio "$numbered_in_run" "$steps_in_run")" "${backlog_max:-?}" "$backlog_end")
+                    "$(ratio "$numbered_in_run" "$steps_in_run")" "$seq_cpu" "${backlog_max:-?}" "$backlog_end")
                 label="(ii) post-commit"
             fi
             tps=$(pgbench_figure "$tmp/$name.out" tps)
