@@ -314,6 +314,16 @@ impl ChunkedDecoder {
     }
 }
 
+/// What an answer says went wrong: the `error` of an API error body, or the start of whatever
+/// else came (a proxy's page, say).
+pub(crate) fn error_message(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| text.chars().take(200).collect())
+}
+
 /// One keep-alive connection. Not `Clone`: one request at a time.
 pub(crate) struct Conn {
     stream: TcpStream,
@@ -485,7 +495,19 @@ impl Conn {
         content_type: Option<&str>,
         body: &[u8],
     ) -> io::Result<Response<'_>> {
-        self.send(method, path, content_type, body, &[]).await?;
+        self.request_with(method, path, content_type, body, &[]).await
+    }
+
+    /// [`Conn::request`] with extra headers.
+    pub(crate) async fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        extra: &[(&str, &str)],
+    ) -> io::Result<Response<'_>> {
+        self.send(method, path, content_type, body, extra).await?;
         let head = self.read_head().await?;
         let mut collected = std::mem::take(&mut self.body);
         collected.clear();

@@ -352,18 +352,8 @@ struct Ask<'a> {
     extra: &'a [(&'a str, &'a str)],
 }
 
-/// One request and its whole answer.
-async fn once(conn: &mut Conn, ask: &Ask<'_>) -> std::io::Result<(u16, Vec<u8>)> {
-    let content_type = ask.body.map(|_| "application/json");
-    conn.send(ask.method, ask.path, content_type, ask.body.unwrap_or_default(), ask.extra).await?;
-    let head = conn.read_head().await?;
-    let mut answer = Vec::new();
-    conn.read_body_with(&head, &mut |b| answer.extend_from_slice(b)).await?;
-    Ok((head.status, answer))
-}
-
 /// Sequential requests for `duration`: latency per request, at concurrency 1. An answer counts
-/// when it is a 200 and `good` takes its body.
+/// when it is a 200 and `good` takes its body, read into the connection's reused buffer.
 async fn timed(
     ctx: &Ctx,
     label: &str,
@@ -371,9 +361,11 @@ async fn timed(
     good: impl Fn(&[u8]) -> bool,
     duration: Duration,
 ) -> Result<(), String> {
+    let content_type = ask.body.map(|_| "application/json");
+    let body = ask.body.unwrap_or_default();
     let mut conn = Conn::connect(&ctx.target).await.map_err(|e| format!("cannot connect: {e}"))?;
     for _ in 0..WARM_UP {
-        let _ = once(&mut conn, ask).await;
+        let _ = conn.request_with(ask.method, ask.path, content_type, body, ask.extra).await;
         if conn.closed {
             conn = Conn::connect(&ctx.target).await.map_err(|e| e.to_string())?;
         }
@@ -385,15 +377,17 @@ async fn timed(
     let deadline = started + duration;
     while Instant::now() < deadline && samples.len() + (errors as usize) < MAX_READS {
         let t = Instant::now();
-        match tokio::time::timeout(ingest::REQUEST_TIMEOUT, once(&mut conn, ask)).await {
-            Ok(Ok((200, answer))) if good(&answer) => {
+        let asked = conn.request_with(ask.method, ask.path, content_type, body, ask.extra);
+        match tokio::time::timeout(ingest::REQUEST_TIMEOUT, asked).await {
+            Ok(Ok(r)) if r.head.status == 200 && good(r.body) => {
                 samples.push(micros(t.elapsed()));
-                bytes += answer.len() as u64;
+                bytes += r.body.len() as u64;
             }
-            Ok(Ok((status, answer))) => {
+            Ok(Ok(r)) => {
+                let (status, answer) = (r.head.status, r.body);
                 errors += 1;
                 first_error.get_or_insert_with(|| {
-                    format!("HTTP {status}: {}", String::from_utf8_lossy(&answer).chars().take(200).collect::<String>())
+                    format!("HTTP {status}: {}", String::from_utf8_lossy(answer).chars().take(200).collect::<String>())
                 });
             }
             Ok(Err(e)) => {

@@ -146,7 +146,7 @@ fn endpoints() -> Vec<Endpoint> {
 }
 
 /// The MCP endpoint, served by the MCP SDK rather than from the table.
-const MCP_PATH: &str = "/mcp";
+pub(super) const MCP_PATH: &str = "/mcp";
 const MCP_DOCS: &[(&str, &str)] = &[(
     "POST",
     "MCP (Streamable HTTP, stateless): tools to list, read and compare sessions and alerts (aop mcp serves them over stdio)",

@@ -242,7 +242,7 @@ async fn check(sec: &Security, mut req: Request, next: Next) -> Result<Response,
         )));
     }
     // MCP's transport rules refuse a foreign Origin on every request to its endpoint, reads too.
-    if !is_safe(req.method()) || req.uri().path() == "/mcp" {
+    if !is_safe(req.method()) || req.uri().path() == super::MCP_PATH {
         // Any page the user visits can send a write (a no-cors fetch, a beacon, a form) even
         // though it cannot read the answer: refuse foreign origins before anything is stored.
         if let Some(origin) = req.headers().get(header::ORIGIN) {

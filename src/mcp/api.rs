@@ -26,11 +26,7 @@ pub(crate) struct Reply {
 impl Reply {
     /// The `error` of an API error body, or the start of whatever else came.
     pub(crate) fn error(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| text.chars().take(200).collect())
+        crate::client::error_message(&self.body)
     }
 }
 
