@@ -319,7 +319,7 @@ impl Copier<'_> {
         let (outcomes, batch, at) = storing.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         for ((ev, at), outcome) in batch.iter().zip(at).zip(outcomes?) {
             match outcome {
-                Outcome::Stored { .. } => self.tally.copied += 1,
+                Outcome::Stored => self.tally.copied += 1,
                 Outcome::Duplicate => self.tally.already += 1,
                 Outcome::Conflict => {
                     self.tally.conflicts += 1;

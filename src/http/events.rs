@@ -122,7 +122,7 @@ async fn single(app: &AppState, text: &str) -> Result<Response, ApiError> {
     let key = (ev.session_id.clone(), ev.sequence);
     let outcome = app.store.ingest(vec![ev]).await?;
     match outcome.first() {
-        Some(Outcome::Stored { .. }) => {
+        Some(Outcome::Stored) => {
             app.metrics.events_accepted.fetch_add(1, Ordering::Relaxed);
             Ok(Json(json!({ "ok": true })).into_response())
         }
@@ -186,7 +186,7 @@ impl Parsed {
         let (mut accepted, mut duplicates) = (0u64, 0u64);
         for ((i, session, seq), outcome) in std::mem::take(&mut self.positions).into_iter().zip(outcomes) {
             match outcome {
-                Outcome::Stored { .. } => accepted += 1,
+                Outcome::Stored => accepted += 1,
                 Outcome::Duplicate => duplicates += 1,
                 Outcome::Conflict => {
                     app.metrics.events_conflict.fetch_add(1, Ordering::Relaxed);

@@ -128,6 +128,8 @@ pub(crate) async fn store_now(
     kind: &str,
     payload: &Value,
 ) -> Result<i64, ApiError> {
+    // Returns the event's sequence: with its session id it names the event on any store (a
+    // fleet numbers stream positions only after the commit).
     let now = time::OffsetDateTime::now_utc();
     let ns = u64::try_from(now.unix_timestamp_nanos()).unwrap_or(0);
     // Stamped to the millisecond, as agents stamp theirs; numbered to the microsecond.
@@ -138,7 +140,7 @@ pub(crate) async fn store_now(
         let ev = Event::derived(session, who.parent.as_deref(), agent, seq, stamp_ns, kind, &payload.to_string())
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         match store.ingest(vec![ev]).await?.first() {
-            Some(Outcome::Stored { id }) => return Ok(*id),
+            Some(Outcome::Stored) => return Ok(seq),
             _ => continue,
         }
     }
@@ -196,6 +198,6 @@ pub(crate) async fn resume(
 
 async fn operator(app: &AppState, id: &str, kind: &str, payload: Value) -> Result<Response, ApiError> {
     let facts = app.store.guard_facts(id.to_owned()).await?.ok_or_else(|| unknown(id))?;
-    let event_id = store_now(app.store.as_ref(), id, &Who::of(&facts), kind, &payload).await?;
-    Ok(Json(json!({ "ok": true, "event_id": event_id })).into_response())
+    let sequence = store_now(app.store.as_ref(), id, &Who::of(&facts), kind, &payload).await?;
+    Ok(Json(json!({ "ok": true, "sequence": sequence })).into_response())
 }

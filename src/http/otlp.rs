@@ -369,7 +369,7 @@ async fn export(app: &AppState, signal: Signal, derived: Derived) -> Result<Part
     let (mut stored, mut duplicates) = (0u64, 0u64);
     for (outcome, span) in outcomes.iter().zip(&origin) {
         match outcome {
-            Outcome::Stored { .. } => stored += 1,
+            Outcome::Stored => stored += 1,
             Outcome::Duplicate => duplicates += 1,
             Outcome::Conflict => {
                 if let Some(i) = *span {

@@ -29,9 +29,8 @@ use std::sync::Arc;
 /// What happened to one event of an ingest call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Stored {
-        id: i64,
-    },
+    /// Stored, durably: in a fleet its stream position is given after the commit.
+    Stored,
     /// The same `(session_id, sequence)` with the same content was already stored.
     Duplicate,
     /// The same `(session_id, sequence)` is stored with different content; the first one stays.
@@ -225,10 +224,9 @@ impl SessionQuery {
     }
 }
 
-/// An event as stored: its global position and its JSON text (as sent, on one line).
+/// An event as stored: its sequence and its JSON text (as sent, on one line).
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
-    pub id: i64,
     pub sequence: i64,
     pub json: String,
 }
@@ -316,6 +314,19 @@ pub struct StoreHealth {
     /// Alerts raised since start.
     pub alerts: u64,
     pub path: String,
+    /// In a fleet: what was committed but not yet given stream positions (absent on SQLite,
+    /// which numbers events as it commits them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsequenced: Option<Unsequenced>,
+}
+
+/// Groups committed and acknowledged but not yet numbered for the stream: a backlog that
+/// stays high means no sequencing step gets through (the stream is paused; ingest is not).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Unsequenced {
+    pub groups: i64,
+    /// Age of the oldest, on the database's clock (0 when there is none).
+    pub oldest_ms: i64,
 }
 
 /// How many idle sessions one look ends at most; the next look takes the rest.

@@ -1,16 +1,18 @@
 //! The feed: what any instance of the fleet committed, published to this instance's subscribers
 //! in position order.
 //!
-//! It reads `aop_head`, then the events and notices up to it. Positions are handed out under the
-//! head's lock and committed with it, so once the head says `n`, every position up to `n` is
-//! committed and visible: nothing can appear later below it. It is woken by `NOTIFY` (on a
-//! connection of its own, [`listen`]), by this instance's writer after each commit, and by a
-//! poll, in case a notification was lost while the listening connection was down; after the
-//! listener reconnects it wakes the feed once, which catches up by the same query.
+//! It reads `aop_head`, then the events and notices up to it. The sequencer
+//! ([`super::sequencer`]) numbers only groups already committed, and advances the head in the
+//! same transaction, so once the head says `n`, every position up to `n` is committed and
+//! visible: nothing can appear later below it. It is woken by `NOTIFY` (sent by the sequencer's
+//! step, on a connection of its own, [`listen`]), by this instance's sequencer after a step, and
+//! by a poll, in case a notification was lost while the listening connection was down; after
+//! the listener reconnects it wakes the feed once, which catches up by the same query.
 
+use super::read::events_between;
 use super::{classify, pool_error, Reach, Shared};
 use crate::hub::{Hub, Message};
-use crate::store::StoreError;
+use crate::store::{StoreError, Unsequenced};
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering;
@@ -49,6 +51,7 @@ pub(super) struct Envelope {
 impl Feed {
     pub(super) async fn run(mut self, wake: Arc<Notify>, stop: CancellationToken) {
         let mut sized = None::<Instant>;
+        let mut counted = None::<Instant>;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -72,6 +75,17 @@ impl Feed {
                     continue;
                 }
             }
+            if counted.is_none_or(|t| t.elapsed() >= POLL) {
+                counted = Some(Instant::now());
+                if let Ok(c) = self.pool.get().await {
+                    let sql = "SELECT count(*), coalesce((extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+                               - min(created_ms), 0) FROM aop_groups WHERE first_pos IS NULL";
+                    if let Ok(r) = c.query_one(sql, &[]).await {
+                        *self.reach.unsequenced.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Unsequenced { groups: r.get(0), oldest_ms: r.get(1) };
+                    }
+                }
+            }
             if sized.is_none_or(|t| t.elapsed() >= SIZE_EVERY) {
                 sized = Some(Instant::now());
                 if let Ok(c) = self.pool.get().await {
@@ -93,33 +107,25 @@ impl Feed {
                 return Ok(());
             }
             if events > self.events {
-                let rows = c
-                    .query(
-                        "SELECT pos, body FROM aop_events WHERE pos > $1 AND pos <= $2 ORDER BY pos LIMIT $3",
-                        &[&self.events, &events, &PAGE],
-                    )
-                    .await
-                    .map_err(|e| classify(&e))?;
-                let full = rows.len() as i64 == PAGE;
-                for r in rows {
-                    let (pos, body): (i64, String) = (r.get(0), r.get(1));
-                    self.events = pos;
+                let (rows, reached) = events_between(&c, self.events, events, PAGE).await.map_err(|e| classify(&e))?;
+                for (pos, body) in rows {
                     // Stored events were validated on the way in; one that does not parse is skipped.
                     if let Ok(env) = serde_json::from_str::<Envelope>(&body) {
                         self.hub.publish(Message::event(pos, env.session_id, env.agent_id, env.kind, body));
                     }
                 }
-                // Positions of deleted sessions' events are gone: the head says how far we are.
-                if !full {
-                    self.events = events;
-                    self.hub.advance_to(events);
-                }
+                // Positions of deleted sessions' events are holes: how far was read says where we are.
+                self.events = reached;
+                self.hub.advance_to(reached);
             }
             if notices > self.notices {
                 let rows = c
                     .query(
-                        "SELECT pos, kind, session_id, agent_id, type, body FROM aop_notices \
-                         WHERE pos > $1 AND pos <= $2 ORDER BY pos LIMIT $3",
+                        "SELECT g.first_notice + n.k, n.kind, n.session_id, n.agent_id, n.type, n.body \
+                         FROM aop_groups g JOIN aop_notices n ON n.grp = g.grp \
+                         WHERE g.n_notices > 0 AND g.last_notice > $1 AND g.first_notice <= $2 \
+                           AND g.first_notice + n.k > $1 AND g.first_notice + n.k <= $2 \
+                         ORDER BY 1 LIMIT $3",
                         &[&self.notices, &notices, &PAGE],
                     )
                     .await

@@ -1,16 +1,17 @@
 //! The ingest transaction: one group of events, stored, applied to their sessions, and their
-//! sessions' rows, alerts and positions written, all under the locks that make a fleet behave
-//! as one collector:
-//! 1. the rows of the sessions it writes, in id order (`FOR UPDATE`, creating missing rows), and
-//!    the parents its ending children will tell: events of one session are applied by one
-//!    transaction at a time, whichever instance received them, and a copy of a session cached by
-//!    this instance is used only if the row's `rev` says nobody else wrote it since;
-//! 2. last, the one-row `aop_head`, held to the commit: positions are handed out in commit order,
-//!    gap-free, and the `NOTIFY` sent with the commit wakes every instance's feed.
+//! sessions' rows and alerts written, under the locks that make a fleet behave as one collector:
+//! the rows of the sessions it writes, in id order (`FOR UPDATE`, creating missing rows), and the
+//! parents its ending children will tell. Events of one session are applied by one transaction
+//! at a time, whichever instance received them, and a copy of a session cached by this instance
+//! is used only if the row's `rev` says nobody else wrote it since.
+//!
+//! No lock is shared by every writer: the events are stored under the transaction's group
+//! ([`Group`]), whose row is written last and numbered after the commit by the sequencer
+//! ([`super::sequencer`]). Within a session, events are counted by their own ordinal `n`.
 //!
 //! What an event does to its session is [`crate::store::apply`]'s business; this writes it.
 
-use super::sql::{lock_head, release_head, restore, store_alert, At, Cached};
+use super::sql::{now_ms, restore, store_alert, At, Cached, Group};
 use super::writer::Failure;
 use crate::detect::DetectConfig;
 use crate::model::Event;
@@ -45,15 +46,17 @@ pub(super) struct Written {
 /// puts back what it wrote once the commit succeeded.
 pub(super) async fn ingest(
     tx: Transaction<'_>,
+    grp: i64,
     jobs: &[Vec<Event>],
     live: &mut Live,
     detect: &DetectConfig,
     outbox: &Outbox,
 ) -> Result<(Vec<Vec<Outcome>>, Written), Failure> {
     let ids: BTreeSet<String> = jobs.iter().flatten().map(|e| e.session_id.clone()).collect();
-    let mut sessions = lock_sessions(&tx, &ids, live, detect).await?;
-    // Parents that children ending in this group will tell, locked now rather than after
-    // the head (where waiting for one could hold the whole fleet).
+    // Each locked session's last ordinal, by key.
+    let mut last_n: HashMap<i64, i64> = HashMap::new();
+    let mut sessions = lock_sessions(&tx, &ids, live, detect, &mut last_n).await?;
+    // Parents that children ending in this group will tell, locked now with the others.
     let parents: BTreeSet<String> = jobs
         .iter()
         .flatten()
@@ -62,7 +65,7 @@ pub(super) async fn ingest(
         .filter(|p| !sessions.contains_key(p))
         .collect();
     if !parents.is_empty() {
-        let more = lock_sessions(&tx, &parents, live, detect).await?;
+        let more = lock_sessions(&tx, &parents, live, detect, &mut last_n).await?;
         sessions.extend(more);
     }
 
@@ -73,7 +76,7 @@ pub(super) async fn ingest(
         }
     }
     let mut outcomes: Vec<Vec<Outcome>> = jobs.iter().map(|j| vec![Outcome::Duplicate; j.len()]).collect();
-    let stored = existing(&tx, &sessions, &pending).await?;
+    let (stored, now_ms) = tokio::try_join!(existing(&tx, &sessions, &pending), now_ms(&tx))?;
     // Places taken earlier in this group: `(session key, sequence)` → index in `accepted`.
     let mut fresh: BTreeMap<(i64, i64), usize> = BTreeMap::new();
     let mut accepted: Vec<Pending> = Vec::with_capacity(pending.len());
@@ -92,62 +95,66 @@ pub(super) async fn ingest(
     }
 
     if accepted.is_empty() {
-        // Only retries and conflicts: nothing to order, so the head is left alone.
+        // Only retries and conflicts: no group to number.
         tx.commit().await?;
         return Ok((outcomes, Written { sessions, alerts: 0, deliveries: false }));
     }
-    let (mut head, mut notices, now_ms) = lock_head(&tx).await?;
+    let mut group = Group::new(grp);
     let created_at = apply::rfc3339_ms(now_ms).unwrap_or_default();
-    let (mut pos_col, mut sid_col, mut seq_col, mut body_col) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // Each alert with the position of the event that raised it.
+    let (mut k_col, mut sid_col, mut seq_col, mut n_col, mut body_col) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Each alert with the ordinal (in its session) of the event that raised it.
     let mut raised: Vec<(i64, Raised)> = Vec::new();
     for p in &accepted {
-        head += 1;
         let t = sessions.get_mut(&p.ev.session_id).expect("locked above");
         let sid = t.key;
-        let applied = t.apply(head, &p.ev, detect);
-        raised.extend(applied.alerts.into_iter().map(|r| (head, r)));
+        let n = last_n.get_mut(&sid).expect("locked above");
+        *n += 1;
+        let n = *n;
+        let applied = t.apply(n, &p.ev, detect);
+        raised.extend(applied.alerts.into_iter().map(|r| (n, r)));
         if let Some(end) = applied.child_end {
             if !sessions.contains_key(&end.parent) {
                 // Not foreseen above (the child's parent was named in this very group).
                 let one = BTreeSet::from([end.parent.clone()]);
-                let more = lock_sessions(&tx, &one, live, detect).await?;
+                let more = lock_sessions(&tx, &one, live, detect, &mut last_n).await?;
                 sessions.extend(more);
             }
             let parent = sessions.get_mut(&end.parent).expect("locked above");
-            raised.extend(end.tell(parent, detect).map(|r| (head, r)));
+            raised.extend(end.tell(parent, detect).map(|r| (n, r)));
         }
-        outcomes[p.job][p.index] = Outcome::Stored { id: head };
-        pos_col.push(head);
+        outcomes[p.job][p.index] = Outcome::Stored;
+        k_col.push(group.events);
+        group.events += 1;
         sid_col.push(sid);
         seq_col.push(p.ev.sequence);
+        n_col.push(n);
         body_col.push(p.ev.raw());
     }
     let mut alert_counts: HashMap<i64, i64> = HashMap::new();
     let mut alerts = Vec::with_capacity(raised.len());
     let mut deliveries = false;
-    for (event_id, r) in &raised {
-        notices += 1;
+    for (event_n, r) in &raised {
         *alert_counts.entry(r.key).or_default() += 1;
         let targets: Vec<&str> = outbox.targets_for(r.alert.kind, &r.agent_id).collect();
         deliveries |= !targets.is_empty();
-        let at = At { created_at: &created_at, notice: notices, now_ms };
-        alerts.push(store_alert(&tx, r, Some(*event_id), at, targets));
+        let at = At { created_at: &created_at, grp, k: group.notices, now_ms };
+        group.notices += 1;
+        alerts.push(store_alert(&tx, r, Some(*event_n), at, targets));
     }
-    // Everything written under the head's lock goes in one pipelined round trip, so the
-    // lock (the fleet's one ordering point) is held for as little as the commit needs.
+    // Everything goes in one pipelined round trip, the group's row sent last.
     let insert = tx.prepare_cached(
-        "INSERT INTO aop_events (pos, sid, seq, body) \
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])",
+        "INSERT INTO aop_events (grp, k, sid, seq, n, body) \
+         SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])",
     );
     let insert = insert.await?;
-    let columns: [&(dyn ToSql + Sync); 4] = [&pos_col, &sid_col, &seq_col, &body_col];
+    let columns: [&(dyn ToSql + Sync); 6] = [&grp, &k_col, &sid_col, &seq_col, &n_col, &body_col];
     let writes = tx.execute(&insert, &columns);
     tokio::try_join!(
         async { writes.await.map_err(Failure::from) },
         futures_util::future::try_join_all(alerts),
-        flush_sessions(&tx, &mut sessions, &alert_counts, now_ms),
-        release_head(&tx, head, notices),
+        flush_sessions(&tx, &mut sessions, &alert_counts, &last_n, now_ms),
+        group.close(&tx),
     )?;
     tx.commit().await?;
     Ok((outcomes, Written { sessions, alerts: raised.len() as u64, deliveries }))
@@ -162,11 +169,14 @@ async fn lock_sessions(
     ids: &BTreeSet<String>,
     live: &mut Live,
     detect: &DetectConfig,
+    last_n: &mut HashMap<i64, i64>,
 ) -> Result<HashMap<String, Tracked>, Failure> {
     let list: Vec<&str> = ids.iter().map(String::as_str).collect();
     let mut found: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for r in tx.q("SELECT id, sid, rev FROM aop_sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&list]).await? {
+    let lock = "SELECT id, sid, rev, last_n FROM aop_sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+    for r in tx.q(lock, &[&list]).await? {
         found.insert(r.get(0), (r.get(1), r.get(2)));
+        last_n.insert(r.get(1), r.get(3));
     }
     let missing: Vec<&str> = list.iter().copied().filter(|id| !found.contains_key(*id)).collect();
     if !missing.is_empty() {
@@ -176,20 +186,19 @@ async fn lock_sessions(
             .q(
                 "INSERT INTO aop_sessions (id, agent_id, status, last_seen_us, event_count, state) \
                  SELECT id, '', 'running', 0, 0, '{}' FROM unnest($1::text[]) AS u(id) ORDER BY id \
-                 ON CONFLICT (id) DO NOTHING RETURNING id, sid, rev",
+                 ON CONFLICT (id) DO NOTHING RETURNING id, sid, rev, last_n",
                 &[&missing],
             )
             .await?
         {
             found.insert(r.get(0), (r.get(1), r.get(2)));
+            last_n.insert(r.get(1), r.get(3));
         }
         let raced: Vec<&str> = missing.iter().copied().filter(|id| !found.contains_key(*id)).collect();
         if !raced.is_empty() {
-            for r in tx
-                .q("SELECT id, sid, rev FROM aop_sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&raced])
-                .await?
-            {
+            for r in tx.q(lock, &[&raced]).await? {
                 found.insert(r.get(0), (r.get(1), r.get(2)));
+                last_n.insert(r.get(1), r.get(3));
             }
         }
     }
@@ -271,6 +280,7 @@ async fn flush_sessions(
     tx: &Transaction<'_>,
     sessions: &mut HashMap<String, Tracked>,
     alert_counts: &HashMap<i64, i64>,
+    last_n: &HashMap<i64, i64>,
     now_ms: i64,
 ) -> Result<(), Failure> {
     let stmt = tx
@@ -280,7 +290,7 @@ async fn flush_sessions(
              detect = CASE WHEN $9::text IS NULL THEN detect ELSE $9 END, \
              detect_upto = CASE WHEN $9::text IS NULL THEN detect_upto ELSE $10 END, \
              heard_ms = CASE WHEN $11 THEN $12 ELSE heard_ms END, stalled = stalled AND NOT $11, \
-             conversation = $13, alert_count = alert_count + $14, rev = rev + 1 \
+             conversation = $13, alert_count = alert_count + $14, last_n = $15, rev = rev + 1 \
              WHERE sid = $1",
         )
         .await?;
@@ -289,13 +299,14 @@ async fn flush_sessions(
         let Some(snap) = t.snapshot() else { continue };
         t.rev += 1;
         let alerts = alert_counts.get(&t.key).copied().unwrap_or(0);
-        rows.push((SessionColumns::new(t, snap), alerts));
+        let n = last_n.get(&t.key).copied().unwrap_or_default();
+        rows.push((SessionColumns::new(t, snap), alerts, n));
     }
     // Pipelined: one round trip for all of them.
     type Sql<'a> = &'a (dyn ToSql + Sync);
-    let params: Vec<[Sql<'_>; 14]> = rows
+    let params: Vec<[Sql<'_>; 15]> = rows
         .iter()
-        .map(|(r, alerts)| -> [Sql<'_>; 14] {
+        .map(|(r, alerts, n)| -> [Sql<'_>; 15] {
             [
                 &r.key,
                 &r.agent_id,
@@ -311,6 +322,7 @@ async fn flush_sessions(
                 &now_ms,
                 &r.conversation,
                 alerts,
+                n,
             ]
         })
         .collect();

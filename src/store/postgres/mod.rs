@@ -1,8 +1,9 @@
 //! The PostgreSQL backend: any number of `aop` instances on one database behave as one collector.
 //!
 //! Each instance has one writer task ([`writer`]: group commit; its ingest transaction,
-//! [`ingest`], locks session rows in the database and takes positions from one locked counter;
-//! its other jobs are [`upkeep`]), a feed ([`feed`]) that publishes to this
+//! [`ingest`], locks session rows in the database and stores its events under a group of its
+//! own; its other jobs are [`upkeep`]), a sequencer ([`sequencer`]) that gives the fleet's
+//! committed groups their stream positions, a feed ([`feed`]) that publishes to this
 //! instance's subscribers what *any* instance committed, in position order (woken by
 //! `LISTEN/NOTIFY`, with a poll beside it), and a bounded pool of connections for reads
 //! ([`read`]). Nothing a client sees depends on which instance it talks to.
@@ -12,6 +13,7 @@ mod feed;
 mod ingest;
 mod read;
 mod schema;
+mod sequencer;
 mod sql;
 mod upkeep;
 mod writer;
@@ -42,6 +44,8 @@ pub(super) struct Reach {
     error: Mutex<Option<String>>,
     /// The database's size, read now and then by the feed.
     bytes: AtomicU64,
+    /// The sequencing backlog, read by the feed at most once per poll.
+    unsequenced: Mutex<Unsequenced>,
 }
 
 pub struct PgStore {
@@ -152,6 +156,7 @@ impl PgStore {
         let reach = Arc::new(Reach { ok: AtomicBool::new(true), ..Default::default() });
         let stop = CancellationToken::new();
         let wake = Arc::new(Notify::new());
+        let sequence = Arc::new(Notify::new());
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let writer = Writer {
             pool: writer_pool,
@@ -159,10 +164,13 @@ impl PgStore {
             live: Default::default(),
             shared: Arc::clone(&shared),
             detect: opts.detect,
-            feed: Arc::clone(&wake),
+            sequencer: Arc::clone(&sequence),
+            groups: Default::default(),
             outbox: opts.outbox,
         };
         let writer = tokio::spawn(writer.run(rx));
+        let sequencer = sequencer::Sequencer { target: target.clone(), wake: sequence, feed: Arc::clone(&wake) };
+        tokio::spawn(sequencer.run(stop.clone()));
         tokio::spawn(feed::listen(target.clone(), Arc::clone(&wake), stop.clone()));
         let follower = feed::Feed {
             pool: pool.clone(),
@@ -329,6 +337,7 @@ impl Store for PgStore {
             commits: self.shared.commits.load(Ordering::Relaxed),
             alerts: self.shared.alerts.load(Ordering::Relaxed),
             path: self.shown.clone(),
+            unsequenced: Some(*self.reach.unsequenced.lock().unwrap_or_else(|e| e.into_inner())),
         }
     }
 }

@@ -143,12 +143,12 @@ pub(super) async fn session_detail(c: &mut Client, id: String, q: DetailQuery) -
     let (session, sid) = (row_from(&found).0, found.get::<_, i64>(6));
     let mut events: Vec<StoredEvent> = tx
         .query(
-            "SELECT pos, seq, body FROM aop_events WHERE sid = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            "SELECT seq, body FROM aop_events WHERE sid = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             &[&sid, &after.unwrap_or(-1), &(limit as i64 + 1)],
         )
         .await?
         .into_iter()
-        .map(|r| StoredEvent { id: r.get(0), sequence: r.get(1), json: r.get(2) })
+        .map(|r| StoredEvent { sequence: r.get(0), json: r.get(1) })
         .collect();
     let more = events.len() > limit;
     events.truncate(limit);
@@ -193,25 +193,74 @@ pub(super) async fn alerts(c: &mut Client, q: AlertQuery, before: Option<i64>) -
     Ok(q.page(rows))
 }
 
+/// Events after position `after`, up to `limit` of them (fewer only at the head), for a stream
+/// resuming there.
 pub(super) async fn events_since(c: &mut Client, after: i64, limit: usize) -> Result<Vec<FeedEvent>, Error> {
-    // Only up to the head: a position above it may belong to a transaction still committing
-    // behind one that holds a smaller position... which the head's lock rules out, but reading
-    // up to the head costs nothing and states the rule where the cursor is read.
-    let rows = c
-        .query(
-            "SELECT pos, body FROM aop_events WHERE pos > $1 AND pos <= (SELECT events FROM aop_head) \
-             ORDER BY pos LIMIT $2",
-            &[&after, &(limit as i64)],
-        )
-        .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            let (id, json): (i64, String) = (r.get(0), r.get(1));
+    let head: i64 = c.query_one("SELECT events FROM aop_head", &[]).await?.get(0);
+    let mut out = Vec::with_capacity(limit.min(4096));
+    let mut reached = after;
+    while out.len() < limit && reached < head {
+        let (rows, to) = events_between(c, reached, head, (limit - out.len()) as i64).await?;
+        reached = to;
+        out.extend(rows.into_iter().filter_map(|(id, json)| {
             let env = serde_json::from_str::<Envelope>(&json).ok()?;
             Some(FeedEvent { id, session_id: env.session_id, agent_id: env.agent_id, event_type: env.kind, json })
-        })
-        .collect())
+        }));
+    }
+    Ok(out)
+}
+
+/// The events at positions in `(after, upto]` (`upto` at most the head), at most `limit`
+/// positions' worth, in position order, and the position read through: below it nothing is
+/// left to read. Positions of deleted sessions' events are holes, so a page may hold fewer
+/// events than positions; callers go on from the position read through, not from the last
+/// event.
+pub(super) async fn events_between(
+    c: &Client,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> Result<(Vec<(i64, String)>, i64), Error> {
+    let groups = c
+        .query(
+            "SELECT grp, first_pos, last_pos FROM aop_groups \
+             WHERE n_events > 0 AND last_pos > $1 AND first_pos <= $2 ORDER BY last_pos LIMIT $3",
+            &[&after, &upto, &limit],
+        )
+        .await?;
+    let (mut grps, mut from_k, mut to_k, mut firsts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut reached, mut left) = (after, limit);
+    for g in &groups {
+        let (grp, first, last): (i64, i64, i64) = (g.get(0), g.get(1), g.get(2));
+        let from = first.max(reached + 1);
+        let to = last.min(upto).min(from + left - 1);
+        grps.push(grp);
+        from_k.push(from - first);
+        to_k.push(to - first);
+        firsts.push(first);
+        left -= to - from + 1;
+        reached = to;
+        if left == 0 {
+            break;
+        }
+    }
+    if left > 0 && (groups.len() as i64) < limit {
+        reached = upto; // every group up to `upto` was read
+    }
+    if grps.is_empty() {
+        return Ok((Vec::new(), reached));
+    }
+    // One index range per group (a lateral join keeps it to the primary key's ranges).
+    let rows = c
+        .query(
+            "SELECT u.first + e.k, e.body \
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(grp, lo, hi, first), \
+             LATERAL (SELECT k, body FROM aop_events e WHERE e.grp = u.grp AND e.k >= u.lo AND e.k <= u.hi) e \
+             ORDER BY 1",
+            &[&grps, &from_k, &to_k, &firsts],
+        )
+        .await?;
+    Ok((rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(), reached))
 }
 
 /// Streams a session's events as JSON lines, one chunk (≤ [`EXPORT_CHUNK_BYTES`] plus one event)

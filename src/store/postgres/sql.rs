@@ -1,4 +1,4 @@
-//! The statements both of the writer's paths run: the fleet's ordering point (`aop_head`), an
+//! The statements both of the writer's paths run: the group a transaction writes under, an
 //! alert with its notice and deliveries, and a session read back from its locked row.
 
 use super::writer::Failure;
@@ -8,7 +8,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-/// The channel every instance's feed listens on.
+/// The channel every instance's feed listens on (the sequencer sends on it).
 pub(super) const CHANNEL: &str = "aop_feed";
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -37,29 +37,73 @@ impl Cached for Transaction<'_> {
     }
 }
 
-/// Takes the fleet's ordering point: the last positions given out, and the database's clock.
-pub(super) async fn lock_head(tx: &Transaction<'_>) -> Result<(i64, i64, i64), Failure> {
-    let r = tx
-        .q1(
-            "SELECT events, notices, (extract(epoch FROM clock_timestamp()) * 1000)::bigint FROM aop_head FOR UPDATE",
-            &[],
-        )
-        .await?;
-    Ok((r.get(0), r.get(1), r.get(2)))
+/// The database's clock, in ms since the epoch (instances' clocks need not agree).
+pub(super) const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// Reads the database's clock.
+pub(super) async fn now_ms(tx: &Transaction<'_>) -> Result<i64, Failure> {
+    Ok(tx.q1(&format!("SELECT {NOW_MS}"), &[]).await?.get(0))
 }
 
-/// Records the positions given out and wakes every feed once the transaction commits.
-pub(super) async fn release_head(tx: &Transaction<'_>, events: i64, notices: i64) -> Result<(), Failure> {
-    let sql = "WITH moved AS (UPDATE aop_head SET events = $1, notices = $2) SELECT pg_notify($3, $4)";
-    tx.x(sql, &[&events, &notices, &CHANNEL, &events.to_string()]).await?;
-    Ok(())
+/// Where a transaction's events and notices go: its group, and the next `k` of each.
+pub(super) struct Group {
+    pub(super) grp: i64,
+    pub(super) events: i64,
+    pub(super) notices: i64,
 }
 
-/// When an alert is stored: its `created_at`, its notice's position and the database's clock.
+impl Group {
+    pub(super) fn new(grp: i64) -> Group {
+        Group { grp, events: 0, notices: 0 }
+    }
+
+    /// The group's row, written after everything else of its transaction: its ticket, drawn by
+    /// the insert, orders it for the sequencer. No lock is taken after it (every session row
+    /// was locked before), so a group that waited for another's session lock draws a larger
+    /// ticket than that group, which had committed.
+    pub(super) async fn close(&self, tx: &Transaction<'_>) -> Result<(), Failure> {
+        if self.events + self.notices > 0 {
+            tx.x(
+                "INSERT INTO aop_groups (grp, n_events, n_notices) VALUES ($1, $2, $3)",
+                &[&self.grp, &self.events, &self.notices],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Group ids, taken from `aop_group_block` a block at a time: a writer names its groups
+/// without a round trip, and no two writers (or restarts) ever name the same one. Group 0 is
+/// what a v3 database held.
+#[derive(Default)]
+pub(super) struct GroupIds {
+    next: i64,
+    end: i64,
+}
+
+/// Groups per block.
+const GROUP_BLOCK: i64 = 1 << 20;
+
+impl GroupIds {
+    pub(super) async fn next(&mut self, c: &tokio_postgres::Client) -> Result<i64, Failure> {
+        if self.next == self.end {
+            let block: i64 = c.query_one("SELECT nextval('aop_group_block')", &[]).await?.get(0);
+            self.next = block * GROUP_BLOCK;
+            self.end = self.next + GROUP_BLOCK;
+        }
+        self.next += 1;
+        Ok(self.next - 1)
+    }
+}
+
+/// When an alert is stored: its `created_at`, its notice's place in its group and the
+/// database's clock.
 #[derive(Clone, Copy)]
 pub(super) struct At<'a> {
     pub(super) created_at: &'a str,
-    pub(super) notice: i64,
+    pub(super) grp: i64,
+    pub(super) k: i64,
     pub(super) now_ms: i64,
 }
 
@@ -72,7 +116,7 @@ pub(super) async fn store_alert(
     at: At<'_>,
     targets: Vec<&str>,
 ) -> Result<(), Failure> {
-    let At { created_at, notice, now_ms } = at;
+    let At { created_at, grp, k, now_ms } = at;
     let (sid, session_id, agent, a) = (r.key, r.session_id.as_str(), r.agent_id.as_str(), &r.alert);
     let body = a.to_json(session_id, None, Some(created_at));
     let id: i64 = tx
@@ -83,9 +127,9 @@ pub(super) async fn store_alert(
         .await?
         .get(0);
     tx.x(
-        "INSERT INTO aop_notices (pos, kind, session_id, agent_id, type, body, created_ms) \
-         VALUES ($1, 'alert', $2, $3, $4, $5, $6)",
-        &[&notice, &session_id, &agent, &a.kind.as_str(), &with_alert_id(&body, id), &now_ms],
+        "INSERT INTO aop_notices (grp, k, kind, session_id, agent_id, type, body, created_ms) \
+         VALUES ($1, $2, 'alert', $3, $4, $5, $6, $7)",
+        &[&grp, &k, &session_id, &agent, &a.kind.as_str(), &with_alert_id(&body, id), &now_ms],
     )
     .await?;
     if !targets.is_empty() {
@@ -103,10 +147,7 @@ pub(super) async fn store_alert(
 /// saved state (at most about a checkpoint's worth).
 pub(super) async fn restore(tx: &Transaction<'_>, saved: Saved<'_>, cfg: &DetectConfig) -> Result<Tracked, Failure> {
     let rows = tx
-        .q(
-            "SELECT pos, body FROM aop_events WHERE sid = $1 AND pos > $2 ORDER BY pos",
-            &[&saved.key, &saved.detect_upto],
-        )
+        .q("SELECT n, body FROM aop_events WHERE sid = $1 AND n > $2 ORDER BY n", &[&saved.key, &saved.detect_upto])
         .await?;
     Ok(Tracked::restore(saved, rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, &str>(1))), cfg))
 }

@@ -1,7 +1,7 @@
 //! The writer's other jobs, besides ingest: deletion, pins, stall alerts, retention, and
 //! settling and expiring notification deliveries, each in a transaction of its own.
 
-use super::sql::{lock_head, release_head, restore, store_alert, At, Cached};
+use super::sql::{now_ms, restore, store_alert, At, Cached, Group, NOW_MS};
 use super::writer::{Failure, Writer};
 use crate::detect::DetectConfig;
 use crate::store::apply::{self, stall_silence_ms, Saved};
@@ -19,49 +19,47 @@ const STALL_BATCH: i64 = 500;
 const NOTICE_TTL_MS: i64 = 3_600_000;
 /// The advisory lock of retention ("aopretai"): one pass at a time in the fleet.
 const RETAIN_LOCK: i64 = 0x616f_7072_6574_6169;
-/// The database's clock, in ms since the epoch.
-const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 impl Writer {
     /// Runs one upkeep job in a transaction of its own, and answers it.
     pub(super) async fn upkeep(&mut self, job: Upkeep) {
         match job {
             Upkeep::Delete(id, reply) => {
-                let r = self.txn(|tx| Box::pin(delete(tx, id.clone()))).await;
+                let r = self.txn(|tx, grp| Box::pin(delete(tx, grp, id.clone()))).await;
                 if matches!(r, Ok(true)) {
                     self.live.remove(&id);
                     self.shared.board.forget(&id);
-                    self.feed.notify_one();
+                    self.sequencer.notify_one();
                 }
                 let _ = reply.send(r);
             }
             Upkeep::Pin(id, pinned, reply) => {
-                let r = self.txn(|tx| Box::pin(pin(tx, id.clone(), pinned))).await;
+                let r = self.txn(|tx, _| Box::pin(pin(tx, id.clone(), pinned))).await;
                 let _ = reply.send(r);
             }
             Upkeep::Stalls(reply) => {
                 let detect = self.detect.clone();
                 let outbox = Arc::clone(&self.outbox);
-                let r = self.txn(|tx| Box::pin(stalls(tx, detect.clone(), Arc::clone(&outbox)))).await;
+                let r = self.txn(|tx, grp| Box::pin(stalls(tx, grp, detect.clone(), Arc::clone(&outbox)))).await;
                 if matches!(r, Ok(n) if n > 0) {
-                    self.feed.notify_one();
+                    self.sequencer.notify_one();
                     self.outbox.wake.notify_one();
                 }
                 let _ = reply.send(r);
             }
             Upkeep::Settle(settled, reply) => {
-                let r = self.txn(|tx| Box::pin(settle_deliveries(tx, settled.clone()))).await;
+                let r = self.txn(|tx, _| Box::pin(settle_deliveries(tx, settled.clone()))).await;
                 let _ = reply.send(r);
             }
             Upkeep::Expire(keep, max_age_ms, reply) => {
-                let r = self.txn(|tx| Box::pin(expire_deliveries(tx, keep.clone(), max_age_ms))).await;
+                let r = self.txn(|tx, _| Box::pin(expire_deliveries(tx, keep.clone(), max_age_ms))).await;
                 let _ = reply.send(r);
             }
             Upkeep::Retain(policy, reply) => {
-                let r = self.txn(|tx| Box::pin(retain(tx, policy))).await;
+                let r = self.txn(|tx, grp| Box::pin(retain(tx, grp, policy))).await;
                 if matches!(r, Ok(n) if n > 0) {
                     self.live.clear();
-                    self.feed.notify_one();
+                    self.sequencer.notify_one();
                 }
                 let _ = reply.send(r);
             }
@@ -69,30 +67,30 @@ impl Writer {
     }
 }
 
-async fn delete(tx: &Transaction<'_>, id: String) -> Result<bool, Failure> {
+async fn delete(tx: &Transaction<'_>, grp: i64, id: String) -> Result<bool, Failure> {
     let Some(row) = tx.q_opt("SELECT sid FROM aop_sessions WHERE id = $1 FOR UPDATE", &[&id]).await? else {
         return Ok(false);
     };
-    let sid: i64 = row.get(0);
-    delete_sid(tx, sid, &id).await?;
+    let mut group = Group::new(grp);
+    delete_sid(tx, &mut group, row.get(0), &id).await?;
+    group.close(tx).await?;
     Ok(true)
 }
 
-/// Deletes a locked session and tells every feed (taking the head for the notice's position).
-async fn delete_sid(tx: &Transaction<'_>, sid: i64, id: &str) -> Result<(), Failure> {
+/// Deletes a locked session and tells every feed, with a notice in `group`.
+async fn delete_sid(tx: &Transaction<'_>, group: &mut Group, sid: i64, id: &str) -> Result<(), Failure> {
     tx.x("DELETE FROM aop_events WHERE sid = $1", &[&sid]).await?;
     tx.x("DELETE FROM aop_deliveries WHERE alert_id IN (SELECT id FROM aop_alerts WHERE sid = $1)", &[&sid]).await?;
     tx.x("DELETE FROM aop_alerts WHERE sid = $1", &[&sid]).await?;
     tx.x("DELETE FROM aop_sessions WHERE sid = $1", &[&sid]).await?;
-    let (events, notices, now_ms) = lock_head(tx).await?;
     let body = serde_json::json!({ "session_id": id }).to_string();
-    tx.x(
-        "INSERT INTO aop_notices (pos, kind, session_id, agent_id, type, body, created_ms) \
-         VALUES ($1, 'deleted', $2, '', '', $3, $4)",
-        &[&(notices + 1), &id, &body, &now_ms],
-    )
-    .await?;
-    release_head(tx, events, notices + 1).await
+    let sql = format!(
+        "INSERT INTO aop_notices (grp, k, kind, session_id, agent_id, type, body, created_ms) \
+         VALUES ($1, $2, 'deleted', $3, '', '', $4, {NOW_MS})"
+    );
+    tx.x(&sql, &[&group.grp, &group.notices, &id, &body]).await?;
+    group.notices += 1;
+    Ok(())
 }
 
 async fn pin(tx: &Transaction<'_>, id: String, pinned: bool) -> Result<bool, Failure> {
@@ -103,7 +101,7 @@ async fn pin(tx: &Transaction<'_>, id: String, pinned: bool) -> Result<bool, Fai
 /// Alerts running sessions silent past the stall threshold (the database's clock). Each is
 /// locked and marked in the transaction that alerts it, and sessions another instance is
 /// writing or checking are skipped: one alert in the fleet, whichever instance's timer fires.
-async fn stalls(tx: &Transaction<'_>, cfg: DetectConfig, outbox: Arc<Outbox>) -> Result<usize, Failure> {
+async fn stalls(tx: &Transaction<'_>, grp: i64, cfg: DetectConfig, outbox: Arc<Outbox>) -> Result<usize, Failure> {
     let Some(silence_ms) = stall_silence_ms(&cfg) else { return Ok(0) };
     tx.x(
         "DELETE FROM aop_notices WHERE created_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1",
@@ -134,22 +132,23 @@ async fn stalls(tx: &Transaction<'_>, cfg: DetectConfig, outbox: Arc<Outbox>) ->
     if raised.is_empty() {
         return Ok(0);
     }
-    let (events, mut notices, now_ms) = lock_head(tx).await?;
+    let now_ms = now_ms(tx).await?;
     let created_at = apply::rfc3339_ms(now_ms).unwrap_or_default();
+    let mut group = Group::new(grp);
     for r in &raised {
-        notices += 1;
         let targets: Vec<&str> = outbox.targets_for(r.alert.kind, &r.agent_id).collect();
-        let at = At { created_at: &created_at, notice: notices, now_ms };
+        let at = At { created_at: &created_at, grp, k: group.notices, now_ms };
+        group.notices += 1;
         store_alert(tx, r, None, at, targets).await?;
         tx.x("UPDATE aop_sessions SET stalled = true, alert_count = alert_count + 1 WHERE sid = $1", &[&r.key]).await?;
     }
-    release_head(tx, events, notices).await?;
+    group.close(tx).await?;
     Ok(raised.len())
 }
 
 /// Deletes ended, unpinned sessions older than the policy's age (the database's clock), one
 /// pass at a time in the fleet.
-async fn retain(tx: &Transaction<'_>, policy: Retention) -> Result<usize, Failure> {
+async fn retain(tx: &Transaction<'_>, grp: i64, policy: Retention) -> Result<usize, Failure> {
     let Some(age) = policy.max_age_ms else { return Ok(0) };
     let mine: bool = tx.q1("SELECT pg_try_advisory_xact_lock($1)", &[&RETAIN_LOCK]).await?.get(0);
     if !mine {
@@ -164,9 +163,11 @@ async fn retain(tx: &Transaction<'_>, policy: Retention) -> Result<usize, Failur
             &[&age, &RETAIN_BATCH],
         )
         .await?;
+    let mut group = Group::new(grp);
     for r in &rows {
-        delete_sid(tx, r.get(0), r.get::<_, &str>(1)).await?;
+        delete_sid(tx, &mut group, r.get(0), r.get::<_, &str>(1)).await?;
     }
+    group.close(tx).await?;
     Ok(rows.len())
 }
 

@@ -9,6 +9,7 @@
 //! connection fails it as `Unavailable` (503, retry) and is reopened for the next one.
 
 use super::ingest::{ingest, Written};
+use super::sql::GroupIds;
 use super::{classify, pool_error, Shared};
 use crate::detect::DetectConfig;
 use crate::model::Event;
@@ -56,9 +57,11 @@ pub(super) struct Writer {
     pub(super) live: Live,
     pub(super) shared: Arc<Shared>,
     pub(super) detect: DetectConfig,
-    /// Pokes this instance's feed after a commit, so its own events go out without waiting
-    /// for the notification's round trip.
-    pub(super) feed: Arc<Notify>,
+    /// Pokes this instance's sequencer after a commit that wrote a group, so its events are
+    /// numbered (and go out) without waiting for the sequencer's poll.
+    pub(super) sequencer: Arc<Notify>,
+    /// Names this writer's groups.
+    pub(super) groups: GroupIds,
     /// The notification targets alerts go to.
     pub(super) outbox: Arc<Outbox>,
 }
@@ -167,10 +170,11 @@ impl Writer {
 
     /// One attempt at the group's ingest transaction.
     async fn try_ingest(&mut self, jobs: &[Vec<Event>]) -> Result<(Vec<Vec<Outcome>>, Written), Failure> {
-        let Writer { pool, conn, live, detect, outbox, .. } = self;
+        let Writer { pool, conn, live, detect, outbox, groups, .. } = self;
         let client = connect(conn, pool, live).await.map_err(Failure::Fatal)?;
+        let grp = groups.next(client).await?;
         let tx = client.transaction().await?;
-        ingest(tx, jobs, live, detect, outbox).await
+        ingest(tx, grp, jobs, live, detect, outbox).await
     }
 
     fn committed(&mut self, written: Written) {
@@ -183,24 +187,26 @@ impl Writer {
             self.live.insert(t);
         }
         self.live.committed();
-        self.feed.notify_one();
+        self.sequencer.notify_one();
         if deliveries {
             self.outbox.wake.notify_one();
         }
     }
 
-    /// Runs `f` in a transaction, again after a conflict, within [`TXN_DEADLINE`].
+    /// Runs `f` in a transaction, again after a conflict, within [`TXN_DEADLINE`], with the
+    /// group its notices (if any) go under.
     pub(super) async fn txn<T>(
         &mut self,
-        f: impl for<'a> Fn(&'a Transaction<'a>) -> futures_util::future::BoxFuture<'a, Result<T, Failure>>,
+        f: impl for<'a> Fn(&'a Transaction<'a>, i64) -> futures_util::future::BoxFuture<'a, Result<T, Failure>>,
     ) -> Result<T, StoreError> {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
             let run = async {
                 let client = connect(&mut self.conn, &self.pool, &mut self.live).await.map_err(Failure::Fatal)?;
+                let grp = self.groups.next(client).await?;
                 let tx = client.transaction().await?;
-                let out = f(&tx).await?;
+                let out = f(&tx, grp).await?;
                 tx.commit().await?;
                 Ok::<T, Failure>(out)
             };

@@ -448,6 +448,7 @@ impl Store for SqliteStore {
             commits: self.shared.commits.load(Ordering::Relaxed),
             alerts: self.shared.alerts.load(Ordering::Relaxed),
             path: self.path.display().to_string(),
+            unsequenced: None,
         }
     }
 }

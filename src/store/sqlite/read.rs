@@ -221,10 +221,10 @@ fn detail_in_tx(c: &Connection, id: &str, q: DetailQuery) -> rusqlite::Result<Op
         return Ok(None);
     };
     let mut stmt =
-        c.prepare_cached("SELECT id, seq, body FROM events WHERE sid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
+        c.prepare_cached("SELECT seq, body FROM events WHERE sid = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
     let mut events: Vec<StoredEvent> = stmt
         .query_map(params![sid, after.unwrap_or(-1), limit as i64 + 1], |r| {
-            Ok(StoredEvent { id: r.get(0)?, sequence: r.get(1)?, json: r.get(2)? })
+            Ok(StoredEvent { sequence: r.get(0)?, json: r.get(1)? })
         })?
         .collect::<Result<_, _>>()?;
     let more = events.len() > limit;

@@ -326,7 +326,7 @@ impl Writer {
                 let raised = end.tell(parent, &cfg);
                 self.raise(Some(id), raised)?;
             }
-            outcomes.push(Outcome::Stored { id });
+            outcomes.push(Outcome::Stored);
             let (session_id, agent_id, kind) = (ev.session_id.clone(), ev.agent_id.clone(), ev.kind.clone());
             self.published.push(Message::event(id, session_id, agent_id, kind, ev.into_raw()));
             self.txn_events += 1;
