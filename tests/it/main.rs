@@ -35,6 +35,7 @@
 //! - [`haproxy`]: the fleet behind HAProxy with the committed `deploy/haproxy.cfg` — requests
 //!   spread, streams unbuffered, OTLP/gRPC through its TCP frontend, an instance killed under a
 //!   subscriber and a writer.
+//! - [`pg_migrate`]: a database an older aop wrote, upgraded in place: positions and detectors kept.
 //! - [`pg_tls`]: the PostgreSQL URL's `sslmode`s against a real server with TLS, end to end.
 //! - [`haproxy`]: three instances behind the committed HAProxy config — spread, streams, failover.
 //! - [`browser`]: the dashboard in headless Chromium (live views, export and delete, reconnects,
@@ -83,6 +84,7 @@ mod otlp_clients;
 mod otlp_logs;
 mod packaging;
 mod pg_harness;
+mod pg_migrate;
 mod pg_tls;
 mod prices;
 mod reliability;
