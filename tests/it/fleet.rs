@@ -571,7 +571,9 @@ async fn the_conformance_suite_passes_against_a_fleet_member() {
         .await
         .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "conformance against {}:\n{text}", n.base());
+        // What failed first: a long report is cut where the test log is shown.
+        let failed: Vec<&str> = text.lines().filter(|l| !l.starts_with("PASS ")).collect();
+        assert!(out.status.success(), "conformance against {}:\n{}\n\nin full:\n{text}", n.base(), failed.join("\n"));
         assert!(text.contains("0 failed"), "{text}");
     }
 }
