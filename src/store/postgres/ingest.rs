@@ -11,14 +11,14 @@
 //!
 //! What an event does to its session is [`crate::store::apply`]'s business; this writes it.
 
-use super::sql::{now_ms, restore, store_alert, At, Cached, Group};
+use super::sql::{now_ms, restore, store_alert, At, Cached, Group, INSERT_GROUP};
 use super::writer::Failure;
 use crate::detect::DetectConfig;
 use crate::model::Event;
 use crate::store::apply::{self, Live, Place, Probe, Raised, Saved, SessionColumns, Tracked};
 use crate::store::outbox::Outbox;
 use crate::store::Outcome;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::Client;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio_postgres::types::ToSql;
@@ -41,11 +41,27 @@ pub(super) struct Written {
     pub(super) deliveries: bool,
 }
 
-/// Runs the group's jobs (each a request's events) in `tx` and commits it: each event's outcome,
-/// by job, and what was written. Sessions are taken out of `live` for the transaction; the caller
-/// puts back what it wrote once the commit succeeded.
+const UPDATE_SESSION: &str = "UPDATE aop_sessions SET agent_id = $2, parent_id = $3, goal = $4, status = $5, \
+     last_seen_us = $6, event_count = $7, state = $8, \
+     detect = CASE WHEN $9::text IS NULL THEN detect ELSE $9 END, \
+     detect_upto = CASE WHEN $9::text IS NULL THEN detect_upto ELSE $10 END, \
+     heard_ms = CASE WHEN $11 THEN $12 ELSE heard_ms END, stalled = stalled AND NOT $11, \
+     conversation = $13, alert_count = alert_count + $14, last_n = $15, rev = rev + 1 \
+     WHERE sid = $1";
+const INSERT_EVENTS: &str = "INSERT INTO aop_events (grp, k, sid, seq, n, body) \
+     SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])";
+
+/// Runs the group's jobs (each a request's events) in one transaction on `tx`, a connection
+/// outside any transaction, and commits it: each event's outcome, by job, and what was written.
+/// On an error the transaction is left open for the caller to roll back. Sessions are taken out
+/// of `live` for the transaction; the caller puts back what it wrote once the commit succeeded.
+///
+/// A group of sessions this instance wrote before costs two round trips: `BEGIN`, the locks,
+/// the duplicate probe and the clock in one; the writes and `COMMIT` in the other. (Statements
+/// pipelined this way must already be prepared on the connection, so that each is sent, and
+/// run, in order: the first group on a connection runs them one by one.)
 pub(super) async fn ingest(
-    tx: Transaction<'_>,
+    tx: &Client,
     grp: i64,
     jobs: &[Vec<Event>],
     live: &mut Live,
@@ -53,9 +69,37 @@ pub(super) async fn ingest(
     outbox: &Outbox,
 ) -> Result<(Vec<Vec<Outcome>>, Written), Failure> {
     let ids: BTreeSet<String> = jobs.iter().flatten().map(|e| e.session_id.clone()).collect();
+    let mut pending = Vec::new();
+    for (job, evs) in jobs.iter().enumerate() {
+        for (index, ev) in evs.iter().enumerate() {
+            pending.push(Pending { job, index, ev: Cow::Borrowed(ev) });
+        }
+    }
+    // The keys this instance's cache gives the sessions: when it knows them all, the probe goes
+    // with the locks (and is run again if a row turns out to have another key: a session
+    // deleted and begun again). A cached session was written on this connection (the cache is
+    // emptied with a new one), so these statements are prepared: they run in the order sent.
+    let guessed: Option<HashMap<String, i64>> =
+        ids.iter().map(|id| live.get_mut(id).map(|t| (id.clone(), t.key))).collect();
+    let begin = async { tx.batch_execute("BEGIN").await.map_err(Failure::from) };
     // Each locked session's last ordinal, by key.
     let mut last_n: HashMap<i64, i64> = HashMap::new();
-    let mut sessions = lock_sessions(&tx, &ids, live, detect, &mut last_n).await?;
+    let (mut sessions, early) = match guessed {
+        Some(keys) => {
+            let (_, sessions, stored, now) = tokio::try_join!(
+                begin,
+                lock_sessions(tx, &ids, live, detect, &mut last_n),
+                existing(tx, &keys, &pending),
+                now_ms(tx),
+            )?;
+            let same = sessions.iter().all(|(id, t)| keys.get(id) == Some(&t.key));
+            (sessions, same.then_some((stored, now)))
+        }
+        None => {
+            let (_, sessions) = tokio::try_join!(begin, lock_sessions(tx, &ids, live, detect, &mut last_n))?;
+            (sessions, None)
+        }
+    };
     // Parents that children ending in this group will tell, locked now with the others.
     let parents: BTreeSet<String> = jobs
         .iter()
@@ -65,24 +109,24 @@ pub(super) async fn ingest(
         .filter(|p| !sessions.contains_key(p))
         .collect();
     if !parents.is_empty() {
-        let more = lock_sessions(&tx, &parents, live, detect, &mut last_n).await?;
+        let more = lock_sessions(tx, &parents, live, detect, &mut last_n).await?;
         sessions.extend(more);
     }
 
-    let mut pending = Vec::new();
-    for (job, evs) in jobs.iter().enumerate() {
-        for (index, ev) in evs.iter().enumerate() {
-            pending.push(Pending { job, index, ev: Cow::Borrowed(ev) });
-        }
-    }
     let mut outcomes: Vec<Vec<Outcome>> = jobs.iter().map(|j| vec![Outcome::Duplicate; j.len()]).collect();
-    let (stored, now_ms) = tokio::try_join!(existing(&tx, &sessions, &pending), now_ms(&tx))?;
+    let (stored, now_ms) = match early {
+        Some(early) => early,
+        None => {
+            let keys: HashMap<String, i64> = sessions.iter().map(|(id, t)| (id.clone(), t.key)).collect();
+            tokio::try_join!(existing(tx, &keys, &pending), now_ms(tx))?
+        }
+    };
     // Places taken earlier in this group: `(session key, sequence)` → index in `accepted`.
     let mut fresh: BTreeMap<(i64, i64), usize> = BTreeMap::new();
     let mut accepted: Vec<Pending> = Vec::with_capacity(pending.len());
     for p in pending {
         let sid = sessions[&p.ev.session_id].key;
-        let p = match place(&tx, sid, &p.ev, &stored, &fresh, &accepted).await? {
+        let p = match place(tx, sid, &p.ev, &stored, &fresh, &accepted).await? {
             None => p,
             Some(Place::Moved(moved)) => Pending { ev: Cow::Owned(*moved), ..p },
             Some(Place::Refused(outcome)) => {
@@ -96,7 +140,7 @@ pub(super) async fn ingest(
 
     if accepted.is_empty() {
         // Only retries and conflicts: no group to number.
-        tx.commit().await?;
+        tx.batch_execute("COMMIT").await?;
         return Ok((outcomes, Written { sessions, alerts: 0, deliveries: false }));
     }
     let mut group = Group::new(grp);
@@ -117,7 +161,7 @@ pub(super) async fn ingest(
             if !sessions.contains_key(&end.parent) {
                 // Not foreseen above (the child's parent was named in this very group).
                 let one = BTreeSet::from([end.parent.clone()]);
-                let more = lock_sessions(&tx, &one, live, detect, &mut last_n).await?;
+                let more = lock_sessions(tx, &one, live, detect, &mut last_n).await?;
                 sessions.extend(more);
             }
             let parent = sessions.get_mut(&end.parent).expect("locked above");
@@ -140,23 +184,35 @@ pub(super) async fn ingest(
         deliveries |= !targets.is_empty();
         let at = At { created_at: &created_at, grp, k: group.notices, now_ms };
         group.notices += 1;
-        alerts.push(store_alert(&tx, r, Some(*event_n), at, targets));
+        alerts.push(store_alert(tx, r, Some(*event_n), at, targets));
     }
-    // Everything goes in one pipelined round trip, the group's row sent last.
-    let insert = tx.prepare_cached(
-        "INSERT INTO aop_events (grp, k, sid, seq, n, body) \
-         SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])",
-    );
-    let insert = insert.await?;
+    // Everything goes in one pipelined round trip, the group's row sent last, and `COMMIT` with
+    // it when every statement is already prepared: each is then sent at once, in order. (An
+    // alert's statements follow one another, so with alerts the commit waits for them.) A
+    // failed statement makes the transaction's `COMMIT` a rollback.
+    let (insert, _, _) = tokio::try_join!(
+        tx.prepare_cached(INSERT_EVENTS),
+        tx.prepare_cached(UPDATE_SESSION),
+        tx.prepare_cached(INSERT_GROUP)
+    )?;
     let columns: [&(dyn ToSql + Sync); 6] = [&grp, &k_col, &sid_col, &seq_col, &n_col, &body_col];
     let writes = tx.execute(&insert, &columns);
+    let pipelined = alerts.is_empty();
     tokio::try_join!(
         async { writes.await.map_err(Failure::from) },
         futures_util::future::try_join_all(alerts),
-        flush_sessions(&tx, &mut sessions, &alert_counts, &last_n, now_ms),
-        group.close(&tx),
+        flush_sessions(tx, &mut sessions, &alert_counts, &last_n, now_ms),
+        group.close(tx),
+        async {
+            match pipelined {
+                true => tx.batch_execute("COMMIT").await.map_err(Failure::from),
+                false => Ok(()),
+            }
+        },
     )?;
-    tx.commit().await?;
+    if !pipelined {
+        tx.batch_execute("COMMIT").await?;
+    }
     Ok((outcomes, Written { sessions, alerts: raised.len() as u64, deliveries }))
 }
 
@@ -165,7 +221,7 @@ pub(super) async fn ingest(
 /// (it goes back only if the transaction commits), else read back and caught up from the events
 /// stored after its saved detector state.
 async fn lock_sessions(
-    tx: &Transaction<'_>,
+    tx: &Client,
     ids: &BTreeSet<String>,
     live: &mut Live,
     detect: &DetectConfig,
@@ -226,11 +282,11 @@ async fn lock_sessions(
 
 /// The stored bodies at the `(session, sequence)` places the group's events ask for.
 async fn existing(
-    tx: &Transaction<'_>,
-    sessions: &HashMap<String, Tracked>,
+    tx: &Client,
+    keys: &HashMap<String, i64>,
     pending: &[Pending<'_>],
 ) -> Result<HashMap<(i64, i64), String>, Failure> {
-    let sids: Vec<i64> = pending.iter().map(|p| sessions[&p.ev.session_id].key).collect();
+    let sids: Vec<i64> = pending.iter().map(|p| keys[&p.ev.session_id]).collect();
     let seqs: Vec<i64> = pending.iter().map(|p| p.ev.sequence).collect();
     let rows = tx
         .q(
@@ -246,7 +302,7 @@ async fn existing(
 /// what holds it: a body stored before, or an event earlier in this group ([`apply::place`]
 /// decides; this reads what it asks for).
 async fn place(
-    tx: &Transaction<'_>,
+    tx: &Client,
     sid: i64,
     ev: &Event,
     stored: &HashMap<(i64, i64), String>,
@@ -277,23 +333,13 @@ async fn place(
 
 /// Writes every changed session row, bumping its `rev` (and the cached copy's with it).
 async fn flush_sessions(
-    tx: &Transaction<'_>,
+    tx: &Client,
     sessions: &mut HashMap<String, Tracked>,
     alert_counts: &HashMap<i64, i64>,
     last_n: &HashMap<i64, i64>,
     now_ms: i64,
 ) -> Result<(), Failure> {
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE aop_sessions SET agent_id = $2, parent_id = $3, goal = $4, status = $5, last_seen_us = $6, \
-             event_count = $7, state = $8, \
-             detect = CASE WHEN $9::text IS NULL THEN detect ELSE $9 END, \
-             detect_upto = CASE WHEN $9::text IS NULL THEN detect_upto ELSE $10 END, \
-             heard_ms = CASE WHEN $11 THEN $12 ELSE heard_ms END, stalled = stalled AND NOT $11, \
-             conversation = $13, alert_count = alert_count + $14, last_n = $15, rev = rev + 1 \
-             WHERE sid = $1",
-        )
-        .await?;
+    let stmt = tx.prepare_cached(UPDATE_SESSION).await?;
     let mut rows = Vec::new();
     for t in sessions.values_mut() {
         let Some(snap) = t.snapshot() else { continue };

@@ -22,28 +22,38 @@ pub(super) trait Cached {
     async fn x(&self, sql: &str, params: Params<'_>) -> Result<u64, tokio_postgres::Error>;
 }
 
-impl Cached for Transaction<'_> {
-    async fn q(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, tokio_postgres::Error> {
-        self.query(&self.prepare_cached(sql).await?, params).await
-    }
-    async fn q1(&self, sql: &str, params: Params<'_>) -> Result<Row, tokio_postgres::Error> {
-        self.query_one(&self.prepare_cached(sql).await?, params).await
-    }
-    async fn q_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, tokio_postgres::Error> {
-        self.query_opt(&self.prepare_cached(sql).await?, params).await
-    }
-    async fn x(&self, sql: &str, params: Params<'_>) -> Result<u64, tokio_postgres::Error> {
-        self.execute(&self.prepare_cached(sql).await?, params).await
-    }
+/// The same on a transaction object and on a connection whose transaction the caller runs
+/// itself (the ingest path, which pipelines its `BEGIN` and `COMMIT`).
+macro_rules! cached {
+    ($t:ty) => {
+        impl Cached for $t {
+            async fn q(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, tokio_postgres::Error> {
+                self.query(&self.prepare_cached(sql).await?, params).await
+            }
+            async fn q1(&self, sql: &str, params: Params<'_>) -> Result<Row, tokio_postgres::Error> {
+                self.query_one(&self.prepare_cached(sql).await?, params).await
+            }
+            async fn q_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, tokio_postgres::Error> {
+                self.query_opt(&self.prepare_cached(sql).await?, params).await
+            }
+            async fn x(&self, sql: &str, params: Params<'_>) -> Result<u64, tokio_postgres::Error> {
+                self.execute(&self.prepare_cached(sql).await?, params).await
+            }
+        }
+    };
 }
+cached!(Transaction<'_>);
+cached!(deadpool_postgres::Client);
 
 /// The database's clock, in ms since the epoch (instances' clocks need not agree).
 pub(super) const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// Reads the database's clock.
-pub(super) async fn now_ms(tx: &Transaction<'_>) -> Result<i64, Failure> {
+pub(super) async fn now_ms(tx: &impl Cached) -> Result<i64, Failure> {
     Ok(tx.q1(&format!("SELECT {NOW_MS}"), &[]).await?.get(0))
 }
+
+pub(super) const INSERT_GROUP: &str = "INSERT INTO aop_groups (grp, n_events, n_notices) VALUES ($1, $2, $3)";
 
 /// Where a transaction's events and notices go: its group, and the next `k` of each.
 pub(super) struct Group {
@@ -61,13 +71,9 @@ impl Group {
     /// the insert, orders it for the sequencer. No lock is taken after it (every session row
     /// was locked before), so a group that waited for another's session lock draws a larger
     /// ticket than that group, which had committed.
-    pub(super) async fn close(&self, tx: &Transaction<'_>) -> Result<(), Failure> {
+    pub(super) async fn close(&self, tx: &impl Cached) -> Result<(), Failure> {
         if self.events + self.notices > 0 {
-            tx.x(
-                "INSERT INTO aop_groups (grp, n_events, n_notices) VALUES ($1, $2, $3)",
-                &[&self.grp, &self.events, &self.notices],
-            )
-            .await?;
+            tx.x(INSERT_GROUP, &[&self.grp, &self.events, &self.notices]).await?;
         }
         Ok(())
     }
@@ -110,7 +116,7 @@ pub(super) struct At<'a> {
 /// Stores an alert (raised by the event at `event_id`, if any), its notice for every instance's
 /// feed and its deliveries to `targets`.
 pub(super) async fn store_alert(
-    tx: &Transaction<'_>,
+    tx: &impl Cached,
     r: &Raised,
     event_id: Option<i64>,
     at: At<'_>,
@@ -145,7 +151,7 @@ pub(super) async fn store_alert(
 
 /// A session as its (locked) row says, its detector caught up with the events stored after its
 /// saved state (at most about a checkpoint's worth).
-pub(super) async fn restore(tx: &Transaction<'_>, saved: Saved<'_>, cfg: &DetectConfig) -> Result<Tracked, Failure> {
+pub(super) async fn restore(tx: &impl Cached, saved: Saved<'_>, cfg: &DetectConfig) -> Result<Tracked, Failure> {
     let rows = tx
         .q("SELECT n, body FROM aop_events WHERE sid = $1 AND n > $2 ORDER BY n", &[&saved.key, &saved.detect_upto])
         .await?;

@@ -173,8 +173,15 @@ impl Writer {
         let Writer { pool, conn, live, detect, outbox, groups, .. } = self;
         let client = connect(conn, pool, live).await.map_err(Failure::Fatal)?;
         let grp = groups.next(client).await?;
-        let tx = client.transaction().await?;
-        ingest(tx, grp, jobs, live, detect, outbox).await
+        let out = ingest(client, grp, jobs, live, detect, outbox).await;
+        if out.is_err() {
+            // The transaction may be open (or aborted): end it before the connection's next
+            // one. A connection that cannot even roll back is dropped (the server then does).
+            if client.batch_execute("ROLLBACK").await.is_err() {
+                drop(Object::take(conn.take().expect("connected above")));
+            }
+        }
+        out
     }
 
     fn committed(&mut self, written: Written) {
