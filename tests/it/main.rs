@@ -32,6 +32,9 @@
 //!   call, `PreToolUse` answered by the guard, malformed bodies, `aop hooks claude-code`.
 //! - [`fleet`]: several instances on one real PostgreSQL — one stream order, resumption on any
 //!   instance, alerts once, instances and the database killed under load.
+//! - [`fleet_order`]: the fleet's order when positions are given after commit — an instance or a
+//!   sequencer killed between commit and numbering, long transactions elsewhere, one session
+//!   written through every instance at once.
 //! - [`haproxy`]: the fleet behind HAProxy with the committed `deploy/haproxy.cfg` — requests
 //!   spread, streams unbuffered, OTLP/gRPC through its TCP frontend, an instance killed under a
 //!   subscriber and a writer.
@@ -70,6 +73,7 @@ mod copy;
 mod detect;
 mod diff;
 mod fleet;
+mod fleet_order;
 mod guard;
 mod haproxy;
 mod hooks;
