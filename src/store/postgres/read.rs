@@ -250,12 +250,13 @@ pub(super) async fn events_between(
     if grps.is_empty() {
         return Ok((Vec::new(), reached));
     }
-    // One index range per group (a lateral join keeps it to the primary key's ranges).
+    // One index range per group: `OFFSET 0` keeps the planner from flattening the lateral
+    // subquery into a join that could scan the whole table.
     let rows = c
         .query(
             "SELECT u.first + e.k, e.body \
              FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(grp, lo, hi, first), \
-             LATERAL (SELECT k, body FROM aop_events e WHERE e.grp = u.grp AND e.k >= u.lo AND e.k <= u.hi) e \
+             LATERAL (SELECT k, body FROM aop_events e WHERE e.grp = u.grp AND e.k >= u.lo AND e.k <= u.hi OFFSET 0) e \
              ORDER BY 1",
             &[&grps, &from_k, &to_k, &firsts],
         )

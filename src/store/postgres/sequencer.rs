@@ -27,6 +27,12 @@ use tokio_util::sync::CancellationToken;
 pub(super) const POLL: Duration = Duration::from_millis(1000);
 /// Groups one step numbers at most (the next step goes on at once).
 const STEP_GROUPS: i32 = 5000;
+/// An instance starts a step at most this often. A step is a commit of its own (a WAL flush
+/// and the `NOTIFY`), and every instance's writer wakes its sequencer after each commit: under
+/// load, without this gap, steps would be about as many as groups, each numbering one or two,
+/// and on a busy database they cost as much as the writes. With it, a step numbers what a few
+/// milliseconds of the fleet committed; an idle fleet's first commit is numbered at once.
+const STEP_GAP: Duration = Duration::from_millis(4);
 /// A step that takes longer is abandoned with its connection, which frees the lock: a
 /// server that stopped answering must not stop every instance's stream.
 const STEP_DEADLINE: Duration = Duration::from_secs(15);
@@ -45,12 +51,15 @@ pub(super) struct Sequencer {
 impl Sequencer {
     pub(super) async fn run(self, stop: CancellationToken) {
         let mut client: Option<Client> = None;
+        let mut last = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(POLL) => {}
             }
+            tokio::time::sleep_until(last + STEP_GAP).await;
+            last = tokio::time::Instant::now();
             loop {
                 match self.step(&mut client).await {
                     Ok(n) if n >= STEP_GROUPS => {
@@ -95,9 +104,12 @@ impl Sequencer {
         // Whatever the server's or the role's defaults say: positions are durable before any
         // feed reads them, a step's statements see each other's commits (aop_sequence refuses
         // anything else), and a half-dead session never holds the sequencing lock for long.
+        // A step waiting for the lock gives up on the server's side before this side's
+        // deadline, so an abandoned wait never leaves a backend queued for the lock.
         let setup = format!(
             "SET application_name = '{APPLICATION_NAME}'; SET synchronous_commit = on; \
-             SET default_transaction_isolation = 'read committed'; SET idle_in_transaction_session_timeout = 5000"
+             SET default_transaction_isolation = 'read committed'; SET idle_in_transaction_session_timeout = 5000; \
+             SET lock_timeout = 10000"
         );
         client.batch_execute(&setup).await.map_err(|e| classify(&e))?;
         Ok(client)
