@@ -27,7 +27,8 @@ At the end a table gives, for each binary and configuration: single c=1 and c=64
 1000/req events/s and the delivery p99 (ack to receipt), each with its ratio to the same binary's
 SQLite run; and a second one the errors, 503s, missed deliveries, the bench's own check of
 acknowledged against stored events, the range of the bench's "rest" CPU, the CPU the collectors,
-PostgreSQL, the bench and everything else used over the run, and the load average.
+PostgreSQL, the bench and everything else used over the run, the load average, and the seconds
+in which autovacuum ran (what the server is doing is sampled once a second during each run).
 
 Environment:
   DURATION   seconds per measurement (default 10)
@@ -86,12 +87,13 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/aop-fleetbench.XXXXXX")
 server_up=0
 instance_pids=()
 bench_pid=""
+sampler_pid=""
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    if [[ -n $bench_pid ]]; then
-        kill "$bench_pid" 2>/dev/null || true
-    fi
+    for pid in $bench_pid $sampler_pid; do
+        kill "$pid" 2>/dev/null || true
+    done
     for pid in "${instance_pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -308,12 +310,30 @@ for bin in "${binaries[@]}"; do
         "$LOADGEN" bench --url "$url_list" --workload "$WORKLOADS" --duration "$DURATION" \
             >"$OUT/$name.txt" 2>"$OUT/$name.err" &
         bench_pid=$!
+        # Once a second, what the server is busy with (autovacuum, a slow statement, a lock
+        # wait), to explain a figure off its neighbours; one short query, a few ms of CPU.
+        (
+            while sleep 1; do
+                echo "# $(date +%T.%N)"
+                psql_ -At -F '|' -c "SELECT backend_type, application_name, state,
+                        wait_event_type || ':' || wait_event, round(extract(epoch FROM now() - query_start)::numeric, 3),
+                        left(regexp_replace(query, '\s+', ' ', 'g'), 160)
+                    FROM pg_stat_activity
+                    WHERE pid <> pg_backend_pid() AND (state = 'active' OR backend_type LIKE 'autovacuum worker')" \
+                    2>/dev/null || true
+            done
+        ) >"$OUT/$name.pg-activity" &
+        sampler_pid=$!
         status=0
         wait "$bench_pid" || status=$?
         bench_pid=""
+        # Before the sampler is reaped, so its CPU counts as "other", not as the bench's.
         client_ticks >"$tmp/ticks"
         c1=$(<"$tmp/ticks")
         t1=$(date +%s.%N) m1=$(busy_ticks) s1=$(server_ticks) a1=$(instances_ticks)
+        kill "$sampler_pid" 2>/dev/null || true
+        wait "$sampler_pid" 2>/dev/null || true
+        sampler_pid=""
         awk -v t="$t1" -v t0="$t0" -v hz="$hz" -v m=$((m1 - m0)) -v s=$((s1 - s0)) -v a=$((a1 - a0)) \
             -v c=$((c1 - c0)) -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
             d = (t - t0) * hz
@@ -403,20 +423,26 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$
     echo "Checks and load: errors and 503s summed over the measurements; missed of acknowledged in"
     echo "delivery; the bench's verify (acknowledged=stored); the bench's 'rest' per measurement"
     echo "(PostgreSQL and everything else); cores used over the whole bench by the collectors, PostgreSQL,"
-    echo "the bench, everything else, and the machine; the 1-minute load average at the end"
-    printf '%-14s %-6s %6s %5s %11s %-20s %-11s %-29s %5s\n' binary store errors 503s missed verify rest "cpu aop/pg/bench/other/all" load
+    echo "the bench, everything else, and the machine; the 1-minute load average at the end; the seconds"
+    echo "in which PostgreSQL's autovacuum was running (NAME.pg-activity has what the server was doing)"
+    printf '%-14s %-6s %6s %5s %11s %-20s %-11s %-29s %5s %7s\n' binary store errors 503s missed verify rest "cpu aop/pg/bench/other/all" load autovac
     for tag in "${tags[@]}"; do
         for cfg in "${configs[@]}"; do
             f="$OUT/$tag-$cfg.txt"
             [[ -f $f ]] || continue
             read -r _ _ _ _ errors overloaded missed verify rest <<<"$(figures "$f")"
-            cpu="-" load="-"
+            cpu="-" load="-" autovac="-"
+            # Seconds in which an autovacuum worker was running (the sampler's one-second looks).
+            if [[ -f $OUT/$tag-$cfg.pg-activity ]]; then
+                autovac=$(awk '/^# / { if (seen) n++; seen = 0; next } /^autovacuum worker\|/ { seen = 1 }
+                    END { if (seen) n++; print n + 0 }' "$OUT/$tag-$cfg.pg-activity")
+            fi
             if [[ -f $OUT/$tag-$cfg.cpu ]]; then
                 read -r a s c o m load <"$OUT/$tag-$cfg.cpu"
                 cpu="$a/$s/$c/$o/$m"
             fi
-            printf '%-14s %-6s %6s %5s %11s %-20s %-11s %-29s %5s\n' "$tag" "$cfg" "$errors" "$overloaded" \
-                "$missed" "$verify" "$rest" "$cpu" "$load"
+            printf '%-14s %-6s %6s %5s %11s %-20s %-11s %-29s %5s %7s\n' "$tag" "$cfg" "$errors" "$overloaded" \
+                "$missed" "$verify" "$rest" "$cpu" "$load" "$autovac"
         done
     done
     if [[ -s $OUT/notes.txt ]]; then
