@@ -6,7 +6,7 @@
 //! yet numbered a contiguous block of positions after `aop_head`, advances the head and sends
 //! the one `NOTIFY`. Any instance may number any instance's groups: one killed after its commit
 //! is numbered by the next step anywhere. It runs when this instance's writer committed a group
-//! and, as a floor, every [`POLL`].
+//! (at most every [`STEP_GAP`]) and, as a floor, every [`POLL`].
 //!
 //! Why positions need no watermark: a group is numbered only once it is committed and visible
 //! to the step's snapshot, so nothing can later appear below the head. Two groups that wrote one
