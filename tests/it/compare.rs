@@ -367,9 +367,11 @@ async fn comparisons_nobody_reads_hold_their_slot_and_bounded_memory() {
     let grown = peak.saturating_sub(before);
     println!("8 stalled comparisons ({served} served): RSS grew by {} MiB", grown >> 20);
     // Four answers held, and what making four comparisons at once took (both runs' steps and the
-    // alignment, freed but not all given back to the system).
+    // alignment, freed but not all given back to the system: the allocator's per-thread arenas
+    // keep some, more on a loaded machine, where 235-260 MiB in all was seen). Holding all eight,
+    // or making them all at once, would take 430 MiB and more.
     assert!(
-        grown < 8 * answer.len() as u64 + (128 << 20),
+        grown < 8 * answer.len() as u64 + (192 << 20),
         "stalled comparisons grew the collector by {} MiB",
         grown >> 20
     );
