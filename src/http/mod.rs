@@ -159,6 +159,9 @@ pub fn router(state: AppState, security: Security, mcp_allow_stop: bool) -> Rout
     let shutdown = state.shutdown.child_token();
     let api = api(state);
     let mcp = crate::mcp::http_service(api.clone(), mcp_allow_stop, shutdown);
+    // The SDK refuses a body past its limit without reading it, so the connection is closed
+    // after the answer: say so, or a client reuses it and loses its next request.
+    let mcp = tower::ServiceBuilder::new().map_response(close_when_too_large).service(mcp);
     api.route_service(MCP_PATH, mcp)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&security), security::guard))
         .layer(security.cors())
@@ -185,4 +188,11 @@ fn api(state: AppState) -> Router {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
         .with_state(state)
+}
+
+fn close_when_too_large<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
+    if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    resp
 }
