@@ -73,18 +73,12 @@ done
 command -v ss >/dev/null || die "ss (iproute2) is needed to find free ports"
 command -v curl >/dev/null || die "curl is needed to ask the instances' /health"
 
-# The server must not run as root: as root, run it as postgres.
-as_server=()
-if [[ $(id -u) -eq 0 ]]; then
-    id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' user to run the server as"
-    command -v runuser >/dev/null || die "running as root needs runuser (util-linux)"
-    as_server=(runuser -u postgres --)
-fi
+# shellcheck source-path=SCRIPTDIR source=lib/pgserver.sh
+source "$here/lib/pgserver.sh"
 
 mkdir -p "$OUT" || die "cannot create $OUT"
 OUT=$(cd "$OUT" && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/aop-fleetbench.XXXXXX")
-server_up=0
 instance_pids=()
 bench_pid=""
 sampler_pid=""
@@ -100,49 +94,19 @@ cleanup() {
     for pid in "${instance_pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
-    if [[ $server_up -eq 1 ]]; then
-        "${as_server[@]}" "$PGBIN/pg_ctl" -D "$tmp/data" -m fast -w stop >/dev/null 2>&1 \
-            || "${as_server[@]}" "$PGBIN/pg_ctl" -D "$tmp/data" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
+    pg_server_stop
     cp "$tmp/server.log" "$OUT/postgres.log" 2>/dev/null || true
     rm -rf "$tmp"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'echo "fleetbench.sh: interrupted" >&2; exit 130' INT TERM
-if [[ ${#as_server[@]} -gt 0 ]]; then
-    chown postgres: "$tmp" || die "cannot give $tmp to the postgres user"
-fi
+pg_server_own_tmp
 
-# A port no socket uses (listening, connected or in TIME_WAIT) that this run has not handed out
-# yet (an instance that is still starting does not listen yet), below the kernel's ephemeral range
-# so the bench's own connections cannot take it in the meantime.
-read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range
-port_low=10000
-port_span=$((ephemeral_low > port_low + 1000 ? ephemeral_low - port_low : 20000))
-used_ports=" "
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((port_low + RANDOM % port_span))
-        [[ $used_ports == *" $p "* ]] && continue
-        if [[ -z $(ss -Htan "( sport = :$p or dport = :$p )") ]]; then
-            used_ports+="$p "
-            echo "$p"
-            return
-        fi
-    done
-    die "no free TCP port found"
-}
-
-pg_port=$(free_port)
+free_port
+pg_port=$free
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; $(nproc) cores)" | tee "$OUT/header.txt"
-"${as_server[@]}" "$PGBIN/initdb" -D "$tmp/data" -U postgres --auth=trust -E UTF8 --no-locale \
-    >"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log" >&2; die "initdb failed (output above)"; }
-"${as_server[@]}" "$PGBIN/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -t 60 \
-    -o "-c port=$pg_port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$tmp -c fsync=on -c synchronous_commit=on" \
-    start >"$tmp/pg_ctl.log" 2>&1 || { cat "$tmp/pg_ctl.log" "$tmp/server.log" >&2 2>/dev/null; die "the server did not start (output above)"; }
-server_up=1
+pg_server_start "$pg_port"
 
 # Over TCP on loopback, as the instances connect.
 export PGHOST=127.0.0.1 PGPORT=$pg_port PGUSER=postgres
@@ -156,47 +120,14 @@ psql_() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d postgres "$@"; }
     echo "# output in $OUT"
 } | tee -a "$OUT/header.txt"
 
-# CPU accounting in clock ticks, so each run can say what the collectors, PostgreSQL, the bench
-# and everything else on the (possibly shared) machine used: the bench's own "rest" counts
-# PostgreSQL with everything else.
-hz=$(getconf CLK_TCK)
-busy_ticks() {
-    local _cpu user nice system _idle _iowait irq softirq steal _rest
-    read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
-    echo $((user + nice + system + irq + softirq + steal))
-}
-proc_ticks() { # pid [with-children]: its user+system ticks, and its reaped children's
-    local stat fields
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-    read -r -a fields <<<"${stat##*) }"
-    if [[ -n ${2:-} ]]; then
-        echo $((fields[11] + fields[12] + fields[13] + fields[14]))
-    else
-        echo $((fields[11] + fields[12]))
-    fi
-}
-server_ticks() { # the postmaster, its live children and those it has reaped
-    local pm child total
-    pm=$(head -n 1 "$tmp/data/postmaster.pid")
-    total=$(proc_ticks "$pm" all)
-    for child in $(ps -o pid= --ppid "$pm"); do
-        total=$((total + $(proc_ticks "$child")))
-    done
-    echo "$total"
-}
+# The CPU the collectors used (the rest of the accounting is lib/pgserver.sh's): with the bench's
+# own "rest", which counts PostgreSQL with everything else, each run can say who used what.
 instances_ticks() {
     local pid total=0
     for pid in "${instance_pids[@]}"; do
         total=$((total + $(proc_ticks "$pid")))
     done
     echo "$total"
-}
-client_ticks() { # this shell's reaped children (the bench); `times` must run in this shell
-    times >"$tmp/times"
-    tail -n 1 "$tmp/times" | awk -v hz="$hz" '{
-        t = 0
-        for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] }
-        printf "%d", t * hz }'
 }
 
 # Starts one instance of $1 with --db $2 on a free port, its output in $3; appends its pid to
@@ -205,7 +136,8 @@ client_ticks() { # this shell's reaped children (the bench); `times` must run in
 start_instance() {
     local bin=$1 db=$2 log=$3 port pid attempt
     for attempt in 1 2 3; do
-        port=$(free_port)
+        free_port
+        port=$free
         "$bin" start --port "$port" --no-open --db "$db" >"$log" 2>&1 &
         pid=$!
         for _ in $(seq 1 600); do

@@ -98,16 +98,10 @@ for f in schema.sql reset.sql aop_sequence.sql head_notify.sql post_commit.sql s
 done
 command -v ss >/dev/null || die "ss (iproute2) is needed to find a free port"
 
-# The server must not run as root: as root, run it as postgres.
-as_server=()
-if [[ $(id -u) -eq 0 ]]; then
-    id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' user to run the server as"
-    command -v runuser >/dev/null || die "running as root needs runuser (util-linux)"
-    as_server=(runuser -u postgres --)
-fi
+# shellcheck source-path=SCRIPTDIR source=lib/pgserver.sh
+source "$here/lib/pgserver.sh"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/aop-pgbench.XXXXXX")
-server_up=0
 bg_pids=()
 cleanup() {
     local status=$?
@@ -115,10 +109,7 @@ cleanup() {
     for pid in "${bg_pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
-    if [[ $server_up -eq 1 ]]; then
-        "${as_server[@]}" "$PGBIN/pg_ctl" -D "$tmp/data" -m fast -w stop >/dev/null 2>&1 \
-            || "${as_server[@]}" "$PGBIN/pg_ctl" -D "$tmp/data" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
+    pg_server_stop
     if [[ -n $log_dir && -d $tmp ]]; then
         cp "$tmp"/*.log "$tmp"/*.out "$tmp"/*.err "$log_dir"/ 2>/dev/null || true
     fi
@@ -130,27 +121,12 @@ trap 'echo "pgbench.sh: interrupted" >&2; exit 130' INT TERM
 if [[ -n $log_dir ]]; then
     mkdir -p "$log_dir" || die "cannot create --log-dir $log_dir"
 fi
-if [[ ${#as_server[@]} -gt 0 ]]; then
-    chown postgres: "$tmp" || die "cannot give $tmp to the postgres user"
-fi
-
-port=""
-for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 40000))
-    if [[ -z $(ss -Hltn "sport = :$p") ]]; then
-        port=$p
-        break
-    fi
-done
-[[ -n $port ]] || die "no free TCP port found"
+pg_server_own_tmp
+free_port
+port=$free
 
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; $(nproc) cores)"
-"${as_server[@]}" "$PGBIN/initdb" -D "$tmp/data" -U postgres --auth=trust -E UTF8 --no-locale \
-    >"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log" >&2; die "initdb failed (output above)"; }
-"${as_server[@]}" "$PGBIN/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -t 60 \
-    -o "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$tmp -c fsync=on -c synchronous_commit=on -c track_wal_io_timing=on" \
-    start >"$tmp/pg_ctl.log" 2>&1 || { cat "$tmp/pg_ctl.log" "$tmp/server.log" >&2 2>/dev/null; die "the server did not start (output above)"; }
-server_up=1
+pg_server_start "$port" -c track_wal_io_timing=on
 
 # Clients connect over TCP on loopback, as aop's instances do.
 export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres
@@ -214,42 +190,8 @@ pgbench_failed() { # name status
     exit 1
 }
 
-# CPU accounting, in clock ticks (USER_HZ), so each line can say how much CPU the server and
-# pgbench used and how busy the whole machine was (it may be shared). The machine's figure comes
-# from /proc/stat, the others from each process's own times, which the kernel keeps differently:
-# their difference says roughly what everything else used, not exactly.
-hz=$(getconf CLK_TCK)
-busy_ticks() {
-    local _cpu user nice system idle iowait irq softirq steal _rest
-    read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
-    echo $((user + nice + system + irq + softirq + steal))
-}
-proc_ticks() { # pid [with-children]: its user+system ticks, and its reaped children's
-    local stat fields
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-    read -r -a fields <<<"${stat##*) }"
-    if [[ -n ${2:-} ]]; then
-        echo $((fields[11] + fields[12] + fields[13] + fields[14]))
-    else
-        echo $((fields[11] + fields[12]))
-    fi
-}
-server_ticks() { # the postmaster, its live children and those it has reaped
-    local pm child total
-    pm=$(head -n 1 "$tmp/data/postmaster.pid")
-    total=$(proc_ticks "$pm" all)
-    for child in $(ps -o pid= --ppid "$pm"); do
-        total=$((total + $(proc_ticks "$child")))
-    done
-    echo "$total"
-}
-client_ticks() { # this shell's reaped children (pgbench, psql); `times` must run in this shell
-    times >"$tmp/times"
-    tail -n 1 "$tmp/times" | awk -v hz="$hz" '{
-        t = 0
-        for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] }
-        printf "%d", t * hz }'
-}
+# CPU accounting (lib/pgserver.sh): the server's, pgbench's (this shell's reaped children) and
+# the machine's, with the WAL's figures.
 cpu_start() {
     client_ticks >"$tmp/ticks"
     cpu_client0=$(<"$tmp/ticks")
@@ -257,11 +199,11 @@ cpu_start() {
     psql_ -Atc "SELECT pg_stat_reset_shared('wal')" >/dev/null
 }
 cpu_report() { # sets cpu to "WAL ...; cpu: server X, pgbench Y, machine Z cores" since cpu_start
-    local t1 busy server client wal pm i
+    local t1 busy server client wal pm
     # A backend's time moves to the postmaster's children's times only once it is reaped: wait
     # (at most 5 s) until the clients' backends are gone.
     pm=$(head -n 1 "$tmp/data/postmaster.pid")
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         ps -o args= --ppid "$pm" | grep -q '127\.0\.0\.1(' || break
         sleep 0.1
     done
@@ -291,7 +233,6 @@ verify() { # name file
             checks_failed=1
         fi
     done <<<"$out"
-    verify_detail=$out
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "-" }'; }
